@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One entry point for set-up, the main job and the tests.
+#   bash run.sh          set up .venv, then run the main job on the built-in dataset
+#   bash run.sh test     set up .venv, then run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+setup() {
+    if [ ! -x .venv/bin/python ]; then
+        echo "[setup] creating .venv with $PY"
+        "$PY" -m venv .venv
+    fi
+    # Re-install only when pyproject.toml changed since the last successful install.
+    local stamp; stamp=$(sha256sum pyproject.toml | cut -c1-16)
+    if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
+        echo "[setup] installing the project and its dependencies into .venv (first time: a few minutes)"
+        .venv/bin/python -m pip install -q --upgrade pip setuptools
+        .venv/bin/python -m pip install -q -e '.[dev]'
+        echo "$stamp" > .venv/.setup-stamp
+    fi
+}
+
+setup
+case "${1:-main}" in
+    test)
+        shift || true
+        exec .venv/bin/python -m pytest -q -n 2 "$@"
+        ;;
+    main)
+        shift || true
+        exec .venv/bin/vision main "$@"
+        ;;
+    *)
+        echo "usage: bash run.sh [main|test] [extra args]" >&2
+        exit 2
+        ;;
+esac

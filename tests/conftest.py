@@ -1,0 +1,35 @@
+"""Shared fixtures: paths to the real data and a small synthetic dataset made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vision.config import parse_config
+from vision.data.shapes import ShapesSpec, generate
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+CLASSES = ["circle", "square", "triangle", "star"]
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    assert REAL.is_dir(), f"expected the real test data at {REAL}"
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    generate(out, ShapesSpec(train=48, val=16, seed=3), workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shapes_cfg(shapes_dir):
+    raw = yaml.safe_load((REPO / "datasets" / "shapes.yaml").read_text())
+    raw["root"] = str(shapes_dir / "VOC")
+    return parse_config(raw, source=REPO / "datasets" / "shapes.yaml")

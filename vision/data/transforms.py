@@ -1,0 +1,129 @@
+"""Albumentations pipelines for detection and segmentation, and the collate functions.
+
+Images leave the pipelines as float tensors in [0, 1] (``(3, H, W)``); models normalize with
+their own mean/std. Detection boxes stay valid: clipped to the image, boxes smaller than
+``min_box`` pixels (side) are dropped and counted in ``DetectionTransform.dropped``.
+Segmentation masks are resized with nearest neighbour and padded with the ignore index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from vision.data.sample import IGNORE_INDEX, Sample
+
+
+def _geometry(size: int, train: bool) -> list:
+    ops: list = []
+    if train:
+        ops += [A.RandomScale(scale_limit=(-0.3, 0.2), p=0.7)]
+    ops += [
+        A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_LINEAR),
+        A.PadIfNeeded(
+            size,
+            size,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=IGNORE_INDEX,
+        ),
+    ]
+    if train:
+        ops += [
+            A.HorizontalFlip(p=0.5),
+            A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
+            A.HueSaturationValue(10, 20, 10, p=0.3),
+        ]
+    return ops
+
+
+@dataclass
+class DetectionTransform:
+    """Resize the longest side to ``size`` and pad to a square (top-left), with train-time
+    scale jitter, flips and colour jitter."""
+
+    size: int
+    train: bool = False
+    min_box: float = 2.0
+    dropped: int = 0
+    pipeline: A.Compose = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.pipeline = A.Compose(
+            _geometry(self.size, self.train),
+            bbox_params=A.BboxParams(
+                format="pascal_voc",
+                label_fields=["index"],
+                clip=True,
+                min_width=self.min_box,
+                min_height=self.min_box,
+            ),
+        )
+
+    def __call__(self, s: Sample) -> tuple[torch.Tensor, dict]:
+        keep = np.ones(s.num_objects, bool)
+        out = self.pipeline(
+            image=s.image, bboxes=s.boxes.reshape(-1, 4), index=np.arange(s.num_objects)
+        )
+        idx = np.asarray(out["index"], np.int64)
+        self.dropped += int(keep.sum() - len(idx))
+        boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(s.labels[idx]),
+            "iscrowd": torch.from_numpy(s.crowd[idx]),
+            "difficult": torch.from_numpy(s.difficult[idx]),
+            "image_id": s.image_id,
+            "orig_size": (s.height, s.width),
+            "scale": self.size / max(s.height, s.width) if not self.train else None,
+        }
+        return _to_tensor(out["image"]), target
+
+
+@dataclass
+class SegmentationTransform:
+    """Resize/pad like detection; masks use nearest neighbour and pad with the ignore index."""
+
+    size: int
+    train: bool = False
+    pipeline: A.Compose = field(init=False, repr=False)
+
+    def __post_init__(self):
+        ops = _geometry(self.size, self.train)
+        self.pipeline = A.Compose(ops)
+
+    def __call__(self, s: Sample) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.pipeline(image=s.image, mask=s.mask)
+        return _to_tensor(out["image"]), torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+def collate_detection(batch: list[tuple[torch.Tensor, dict]]):
+    """Stack same-size images into ``(B, 3, H, W)``; targets stay a list of dicts."""
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1] for b in batch]
+
+
+def collate_segmentation(batch: list[tuple[torch.Tensor, torch.Tensor]]):
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+class TransformedDataset(torch.utils.data.Dataset):
+    """A reader wrapped with a transform, as a torch ``Dataset``."""
+
+    def __init__(self, reader, transform):
+        self.reader, self.transform = reader, transform
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.reader[i])
