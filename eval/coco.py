@@ -1,0 +1,281 @@
+"""COCO protocol (bbox and segm): the 12 standard stats and per-class AP.
+
+Two engines compute the per-image matching and accumulation: ``faster`` (faster-coco-eval,
+C++, the default) and ``pycocotools`` (the reference). Both return identical arrays on the
+official cocoapi fake results (tests check 1e-9 against pycocotools' published numbers).
+The summary is computed here from the accumulated ``precision``/``recall`` arrays rather than
+by ``COCOeval.summarize``: that one looks up ``maxDets=100`` literally and prints -1 when
+``maxDets`` is changed. Here AP and the area breakdowns use the largest ``maxDets``, AR is
+reported for every ``maxDets`` value (``AR1, AR10, AR100`` by default), and an undefined
+value is NaN, not -1. AP is the 101-point interpolated precision averaged over IoU
+0.50:0.05:0.95 (``AP``), at 0.50 (``AP50``) and 0.75 (``AP75``); areas small < 32² ≤ medium
+< 96² ≤ large.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.base import Evaluator, gather
+from vision.data.coco import load_coco_json
+from vision.errors import DataError
+
+ENGINES = ("faster", "pycocotools")
+STAT_NAMES = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
+)
+
+
+def _mean(x: np.ndarray) -> float:
+    x = x[x > -1]
+    return float(np.mean(x)) if x.size else float("nan")
+
+
+def summarize(
+    precision: np.ndarray, recall: np.ndarray, iou_thrs: np.ndarray, max_dets: list[int]
+) -> dict[str, float]:
+    """The standard stats from ``precision[T, R, K, A, M]`` and ``recall[T, K, A, M]``
+    (areas ordered all, small, medium, large; ``max_dets`` ascending)."""
+    t50 = np.flatnonzero(np.isclose(iou_thrs, 0.5))
+    t75 = np.flatnonzero(np.isclose(iou_thrs, 0.75))
+    top = len(max_dets) - 1
+    out = {
+        "AP": _mean(precision[:, :, :, 0, top]),
+        "AP50": _mean(precision[t50][:, :, :, 0, top]) if t50.size else float("nan"),
+        "AP75": _mean(precision[t75][:, :, :, 0, top]) if t75.size else float("nan"),
+        "APs": _mean(precision[:, :, :, 1, top]),
+        "APm": _mean(precision[:, :, :, 2, top]),
+        "APl": _mean(precision[:, :, :, 3, top]),
+    }
+    for m, md in enumerate(max_dets):
+        out[f"AR{md}"] = _mean(recall[:, :, 0, m])
+    out["ARs"] = _mean(recall[:, :, 1, top])
+    out["ARm"] = _mean(recall[:, :, 2, top])
+    out["ARl"] = _mean(recall[:, :, 3, top])
+    return out
+
+
+def _load_gt(gt: dict | str | Path) -> dict:
+    return load_coco_json(gt) if isinstance(gt, (str, Path)) else gt
+
+
+def _load_dt(dt: list | str | Path, gt: dict, iou_type: str, where: str = "predictions") -> list:
+    if isinstance(dt, (str, Path)):
+        where = str(dt)
+        text = Path(dt).read_text() if Path(dt).is_file() else None
+        if text is None:
+            raise DataError(where, "a COCO results JSON file", "no such file")
+        if not text.strip():
+            raise DataError(where, "a JSON list of detections", "an empty file")
+        try:
+            dt = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
+    if not isinstance(dt, list):
+        raise DataError(where, "a JSON list of detections", type(dt).__name__)
+    img_ids = {im["id"] for im in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
+    field = "bbox" if iou_type == "bbox" else "segmentation"
+    for i, d in enumerate(dt):
+        if not isinstance(d, dict):
+            raise DataError(f"{where}[{i}]", "a detection object", type(d).__name__)
+        for key in ("image_id", "category_id", "score", field):
+            if key not in d:
+                raise DataError(f"{where}[{i}]", f"field '{key}'", f"fields {sorted(d)}")
+        if d["image_id"] not in img_ids:
+            raise DataError(
+                f"{where}[{i}] image_id", "an image id of the ground truth", repr(d["image_id"])
+            )
+        if d["category_id"] not in cat_ids:
+            raise DataError(
+                f"{where}[{i}] category_id",
+                f"a category id of the ground truth {sorted(cat_ids)}",
+                repr(d["category_id"]),
+            )
+    return [dict(d) for d in dt]  # the engines add fields in place
+
+
+def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_dets):
+    if engine == "faster":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        cgt = COCO(copy.deepcopy(gt))
+        cdt = cgt.loadRes(dt) if dt else COCO()
+        ev = COCOeval_faster(cgt, cdt, iou_type, print_function=lambda *a, **k: None)
+    elif engine == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            cgt = COCO()
+            cgt.dataset = copy.deepcopy(gt)
+            cgt.createIndex()
+            cdt = cgt.loadRes(dt) if dt else COCO()
+        ev = COCOeval(cgt, cdt, iou_type)
+    else:
+        raise ValueError(f"COCO engine: expected one of {ENGINES}, got {engine!r}")
+    if img_ids is not None:
+        ev.params.imgIds = list(img_ids)
+    if max_dets is not None:
+        ev.params.maxDets = sorted(int(m) for m in max_dets)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def coco_evaluate(
+    gt: dict | str | Path,
+    dt: list | str | Path,
+    iou_type: str = "bbox",
+    engine: str = "faster",
+    img_ids=None,
+    max_dets=None,
+) -> dict[str, Any]:
+    """COCO stats of detections ``dt`` against ``gt`` (dicts/lists or JSON paths).
+
+    Returns the stats (``AP``... as fractions, NaN when undefined) plus ``per_class``
+    ``{class name: AP}`` and ``protocol``, a label of what was computed.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise DataError("iou_type", "'bbox' or 'segm'", repr(iou_type))
+    gt = _load_gt(gt)
+    dt = _load_dt(dt, gt, iou_type)
+    if not dt:  # every engine chokes on an empty result set; the answer is well defined
+        return _empty_result(gt, max_dets)
+    ev = _run_engine(gt, dt, iou_type, engine, img_ids, max_dets)
+    p = ev.params
+    precision, recall = np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"])
+    stats = summarize(precision, recall, np.asarray(p.iouThrs), list(p.maxDets))
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    stats["per_class"] = {
+        names[c]: _mean(precision[:, :, k, 0, -1]) for k, c in enumerate(p.catIds)
+    }
+    stats["protocol"] = (
+        f"COCO {iou_type} AP@[.50:.05:.95], 101-point, maxDets={list(p.maxDets)}, engine={engine}"
+    )
+    return stats
+
+
+def _empty_result(gt: dict, max_dets) -> dict[str, Any]:
+    md = sorted(max_dets) if max_dets else [1, 10, 100]
+    has_gt = any(not a.get("iscrowd", 0) for a in gt["annotations"])
+    val = 0.0 if has_gt else float("nan")
+    out: dict[str, Any] = {k: val for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    out.update({f"AR{m}": val for m in md})
+    out.update({"ARs": val, "ARm": val, "ARl": val})
+    present = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd", 0)}
+    out["per_class"] = {
+        c["name"]: (0.0 if c["id"] in present else float("nan")) for c in gt["categories"]
+    }
+    out["protocol"] = "COCO AP@[.50:.05:.95], 101-point (no detections)"
+    return out
+
+
+class COCOEvaluator(Evaluator):
+    """COCO bbox (and optionally segm) evaluation of a model's outputs.
+
+    ``gt`` is the COCO dict of the evaluated split (see ``coco_gt_from_dataset``); ``cat_ids[k]``
+    is the category id of contiguous label ``k``. ``process`` takes ``inputs`` with
+    ``image_id`` and ``outputs`` with ``boxes`` (x1y1x2y2, original image pixels), ``scores``,
+    ``labels`` and optionally ``masks`` (``(N, H, W)`` bool) for ``segm``.
+    """
+
+    def __init__(
+        self,
+        gt: dict,
+        cat_ids: list[int] | None = None,
+        iou_types=("bbox",),
+        engine: str = "faster",
+        max_dets=None,
+    ):
+        self.gt, self.iou_types, self.engine, self.max_dets = gt, tuple(iou_types), engine, max_dets
+        self.cat_ids = cat_ids or sorted(c["id"] for c in gt["categories"])
+        self.reset()
+
+    def reset(self) -> None:
+        self._dets: list[dict] = []
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        from pycocotools import mask as mask_utils
+
+        for inp, out in zip(inputs, outputs, strict=True):
+            boxes = np.asarray(_np(out["boxes"]), np.float64).reshape(-1, 4)
+            scores = np.asarray(_np(out["scores"]), np.float64).reshape(-1)
+            labels = np.asarray(_np(out["labels"]), np.int64).reshape(-1)
+            masks = _np(out["masks"]) if "masks" in out and "segm" in self.iou_types else None
+            for j in range(len(boxes)):
+                x1, y1, x2, y2 = boxes[j].tolist()
+                d = {
+                    "image_id": inp["image_id"],
+                    "category_id": self.cat_ids[labels[j]],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(scores[j]),
+                }
+                if masks is not None:
+                    rle = mask_utils.encode(np.asfortranarray(masks[j].astype(np.uint8)))
+                    d["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+                self._dets.append(d)
+
+    def evaluate(self) -> dict[str, dict[str, Any]]:
+        dets = [d for part in gather(self._dets) for d in part]
+        return {
+            t: coco_evaluate(self.gt, dets, t, self.engine, max_dets=self.max_dets)
+            for t in self.iou_types
+        }
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def coco_gt_from_dataset(ds, names: list[str], masks: bool = False) -> dict:
+    """A COCO ground-truth dict of a reader's samples (original pixel coordinates); image ids
+    are the samples' own when they are integers, else 1..N in order."""
+    from pycocotools import mask as mask_utils
+
+    images, anns = [], []
+    for i, s in enumerate(ds.samples):
+        img_id = s.image_id if isinstance(s.image_id, int) else i + 1
+        images.append(
+            {"id": img_id, "width": s.width, "height": s.height, "file_name": s.path.name}
+        )
+        inst = ds.instance_masks(i) if masks else None
+        for j in range(s.num_objects):
+            x1, y1, x2, y2 = s.boxes[j].tolist()
+            a = {
+                "id": len(anns) + 1,
+                "image_id": img_id,
+                "category_id": int(s.labels[j]) + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": int(s.crowd[j]),
+            }
+            if inst is not None:
+                rle = mask_utils.encode(np.asfortranarray(inst[j].astype(np.uint8)))
+                a["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+                a["area"] = float(mask_utils.area(rle))
+            anns.append(a)
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)],
+    }

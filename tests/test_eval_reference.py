@@ -1,0 +1,184 @@
+"""The suite reproduces published reference numbers, through the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+VISION = [sys.executable, "-m", "vision.cli"]
+FAKE = "coco/cocoapi_val2014_fake100"
+
+
+@pytest.mark.parametrize("engine", ["faster", "pycocotools"])
+@pytest.mark.parametrize("iou_type,kind", [("bbox", "fakebbox"), ("segm", "fakesegm")])
+def test_cocoapi_fake_results(real, tmp_path, iou_type, kind, engine):
+    expected = json.loads((real / FAKE / "expected_stats_pycocotools.json").read_text())
+    out = tmp_path / "out.json"
+    r = subprocess.run(
+        [
+            *VISION,
+            "eval",
+            "coco",
+            "--gt",
+            str(real / FAKE / "instances_val2014_100.json"),
+            "--pred",
+            str(real / FAKE / f"results/instances_val2014_{kind}100_results.json"),
+            "--iou-type",
+            iou_type,
+            "--engine",
+            engine,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.read_text())
+    for name, value in zip(expected["stats_order"], expected[iou_type], strict=True):
+        assert got[name] == pytest.approx(value, abs=1e-9), name
+    assert len(got["per_class"]) == 80
+    assert all(v is None or 0 <= v <= 1 for v in got["per_class"].values())
+    assert "AP" in r.stdout and "person" in r.stdout
+
+
+def test_max_dets_has_no_minus_one(real):
+    from eval.coco import coco_evaluate
+
+    r = coco_evaluate(
+        real / FAKE / "instances_val2014_100.json",
+        real / FAKE / "results/instances_val2014_fakebbox100_results.json",
+        "bbox",
+        max_dets=[1, 10, 300],
+    )
+    assert {"AR1", "AR10", "AR300"} <= set(r)
+    assert all(v >= 0 for k, v in r.items() if k not in ("per_class", "protocol"))
+
+
+FCN = {
+    "pixel_acc": 0.8425141101,
+    "mean_acc": 0.8454627806,
+    "mIoU": 0.7196156777,
+    "fwIoU": 0.7273739800,
+}
+VAINF = {
+    "pixel_acc": 0.9906725428,
+    "mean_acc": 0.9942847265,
+    "mIoU": 0.9553548766,
+    "fwIoU": 0.9818355439,
+}
+
+
+def _seg_cli(gt, pred, out):
+    r = subprocess.run(
+        [
+            *VISION,
+            "eval",
+            "seg",
+            "--gt",
+            str(gt),
+            "--pred",
+            str(pred),
+            "--num-classes",
+            "21",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def test_fcn_demo_scores(real, tmp_path):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    shutil.copy(real / "voc_seg/fcn_demo/label.png", tmp_path / "gt/demo.png")
+    shutil.copy(real / "voc_seg/fcn_demo/output.png", tmp_path / "pred/demo.png")
+    got = _seg_cli(tmp_path / "gt", tmp_path / "pred", tmp_path / "o.json")
+    for k, v in FCN.items():  # the README quotes 10 decimals
+        assert got[k] == pytest.approx(v, abs=1e-9 + 5e-11), k
+    iou = got["per_class_iou"]
+    assert iou["0"] == pytest.approx(0.7772942513, abs=1e-9)
+    assert iou["2"] == pytest.approx(0.6620824689, abs=1e-9)
+    assert iou["15"] == pytest.approx(0.7194703129, abs=1e-9)
+
+
+def test_vainf_pooled_scores(real, tmp_path):
+    src = real / "voc_seg/vainf_deeplabv3plus_samples"
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for n in ("1", "23", "114"):
+        shutil.copy(src / f"{n}_target.png", tmp_path / "gt")
+        shutil.copy(src / f"{n}_pred.png", tmp_path / "pred")
+    got = _seg_cli(tmp_path / "gt", tmp_path / "pred", tmp_path / "o.json")
+    for k, v in VAINF.items():
+        assert got[k] == pytest.approx(v, abs=1e-9 + 5e-11), k
+
+
+def test_seg_mismatched_inputs(real, tmp_path):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    shutil.copy(real / "voc_seg/fcn_demo/label.png", tmp_path / "gt/a.png")
+    shutil.copy(real / "voc_seg/vainf_deeplabv3plus_samples/1_pred.png", tmp_path / "pred/a.png")
+    r = subprocess.run(
+        [
+            *VISION,
+            "eval",
+            "seg",
+            "--gt",
+            str(tmp_path / "gt"),
+            "--pred",
+            str(tmp_path / "pred"),
+            "--num-classes",
+            "21",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "same size" in r.stderr and "Traceback" not in r.stderr
+    shutil.copy(real / "voc_seg/fcn_demo/output.png", tmp_path / "pred/b.png")
+    r = subprocess.run(
+        [
+            *VISION,
+            "eval",
+            "seg",
+            "--gt",
+            str(tmp_path / "gt"),
+            "--pred",
+            str(tmp_path / "pred"),
+            "--num-classes",
+            "21",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "unmatched ['b']" in r.stderr
+
+
+def test_coco_bad_predictions(real, tmp_path):
+    gt = real / FAKE / "instances_val2014_100.json"
+    cases = {
+        "empty.json": ("", "empty file"),
+        "badimg.json": (
+            json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]),
+            "image id of the ground truth",
+        ),
+        "badcat.json": (
+            json.dumps([{"image_id": 42, "category_id": 999, "bbox": [0, 0, 1, 1], "score": 0.5}]),
+            "category id",
+        ),
+    }
+    for name, (text, msg) in cases.items():
+        (tmp_path / name).write_text(text)
+        r = subprocess.run(
+            [*VISION, "eval", "coco", "--gt", str(gt), "--pred", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -1,0 +1,257 @@
+"""VOC AP against an independent, literal devkit-style computation; precision/recall/F1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eval.prf import detection_outcomes, precision_recall
+from eval.voc import voc_evaluate
+
+
+def brute_force_ap(gts, dets, k, iou, metric, plus_one):
+    """The devkit's loop, one detection at a time, written without vectorization."""
+    one = 1.0 if plus_one else 0.0
+    gt = {
+        img: [
+            (list(b), bool(d))
+            for b, lab, d in zip(g["boxes"], g["labels"], g["difficult"], strict=True)
+            if lab == k
+        ]
+        for img, g in gts.items()
+    }
+    used = {img: [False] * len(v) for img, v in gt.items()}
+    npos = sum(not d for v in gt.values() for _, d in v)
+    mine = [d for d in dets if d["label"] == k]
+    order = sorted(range(len(mine)), key=lambda i: -mine[i]["score"])  # Python's sort is stable
+    tp, fp = [], []
+    for i in order:
+        d = mine[i]
+        bb = d["box"]
+        ovmax, jmax = -float("inf"), -1
+        for j, (g, _) in enumerate(gt[d["image_id"]]):
+            iw = min(bb[2], g[2]) - max(bb[0], g[0]) + one
+            ih = min(bb[3], g[3]) - max(bb[1], g[1]) + one
+            if iw > 0 and ih > 0:
+                ua = (
+                    (bb[2] - bb[0] + one) * (bb[3] - bb[1] + one)
+                    + (g[2] - g[0] + one) * (g[3] - g[1] + one)
+                    - iw * ih
+                )
+                ov = iw * ih / ua
+                if ov > ovmax:
+                    ovmax, jmax = ov, j
+        if ovmax >= iou:
+            if gt[d["image_id"]][jmax][1]:
+                continue  # difficult: neither TP nor FP
+            if not used[d["image_id"]][jmax]:
+                used[d["image_id"]][jmax] = True
+                tp.append(1)
+                fp.append(0)
+            else:
+                tp.append(0)
+                fp.append(1)
+        else:
+            tp.append(0)
+            fp.append(1)
+    if npos == 0:
+        return float("nan")
+    tp, fp = np.cumsum(tp, dtype=float), np.cumsum(fp, dtype=float)
+    rec = tp / npos
+    prec = tp / np.maximum(tp + fp, 1e-300)
+    if metric == "voc07":
+        ap = 0.0
+        for t in [i / 10 for i in range(11)]:
+            p = [pp for pp, rr in zip(prec, rec, strict=True) if rr >= t]
+            ap += (max(p) if p else 0.0) / 11
+        return ap
+    mrec = [0.0, *rec, 1.0]
+    mpre = [0.0, *prec, 0.0]
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    return sum(
+        (mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1]
+    )
+
+
+coord = st.integers(0, 40)
+
+
+@st.composite
+def box(draw):
+    x1, y1 = draw(coord), draw(coord)
+    return [
+        float(x1),
+        float(y1),
+        float(x1 + draw(st.integers(0, 20))),
+        float(y1 + draw(st.integers(0, 20))),
+    ]
+
+
+@st.composite
+def problem(draw):
+    n_img = draw(st.integers(1, 4))
+    imgs = [f"img{i}" for i in range(n_img)]
+    gts = {}
+    for img in imgs:
+        n = draw(st.integers(0, 4))
+        gts[img] = {
+            "boxes": np.array([draw(box()) for _ in range(n)]).reshape(-1, 4),
+            "labels": np.array([draw(st.integers(0, 1)) for _ in range(n)], np.int64),
+            "difficult": np.array([draw(st.booleans()) for _ in range(n)], bool),
+        }
+    n_det = draw(st.integers(0, 12))
+    scores = st.sampled_from([0.1, 0.3, 0.5, 0.5, 0.7, 0.9])  # frequent ties
+    dets = []
+    for _ in range(n_det):
+        img = draw(st.sampled_from(imgs))
+        g = gts[img]
+        if len(g["boxes"]) and draw(st.booleans()):  # near-duplicates of a GT box
+            j = draw(st.integers(0, len(g["boxes"]) - 1))
+            b = (g["boxes"][j] + draw(st.integers(-2, 2))).tolist()
+            b[2], b[3] = max(b[2], b[0]), max(b[3], b[1])
+        else:
+            b = draw(box())
+        dets.append(
+            {"image_id": img, "label": draw(st.integers(0, 1)), "box": b, "score": draw(scores)}
+        )
+    return gts, dets
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    problem(), st.sampled_from(["voc07", "voc12"]), st.sampled_from([0.3, 0.5, 0.7]), st.booleans()
+)
+def test_voc_ap_matches_brute_force(prob, metric, iou, plus_one):
+    gts, dets = prob
+    got = voc_evaluate(gts, dets, ["a", "b"], iou, metric, plus_one)
+    for k, name in enumerate(["a", "b"]):
+        want = brute_force_ap(gts, dets, k, iou, metric, plus_one)
+        if np.isnan(want):
+            assert np.isnan(got["per_class"][name])
+        else:
+            assert got["per_class"][name] == pytest.approx(want, abs=1e-12)
+
+
+def test_voc_edge_cases():
+    gts = {
+        "a": {
+            "boxes": np.array([[0, 0, 10, 10]]),
+            "labels": np.array([0]),
+            "difficult": np.array([False]),
+        }
+    }
+    r = voc_evaluate(gts, [], ["x", "y"], metric="voc12")
+    assert r["per_class"]["x"] == 0.0 and np.isnan(r["per_class"]["y"]) and r["mAP"] == 0.0
+    empty = {
+        "a": {
+            "boxes": np.zeros((0, 4)),
+            "labels": np.zeros(0, np.int64),
+            "difficult": np.zeros(0, bool),
+        }
+    }
+    r = voc_evaluate(
+        empty, [{"image_id": "a", "label": 0, "box": [0, 0, 5, 5], "score": 1.0}], ["x"]
+    )
+    assert np.isnan(r["mAP"])
+    perfect = [
+        {"image_id": "a", "label": 0, "box": [0, 0, 10, 10], "score": 0.9},
+        {"image_id": "a", "label": 0, "box": [0, 0, 10, 10], "score": 0.8},
+    ]
+    r = voc_evaluate(gts, perfect, ["x"], metric="voc07")
+    assert r["per_class"]["x"] == pytest.approx(1.0)  # the duplicate is FP after full recall
+
+
+def test_worked_example_precision_recall():
+    """Six detections at conf >= 0.5: three TP (IoU >= 0.5 with an unmatched box), one duplicate
+    of an already matched box, one with too little overlap, one on an empty image; 4 GT boxes."""
+    gts = {
+        "i1": {
+            "boxes": np.array([[0, 0, 100, 100], [200, 200, 300, 300]], float),
+            "labels": np.array([0, 0]),
+            "difficult": np.zeros(2, bool),
+        },
+        "i2": {
+            "boxes": np.array([[50, 50, 150, 150], [400, 400, 450, 450]], float),
+            "labels": np.array([0, 0]),
+            "difficult": np.zeros(2, bool),
+        },
+        "i3": {
+            "boxes": np.zeros((0, 4)),
+            "labels": np.zeros(0, np.int64),
+            "difficult": np.zeros(0, bool),
+        },
+    }
+    dets = [
+        {"image_id": "i1", "label": 0, "box": [5, 5, 100, 100], "score": 0.95},  # TP
+        {"image_id": "i1", "label": 0, "box": [0, 0, 90, 95], "score": 0.90},  # duplicate → FP
+        {"image_id": "i1", "label": 0, "box": [210, 210, 300, 310], "score": 0.80},  # TP
+        {"image_id": "i2", "label": 0, "box": [100, 100, 200, 200], "score": 0.75},  # IoU .14 FP
+        {"image_id": "i2", "label": 0, "box": [55, 50, 150, 155], "score": 0.60},  # TP
+        {"image_id": "i3", "label": 0, "box": [0, 0, 20, 20], "score": 0.55},  # FP
+        {"image_id": "i2", "label": 0, "box": [400, 400, 450, 450], "score": 0.30},  # below conf
+    ]
+    outcomes = detection_outcomes(gts, dets, ["obj"], iou=0.5)
+    assert [tp for _, tp in outcomes] == [True, False, True, False, True, False, True]
+    r = precision_recall(gts, dets, ["obj"], conf=0.5, iou=0.5)
+    o = r["overall"]
+    assert (o["tp"], o["fp"], o["fn"]) == (3, 3, 1)
+    assert o["precision"] == pytest.approx(0.5) and o["recall"] == pytest.approx(0.75)
+    assert o["f1"] == pytest.approx(0.6)
+    best = r["best_f1"]  # at 0.30 all four boxes are found: P=4/7, R=1, F1=8/11
+    assert best["conf"] == pytest.approx(0.30) and best["f1"] == pytest.approx(8 / 11)
+    assert r["pr_curves"]["obj"]["precision"][0] == pytest.approx(1.0)
+
+
+def test_voc_cli(real, tmp_path):
+    ann = real / "voc_det/icevision_fridge/Annotations"
+    from vision.data.voc import parse_voc_xml
+
+    names = ["can", "carton", "milk_bottle", "water_bottle"]
+    dets = []
+    for f in sorted(ann.glob("*.xml")):
+        g = parse_voc_xml(f, {n: i for i, n in enumerate(names)}, zero_based=False)
+        for b, lab in zip(g["boxes"], g["labels"], strict=True):
+            x1, y1, x2, y2 = b.tolist()
+            dets.append(
+                {
+                    "image_id": f.stem,
+                    "category": names[lab],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": 0.9,
+                }
+            )
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    cmd = [
+        sys.executable,
+        "-m",
+        "vision.cli",
+        "eval",
+        "voc",
+        "--annotations",
+        str(ann),
+        "--pred",
+        str(tmp_path / "d.json"),
+        "--metric",
+        "voc07",
+        "--out",
+        str(tmp_path / "o.json"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert got["mAP"] == pytest.approx(1.0) and set(got["per_class"]) == set(names)
+    dets[0]["category"] = "beer"
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "'beer'" in r.stderr and "Traceback" not in r.stderr
+    dets[0]["category"], dets[0]["image_id"] = "can", "nope"
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "'nope'" in r.stderr
