@@ -154,6 +154,8 @@ def load_voc_detections(path: Path, gts: dict, names: list[str]) -> list[dict]:
         if not (isinstance(b, list) and len(b) == 4):
             raise DataError(f"{where} bbox", "[x, y, w, h]", repr(b))
         x, y, w, h = (float(v) for v in b)
+        if not (w >= 0 and h >= 0):
+            raise DataError(f"{where} bbox", "[x, y, w, h] with w >= 0 and h >= 0", repr(b))
         dets.append(
             {
                 "image_id": str(d["image_id"]),

@@ -15,13 +15,12 @@ value is NaN, not -1. AP is the 101-point interpolated precision averaged over I
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from eval.base import Evaluator, gather
 from vision.data.coco import load_coco_json
@@ -73,27 +72,52 @@ def summarize(
     return out
 
 
-def _load_gt(gt: dict | str | Path) -> dict:
-    return load_coco_json(gt) if isinstance(gt, (str, Path)) else gt
+def _read_json(path: Path) -> Any:
+    text = path.read_bytes() if path.is_file() else None
+    if text is None:
+        raise DataError(str(path), "a JSON file", "no such file")
+    if not text.strip():
+        raise DataError(str(path), "a JSON list of detections", "an empty file")
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
 
 
-def _load_dt(dt: list | str | Path, gt: dict, iou_type: str, where: str = "predictions") -> list:
+def _load_gt(gt: dict | str | Path) -> tuple[dict, bool]:
+    """The GT dict and whether it is ours to modify (the engines add keys to annotations)."""
+    if isinstance(gt, (str, Path)):
+        return load_coco_json(gt), True
+    return gt, False
+
+
+def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
+    where, owned = "predictions", False
     if isinstance(dt, (str, Path)):
-        where = str(dt)
-        text = Path(dt).read_text() if Path(dt).is_file() else None
-        if text is None:
-            raise DataError(where, "a COCO results JSON file", "no such file")
-        if not text.strip():
-            raise DataError(where, "a JSON list of detections", "an empty file")
-        try:
-            dt = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
+        where, owned = str(dt), True
+        dt = _read_json(Path(dt))
     if not isinstance(dt, list):
         raise DataError(where, "a JSON list of detections", type(dt).__name__)
+    field = "bbox" if iou_type == "bbox" else "segmentation"
+    try:  # fast path: one pass per field, set arithmetic for the id checks
+        img = {d["image_id"] for d in dt}
+        cat = {d["category_id"] for d in dt}
+        ok = all(field in d and "score" in d for d in dt)
+    except (KeyError, TypeError):
+        ok = False
+    if (
+        not ok
+        or img - {im["id"] for im in gt["images"]}
+        or cat - {c["id"] for c in gt["categories"]}
+    ):
+        _explain_bad_dt(dt, gt, field, where)
+    return dt if owned else [dict(d) for d in dt]  # the engines add fields in place
+
+
+def _explain_bad_dt(dt: list, gt: dict, field: str, where: str) -> None:
+    """Find the first bad detection and raise an error naming it."""
     img_ids = {im["id"] for im in gt["images"]}
     cat_ids = {c["id"] for c in gt["categories"]}
-    field = "bbox" if iou_type == "bbox" else "segmentation"
     for i, d in enumerate(dt):
         if not isinstance(d, dict):
             raise DataError(f"{where}[{i}]", "a detection object", type(d).__name__)
@@ -110,14 +134,13 @@ def _load_dt(dt: list | str | Path, gt: dict, iou_type: str, where: str = "predi
                 f"a category id of the ground truth {sorted(cat_ids)}",
                 repr(d["category_id"]),
             )
-    return [dict(d) for d in dt]  # the engines add fields in place
 
 
 def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_dets):
     if engine == "faster":
         from faster_coco_eval import COCO, COCOeval_faster
 
-        cgt = COCO(copy.deepcopy(gt))
+        cgt = COCO(gt)
         cdt = cgt.loadRes(dt) if dt else COCO()
         ev = COCOeval_faster(cgt, cdt, iou_type, print_function=lambda *a, **k: None)
     elif engine == "pycocotools":
@@ -126,7 +149,7 @@ def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_det
 
         with contextlib.redirect_stdout(io.StringIO()):
             cgt = COCO()
-            cgt.dataset = copy.deepcopy(gt)
+            cgt.dataset = gt
             cgt.createIndex()
             cdt = cgt.loadRes(dt) if dt else COCO()
         ev = COCOeval(cgt, cdt, iou_type)
@@ -157,7 +180,9 @@ def coco_evaluate(
     """
     if iou_type not in ("bbox", "segm"):
         raise DataError("iou_type", "'bbox' or 'segm'", repr(iou_type))
-    gt = _load_gt(gt)
+    gt, owned = _load_gt(gt)
+    if not owned:  # shallow copies are enough: the engines only add keys to annotations
+        gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
     dt = _load_dt(dt, gt, iou_type)
     if not dt:  # every engine chokes on an empty result set; the answer is well defined
         return _empty_result(gt, max_dets)

@@ -36,7 +36,7 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, metric: str = "voc12") -> float:
     """AP from a recall/precision curve (detections in score order)."""
     if metric == "voc07":
         ap = 0.0
-        for t in np.linspace(0.0, 1.0, 11):
+        for t in np.arange(11) / 10.0:  # exact decimals k/10 (linspace gives 0.30000000000000004)
             sel = prec[rec >= t]
             ap += (sel.max() if sel.size else 0.0) / 11.0
         return float(ap)
@@ -106,7 +106,8 @@ def match_class(
         + (g[:, 2] - g[:, 0] + one) * (g[:, 3] - g[:, 1] + one)
         - inter
     )
-    ov = np.where((iw > 0) & (ih > 0), inter / np.where(ua > 0, ua, 1.0), -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate boxes: as the devkit
+        ov = np.where((iw > 0) & (ih > 0), inter / ua, -np.inf)
     ovmax = np.full(n, -np.inf)
     np.maximum.at(ovmax, pair_det, ov)
     # jmax: the first pair reaching the maximum, per detection

@@ -96,17 +96,17 @@ def box(draw):
 
 @st.composite
 def problem(draw):
-    n_img = draw(st.integers(1, 4))
+    n_img = draw(st.integers(1, 5))  # up to 30 boxes: recalls of exactly k/10 occur
     imgs = [f"img{i}" for i in range(n_img)]
     gts = {}
     for img in imgs:
-        n = draw(st.integers(0, 4))
+        n = draw(st.integers(0, 6))
         gts[img] = {
             "boxes": np.array([draw(box()) for _ in range(n)]).reshape(-1, 4),
             "labels": np.array([draw(st.integers(0, 1)) for _ in range(n)], np.int64),
             "difficult": np.array([draw(st.booleans()) for _ in range(n)], bool),
         }
-    n_det = draw(st.integers(0, 12))
+    n_det = draw(st.integers(0, 25))
     scores = st.sampled_from([0.1, 0.3, 0.5, 0.5, 0.7, 0.9])  # frequent ties
     dets = []
     for _ in range(n_det):
@@ -137,6 +137,18 @@ def test_voc_ap_matches_brute_force(prob, metric, iou, plus_one):
             assert np.isnan(got["per_class"][name])
         else:
             assert got["per_class"][name] == pytest.approx(want, abs=1e-12)
+
+
+def test_voc07_recall_exactly_a_tenth():
+    """10 GT boxes, 3 found first: recall 0.3 exactly must count at the t = 0.3 threshold."""
+    boxes = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(10)], float)
+    gts = {"a": {"boxes": boxes, "labels": np.zeros(10, np.int64), "difficult": np.zeros(10, bool)}}
+    dets = [
+        {"image_id": "a", "label": 0, "box": boxes[i].tolist(), "score": 1 - i / 100}
+        for i in range(3)
+    ]
+    ap = voc_evaluate(gts, dets, ["x"], metric="voc07")["per_class"]["x"]
+    assert ap == pytest.approx(4 / 11)  # t = 0, 0.1, 0.2, 0.3 have precision 1
 
 
 def test_voc_edge_cases():

@@ -6,11 +6,11 @@ instances are painted from the largest to the smallest so small objects stay vis
 
 from __future__ import annotations
 
-import json
 from numbers import Number
 from pathlib import Path
 
 import numpy as np
+import orjson
 from pycocotools import mask as mask_utils
 
 from vision.data.io import read_image
@@ -41,8 +41,8 @@ def load_coco_json(path: Path | str) -> dict:
     if not path.is_file():
         raise DataError(str(path), "a COCO annotations JSON file", "no such file")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
     if not isinstance(data, dict):
         raise DataError(
