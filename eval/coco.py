@@ -141,7 +141,7 @@ def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_det
         from faster_coco_eval import COCO, COCOeval_faster
 
         cgt = COCO(gt)
-        cdt = cgt.loadRes(dt) if dt else COCO()
+        cdt = _fast_results(cgt, dt, iou_type, COCO) if dt else COCO()
         ev = COCOeval_faster(cgt, cdt, iou_type, print_function=lambda *a, **k: None)
     elif engine == "pycocotools":
         from pycocotools.coco import COCO
@@ -163,6 +163,24 @@ def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_det
         ev.evaluate()
         ev.accumulate()
     return ev
+
+
+def _fast_results(cgt, dt: list, iou_type: str, coco_cls):
+    """The results object ``loadRes`` would build, minus its per-box polygons (bbox evaluation
+    never reads them): ids, areas and ``iscrowd`` set in one pass."""
+    if iou_type != "bbox":
+        return cgt.loadRes(dt)
+    for i, d in enumerate(dt, 1):
+        b = d["bbox"]
+        d["area"], d["id"], d["iscrowd"] = b[2] * b[3], i, 0
+    res = coco_cls()
+    res.dataset = {
+        "images": list(cgt.dataset["images"]),
+        "annotations": dt,
+        "categories": list(cgt.dataset["categories"]),
+    }
+    res.createIndex()
+    return res
 
 
 def coco_evaluate(

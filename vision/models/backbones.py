@@ -1,0 +1,106 @@
+"""Backbones as a sequence of stages with taps at strides 8, 16 and 32.
+
+``stage_features(name)`` returns a module whose forward gives ``{8: f8, 16: f16, 32: f32}`` and
+whose ``channels`` says each tap's width (a dilated backbone has the one tap ``{8: f8}``). Dilation is
+an argument (``dilate=(False, True,
+True)`` keeps the last two stages at stride 8), applied to torchvision's own modules.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+BACKBONES = ("vgg16", "resnet18", "resnet50", "mobilenet_v3")
+
+
+class StageFeatures(nn.Module):
+    """Runs ``layers`` in order and returns the outputs of the layers listed in ``taps``."""
+
+    def __init__(self, layers: list[nn.Module], taps: dict[int, int], channels: dict[int, int]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.taps = {i: s for s, i in taps.items()}
+        self.channels = channels
+        self.last = max(self.taps)
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        out = {}
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self.taps:
+                out[self.taps[i]] = x
+            if i == self.last:
+                break
+        return out
+
+
+def _probe(layers: list[nn.Module], first: bool = False) -> tuple[dict[int, int], dict[int, int]]:
+    """Find the last (or ``first``) layer at each stride (8, 16, 32) and its width."""
+    x = torch.zeros(1, 3, 64, 64)
+    taps, chans = {}, {}
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            was = layer.training
+            layer.eval()
+            x = layer(x)
+            layer.train(was)
+            stride = 64 // x.shape[-1]
+            if stride in (8, 16, 32) and not (first and stride in taps):
+                taps[stride], chans[stride] = i, x.shape[1]
+    return taps, chans
+
+
+def _dilate_resnet(model: nn.Module, dilate: tuple[bool, bool, bool]) -> None:
+    """Turn the stride-2 first block of layer2/3/4 into stride 1 with dilation, like
+    ``replace_stride_with_dilation`` but also for BasicBlock (ResNet-18)."""
+    dilation = 1
+    for flag, layer in zip(dilate, (model.layer2, model.layer3, model.layer4), strict=True):
+        if not flag:
+            continue
+        prev = dilation
+        dilation *= 2
+        for bi, block in enumerate(layer):
+            for m in block.modules():
+                if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                    d = prev if (bi == 0 and m.stride == (2, 2)) else dilation
+                    m.stride, m.dilation, m.padding = (1, 1), (d, d), (d, d)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+
+
+def stage_features(
+    name: str, dilate: tuple[bool, bool, bool] = (False, False, False), weights: str | None = None
+) -> StageFeatures:
+    """Backbone ``name`` in ``BACKBONES`` with taps at strides 8/16/32 (random init unless
+    ``weights`` names torchvision weights, which need a network)."""
+    if name == "vgg16":
+        layers = list(torchvision.models.vgg16_bn(weights=weights).features)
+    elif name in ("resnet18", "resnet50"):
+        ctor = getattr(torchvision.models, name)
+        if name == "resnet50" and any(dilate):
+            m = ctor(weights=weights, replace_stride_with_dilation=list(dilate))
+        else:
+            m = ctor(weights=weights)
+            if any(dilate):
+                _dilate_resnet(m, dilate)
+        layers = [
+            nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool),
+            m.layer1,
+            m.layer2,
+            m.layer3,
+            m.layer4,
+        ]
+    elif name == "mobilenet_v3":
+        layers = list(torchvision.models.mobilenet_v3_large(weights=weights).features)
+    else:
+        raise ValueError(f"backbone: expected one of {BACKBONES}, got {name!r}")
+    if any(dilate) and name not in ("resnet18", "resnet50"):
+        raise ValueError(f"dilation: expected a ResNet backbone, got {name!r}")
+    if any(dilate):  # the dilated stages stay at stride 8: one tap, the last layer
+        taps, chans = _probe(layers)
+        return StageFeatures(layers, {8: len(layers) - 1}, {8: chans[8]})
+    # VGG: the pooling outputs pool3/pool4/pool5, as in the FCN paper; others: each stage's end
+    taps, chans = _probe(layers, first=name == "vgg16")
+    return StageFeatures(layers, taps, chans)

@@ -1,0 +1,136 @@
+"""Detectors from torchvision builders behind one interface, and the CPU-sized default.
+
+``Detector.forward(images, targets)`` returns the loss dict when targets are given (training)
+and detections otherwise; ``predict`` runs inference. Labels are our contiguous ``0..K-1``:
+models whose softmax reserves class 0 for background (Faster R-CNN, SSD) see ``label + 1``.
+Images are ``[0, 1]`` tensors; each model normalizes with its own mean/std.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from vision.models.common import ModelMeta, default_names
+
+# name → (torchvision builder, label offset, whether min_size/max_size apply)
+TV_DETECTORS = {
+    "fasterrcnn_resnet50_fpn": ("fasterrcnn_resnet50_fpn", 1, True),
+    "fasterrcnn_mobilenet_v3_large_fpn": ("fasterrcnn_mobilenet_v3_large_fpn", 1, True),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": ("fasterrcnn_mobilenet_v3_large_320_fpn", 1, True),
+    "retinanet_resnet50_fpn": ("retinanet_resnet50_fpn", 0, True),
+    "fcos_resnet50_fpn": ("fcos_resnet50_fpn", 0, True),
+    "ssd300_vgg16": ("ssd300_vgg16", 1, False),
+    "ssdlite320_mobilenet_v3_large": ("ssdlite320_mobilenet_v3_large", 1, False),
+}
+
+
+class Detector(nn.Module):
+    def __init__(self, net: nn.Module, label_offset: int, meta: ModelMeta):
+        super().__init__()
+        self.net, self.label_offset, self.meta = net, label_offset, meta
+
+    def forward(self, images, targets: list[dict] | None = None):
+        imgs = list(images)
+        if targets is not None:
+            tg = [{"boxes": t["boxes"], "labels": t["labels"] + self.label_offset} for t in targets]
+            return self.net(imgs, tg)
+        out = self.net(imgs)
+        for o in out:
+            o["labels"] = o["labels"] - self.label_offset
+        return out
+
+    @torch.inference_mode()
+    def predict(self, images) -> list[dict]:
+        """Detections per image: ``boxes`` (x1y1x2y2 in input pixels), ``scores``, ``labels``."""
+        was = self.training
+        self.eval()
+        out = self(images)
+        self.train(was)
+        return out
+
+
+def torchvision_detector(
+    name: str,
+    num_classes: int,
+    class_names=None,
+    input_size: int = 512,
+    weights: str | None = None,
+    weights_backbone: str | None = None,
+    **kw,
+) -> Detector:
+    """A torchvision detector, random init unless ``weights``/``weights_backbone`` name
+    torchvision weights (downloaded: needs a network). ``weights`` requires torchvision's class
+    count; use transfer learning (``--weights PATH``) for other class counts."""
+    builder, offset, sized = TV_DETECTORS[name]
+    if sized:
+        kw.setdefault("min_size", input_size)
+        kw.setdefault("max_size", input_size)
+    net = getattr(torchvision.models.detection, builder)(
+        weights=weights,
+        weights_backbone=weights_backbone,
+        num_classes=None if weights else num_classes + offset,
+        **kw,
+    )
+    meta = ModelMeta(name, "detection", class_names or default_names(num_classes), input_size)
+    return Detector(net, offset, meta)
+
+
+def fcos_small(
+    num_classes: int,
+    class_names=None,
+    input_size: int = 192,
+    backbone: str = "resnet18",
+    fpn_width: int = 64,
+    head_convs: int = 2,
+    weights_backbone: str | None = None,
+    score_thresh: float = 0.05,
+    detections_per_img: int = 100,
+) -> Detector:
+    """The CPU-sized default: FCOS on ResNet-18 with a 64-wide FPN (P3–P7) and a 2-conv head."""
+    res = getattr(torchvision.models, backbone)(weights=weights_backbone)
+    chans = [
+        c.out_channels
+        for c in (_last_conv(res.layer2), _last_conv(res.layer3), _last_conv(res.layer4))
+    ]
+    body = BackboneWithFPN(
+        res,
+        {"layer2": "0", "layer3": "1", "layer4": "2"},
+        chans,
+        fpn_width,
+        extra_blocks=LastLevelP6P7(fpn_width, fpn_width),
+    )
+    anchors = AnchorGenerator(
+        sizes=((8,), (16,), (32,), (64,), (128,)), aspect_ratios=((1.0,),) * 5
+    )
+    head = FCOSHead(fpn_width, 1, num_classes, num_convs=head_convs)
+    net = FCOS(
+        body,
+        num_classes,
+        min_size=input_size,
+        max_size=input_size,
+        anchor_generator=anchors,
+        head=head,
+        score_thresh=score_thresh,
+        detections_per_img=detections_per_img,
+    )
+    meta = ModelMeta("fcos_r18", "detection", class_names or default_names(num_classes), input_size)
+    return Detector(net, 0, meta)
+
+
+def _last_conv(layer: nn.Module) -> nn.Conv2d:
+    return [m for m in layer.modules() if isinstance(m, nn.Conv2d)][-1]
+
+
+def detector_builders() -> dict:
+    out = {name: partial(torchvision_detector, name) for name in TV_DETECTORS}
+    out["fcos_r18"] = fcos_small
+    return out
