@@ -1,9 +1,9 @@
 """Backbones as a sequence of stages with taps at strides 8, 16 and 32.
 
-``stage_features(name)`` returns a module whose forward gives ``{8: f8, 16: f16, 32: f32}`` and
-whose ``channels`` says each tap's width (a dilated backbone has the one tap ``{8: f8}``). Dilation is
-an argument (``dilate=(False, True,
-True)`` keeps the last two stages at stride 8), applied to torchvision's own modules.
+``stage_features(name)`` returns a module whose forward gives ``{8: f8, 16: f16, 32: f32}``
+and whose ``channels`` says each tap's width. Dilation is an argument: ``dilate=(False, True,
+True)`` keeps the last two stages at stride 8 (one tap, ``{8: f8}``), applied to torchvision's
+own modules rather than a copy of the backbone.
 """
 
 from __future__ import annotations
