@@ -249,10 +249,19 @@ class COCOEvaluator(Evaluator):
         iou_types=("bbox",),
         engine: str = "faster",
         max_dets=None,
+        id_map: dict | None = None,
     ):
         self.gt, self.iou_types, self.engine, self.max_dets = gt, tuple(iou_types), engine, max_dets
         self.cat_ids = cat_ids or sorted(c["id"] for c in gt["categories"])
+        self.id_map = id_map or {}
         self.reset()
+
+    @classmethod
+    def from_dataset(cls, ds, names: list[str], **kw) -> COCOEvaluator:
+        """An evaluator whose ground truth is a reader's samples (string ids are mapped)."""
+        gt = coco_gt_from_dataset(ds, names, masks="segm" in kw.get("iou_types", ()))
+        id_map = {s.image_id: im["id"] for s, im in zip(ds.samples, gt["images"], strict=True)}
+        return cls(gt, id_map=id_map, **kw)
 
     def reset(self) -> None:
         self._dets: list[dict] = []
@@ -268,7 +277,7 @@ class COCOEvaluator(Evaluator):
             for j in range(len(boxes)):
                 x1, y1, x2, y2 = boxes[j].tolist()
                 d = {
-                    "image_id": inp["image_id"],
+                    "image_id": self.id_map.get(inp["image_id"], inp["image_id"]),
                     "category_id": self.cat_ids[labels[j]],
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "score": float(scores[j]),

@@ -33,3 +33,12 @@ def shapes_cfg(shapes_dir):
     raw = yaml.safe_load((REPO / "datasets" / "shapes.yaml").read_text())
     raw["root"] = str(shapes_dir / "VOC")
     return parse_config(raw, source=REPO / "datasets" / "shapes.yaml")
+
+
+@pytest.fixture(scope="session")
+def shapes_yaml(shapes_dir, tmp_path_factory) -> Path:
+    raw = yaml.safe_load((REPO / "datasets" / "shapes.yaml").read_text())
+    raw["root"] = str(shapes_dir / "VOC")
+    p = tmp_path_factory.mktemp("cfg") / "shapes_small.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p

@@ -41,6 +41,118 @@ def _data_commands(sub) -> None:
     v.set_defaults(func=cmd_convert)
 
 
+def _train_commands(sub) -> None:
+    p = sub.add_parser("train", help="train a detector or a segmenter")
+    p = p.add_subparsers(dest="cmd", required=True)
+    for cmd, task, default in (
+        ("detect", "detection", "fcos_r18"),
+        ("segment", "segmentation", "fcn8s"),
+    ):
+        t = p.add_parser(cmd, help=f"train a {task} model")
+        t.set_defaults(func=cmd_train, task=task)
+        t.add_argument("--data", default="shapes", help="datasets/NAME.yaml or a known name")
+        t.add_argument("--model", default=default, help="a registered model name")
+        t.add_argument("--epochs", type=int, default=10)
+        t.add_argument("--img-size", type=int, default=192)
+        t.add_argument("--batch", type=int, default=16)
+        t.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
+        t.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+        t.add_argument("--lr", type=float, default=1e-3)
+        t.add_argument("--weight-decay", type=float, default=1e-4)
+        t.add_argument("--schedule", default="cosine", choices=["cosine", "poly"])
+        t.add_argument("--warmup-iters", type=int, default=100)
+        t.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off)")
+        t.add_argument("--workers", type=int, default=2)
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--no-amp", dest="amp", action="store_false", help="disable AMP on CUDA")
+        t.add_argument("--channels-last", action="store_true")
+        t.add_argument(
+            "--resume",
+            nargs="?",
+            const="auto",
+            default=None,
+            help="continue a run (default: OUT/last.pt)",
+        )
+        t.add_argument("--weights", default=None, help="initialize from a checkpoint (transfer)")
+        t.add_argument("--freeze-backbone", action="store_true")
+        t.add_argument("--limit-train", type=int, default=None)
+        t.add_argument("--limit-val", type=int, default=None)
+        t.add_argument("--max-iters", type=int, default=None, help="per epoch (smoke tests)")
+        t.add_argument("--threads", type=int, default=None)
+        t.add_argument(
+            "--stop-after",
+            type=int,
+            default=None,
+            help="run this many epochs now, continue later with --resume",
+        )
+        t.add_argument(
+            "--model-arg",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="extra model constructor argument, e.g. upsample=bilinear",
+        )
+
+
+def _model_kwargs(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise DataError("--model-arg", "KEY=VALUE", repr(pair))
+        k, v = pair.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def make_evaluator(val_reader, names, task):
+    """The evaluation suite's evaluator for a training run's validation split."""
+    if task == "detection":
+        from eval.coco import COCOEvaluator
+
+        return COCOEvaluator.from_dataset(val_reader, names)
+    from eval.seg import SegEvaluator
+
+    return SegEvaluator(len(names) + 1, ["background", *names])
+
+
+def cmd_train(a) -> int:
+    from vision.engine.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        task=a.task,
+        data=a.data,
+        model=a.model,
+        out=a.out or f"runs/{a.model}",
+        epochs=a.epochs,
+        img_size=a.img_size,
+        batch=a.batch,
+        optimizer=a.optimizer,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        schedule=a.schedule,
+        warmup_iters=a.warmup_iters,
+        clip=a.clip,
+        workers=a.workers,
+        seed=a.seed,
+        amp=a.amp,
+        channels_last=a.channels_last,
+        resume=a.resume,
+        weights=a.weights,
+        freeze_backbone=a.freeze_backbone,
+        limit_train=a.limit_train,
+        limit_val=a.limit_val,
+        max_iters=a.max_iters,
+        threads=a.threads,
+        stop_after=a.stop_after,
+        model_kwargs=_model_kwargs(a.model_arg),
+    )
+    summary = train(cfg, make_evaluator)
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_shapes(a) -> int:
     import time
 
@@ -114,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--force", action="store_true", help="redo every step")
     m.set_defaults(func=cmd_main)
     _data_commands(sub)
+    _train_commands(sub)
     try:
         from eval.cli import add_eval_commands
     except ImportError:  # the evaluation layer is optional for the library
@@ -130,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (KeyError, ValueError) as e:  # evaluation-time mismatches, already worded for users
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as e:  # worded for users
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -91,15 +91,28 @@ class SegmentationTransform:
 
     size: int
     train: bool = False
+    with_target: bool = False
     pipeline: A.Compose = field(init=False, repr=False)
 
     def __post_init__(self):
         ops = _geometry(self.size, self.train)
         self.pipeline = A.Compose(ops)
 
-    def __call__(self, s: Sample) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, s: Sample):
+        """``(image, mask)``; with ``with_target`` (evaluation) ``(image, target)`` where the
+        target also holds the original-size mask and the scale to map predictions back."""
         out = self.pipeline(image=s.image, mask=s.mask)
-        return _to_tensor(out["image"]), torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        mask = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        if not self.with_target:
+            return _to_tensor(out["image"]), mask
+        target = {
+            "mask": mask,
+            "orig_mask": torch.from_numpy(s.mask).long(),
+            "image_id": s.image_id,
+            "orig_size": (s.height, s.width),
+            "scale": self.size / max(s.height, s.width),
+        }
+        return _to_tensor(out["image"]), target
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -116,14 +129,25 @@ def collate_segmentation(batch: list[tuple[torch.Tensor, torch.Tensor]]):
     return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
 
 
-class TransformedDataset(torch.utils.data.Dataset):
-    """A reader wrapped with a transform, as a torch ``Dataset``."""
+def collate_eval(batch):
+    """Stack images; keep per-image target dicts (evaluation, both tasks)."""
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
-    def __init__(self, reader, transform):
-        self.reader, self.transform = reader, transform
+
+class TransformedDataset(torch.utils.data.Dataset):
+    """A reader wrapped with a transform, as a torch ``Dataset``.
+
+    With ``seed`` set, the augmentation of item ``i`` in epoch ``epoch`` is seeded by
+    ``(seed, epoch, i)``: the same no matter the worker count or where a run was resumed."""
+
+    def __init__(self, reader, transform, seed: int | None = None):
+        self.reader, self.transform, self.seed, self.epoch = reader, transform, seed, 0
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, i: int):
+        if self.seed is not None:
+            s = np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]
+            self.transform.pipeline.set_random_seed(int(s))
         return self.transform(self.reader[i])

@@ -1,0 +1,135 @@
+"""One training epoch and one evaluation pass, for detectors and segmenters alike."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vision.data.sample import IGNORE_INDEX
+from vision.engine.distributed import is_main
+
+
+def _to(device, images, targets, task, channels_last):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    if task == "detection":
+        targets = [
+            {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
+        ]
+    else:
+        targets = targets.to(device, non_blocking=True)
+    return images, targets
+
+
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    scaler,
+    device,
+    task: str,
+    epoch: int,
+    epochs: int,
+    clip: float = 0.0,
+    amp: bool = False,
+    channels_last: bool = False,
+    writer=None,
+    step: int = 0,
+    max_iters: int | None = None,
+) -> dict:
+    """Train for one epoch; stops with a message naming the step if the loss is not finite."""
+    model.train()
+    n_images, loss_sum, n_steps, t0 = 0, 0.0, 0, time.perf_counter()
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        disable=not is_main(),
+        mininterval=2.0,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for i, (images, targets) in enumerate(bar):
+        if max_iters is not None and i >= max_iters:
+            break
+        images, targets = _to(device, images, targets, task, channels_last)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            if task == "detection":
+                losses = model(images, targets)
+                loss = sum(losses.values())
+            else:
+                loss = F.cross_entropy(model(images), targets, ignore_index=IGNORE_INDEX)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {i} (global step {step}): "
+                "expected a finite loss; lower the learning rate, enable --clip, or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        n_images += images.shape[0]
+        loss_sum += loss.item()
+        n_steps += 1
+        lr = optimizer.param_groups[0]["lr"]
+        rate = n_images / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        if writer is not None and step % 10 == 0:
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/lr", lr, step)
+    elapsed = time.perf_counter() - t0
+    return {
+        "train_loss": loss_sum / max(n_steps, 1),
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": n_images / max(elapsed, 1e-9),
+        "train_time_s": elapsed,
+        "steps": step,
+    }
+
+
+@torch.inference_mode()
+def evaluate(model, loader, evaluator, task: str, device, amp: bool = False) -> dict:
+    """Run the model over ``loader`` (evaluation targets) and return ``evaluator.evaluate()``.
+    Predictions are mapped back to each image's original size before scoring."""
+    model.eval()
+    evaluator.reset()
+    for images, targets in tqdm(
+        loader, desc="validate", disable=not is_main(), leave=False, mininterval=2.0
+    ):
+        images = images.to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            out = model(images)
+        inputs, outputs = [], []
+        for j, t in enumerate(targets):
+            h, w = t["orig_size"]
+            if task == "detection":
+                o = out[j]
+                boxes = (o["boxes"].float() / t["scale"]).cpu()
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                inputs.append({"image_id": t["image_id"]})
+                outputs.append(
+                    {
+                        "boxes": boxes,
+                        "scores": o["scores"].float().cpu(),
+                        "labels": o["labels"].cpu(),
+                    }
+                )
+            else:
+                rh, rw = max(1, round(h * t["scale"])), max(1, round(w * t["scale"]))
+                logits = out[j : j + 1, :, :rh, :rw].float()
+                pred = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+                inputs.append({"image_id": t["image_id"], "mask": t["orig_mask"]})
+                outputs.append({"mask": pred.argmax(1)[0].cpu()})
+        evaluator.process(inputs, outputs)
+    return evaluator.evaluate()

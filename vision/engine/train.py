@@ -1,0 +1,288 @@
+"""Train a detector or a segmenter.
+
+    vision train detect  --data datasets/shapes.yaml --model fcos_r18 --epochs 12 \\
+        --img-size 192 --batch 16 --out runs/fcos_r18
+    vision train segment --data datasets/shapes.yaml --model fcn8s --epochs 8 --out runs/fcn8s
+    torchrun --nproc_per_node=2 -m vision.cli train segment ...     # distributed (gloo/NCCL)
+
+Validation each epoch uses an evaluator handed in by the caller (the command line passes the
+evaluation suite's COCO or segmentation evaluator); the run folder receives ``args.json``,
+``metrics.jsonl``, TensorBoard scalars (``tb/``), ``last.pt`` and ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from vision.config import DatasetConfig, load_config
+from vision.data.build import build_dataset
+from vision.data.transforms import (
+    DetectionTransform,
+    SegmentationTransform,
+    TransformedDataset,
+    collate_detection,
+    collate_eval,
+    collate_segmentation,
+)
+from vision.engine.checkpoint import (
+    load_checkpoint,
+    load_matching,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from vision.engine.distributed import ShardSampler, init_distributed, is_main
+from vision.engine.loop import evaluate, train_one_epoch
+from vision.models import build_model
+
+PRIMARY = {"detection": ("bbox", "AP"), "segmentation": ("sem_seg", "mIoU")}
+
+
+@dataclass
+class TrainConfig:
+    task: str  # "detection" | "segmentation"
+    data: str
+    model: str
+    out: str
+    epochs: int = 10
+    img_size: int = 192
+    batch: int = 16
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"  # or "poly"
+    warmup_iters: int = 100
+    clip: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    amp: bool = True  # used on CUDA only
+    channels_last: bool = False
+    resume: str | None = None
+    weights: str | None = None
+    freeze_backbone: bool = False
+    limit_train: int | None = None
+    limit_val: int | None = None
+    max_iters: int | None = None  # per epoch, for smoke tests
+    stop_after: int | None = None  # epochs to run in this invocation (then --resume)
+    threads: int | None = None
+    model_kwargs: dict = field(default_factory=dict)
+
+
+def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
+    det = cfg.task == "detection"
+    train_r = build_dataset(dcfg, cfg.task, "train")
+    val_r = build_dataset(dcfg, cfg.task, "val")
+    for r, lim in ((train_r, cfg.limit_train), (val_r, cfg.limit_val)):
+        if lim:
+            r.samples = r.samples[:lim]
+            if hasattr(r, "_anns"):
+                r._anns = r._anns[:lim]
+    tf = DetectionTransform if det else SegmentationTransform
+    train_ds = TransformedDataset(train_r, tf(cfg.img_size, train=True), seed=cfg.seed)
+    eval_tf = tf(cfg.img_size, train=False) if det else tf(cfg.img_size, with_target=True)
+    val_ds = TransformedDataset(val_r, eval_tf)
+    sampler = ShardSampler(len(train_ds), shuffle=True, seed=cfg.seed)
+    kw = {"num_workers": cfg.workers, "persistent_workers": False}
+    train_dl = torch.utils.data.DataLoader(
+        train_ds,
+        cfg.batch,
+        sampler=sampler,
+        drop_last=len(train_ds) > cfg.batch,
+        collate_fn=collate_detection if det else collate_segmentation,
+        **kw,
+    )
+    val_dl = torch.utils.data.DataLoader(
+        val_ds,
+        cfg.batch,
+        collate_fn=collate_eval,
+        sampler=ShardSampler(len(val_ds), shuffle=False),
+        **kw,
+    )
+    return train_r, val_r, train_ds, sampler, train_dl, val_dl
+
+
+def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def factor(it: int) -> float:
+        if it < cfg.warmup_iters:
+            return 0.001 + (1 - 0.001) * it / max(cfg.warmup_iters, 1)
+        t = min((it - cfg.warmup_iters) / max(total - cfg.warmup_iters, 1), 1.0)
+        if cfg.schedule == "poly":
+            return (1 - t) ** 0.9
+        return 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def _optimizer(cfg: TrainConfig, params):
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"optimizer: expected 'adamw' or 'sgd', got {cfg.optimizer!r}")
+
+
+def _flatten(results: dict) -> dict:
+    return {
+        f"{task}/{k}": v
+        for task, m in results.items()
+        for k, v in m.items()
+        if isinstance(v, (int, float))
+    }
+
+
+def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> dict:
+    """Run training. ``make_evaluator(val_reader, class_names, task)`` builds the validation
+    evaluator. Returns the final summary (also written to ``metrics.jsonl``)."""
+    rank, world, device = init_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    dcfg = load_config(cfg.data)
+    train_r, val_r, train_ds, sampler, train_dl, val_dl = _loaders(cfg, dcfg)
+    names = dcfg.names
+    model = build_model(
+        cfg.model, len(names), class_names=names, input_size=cfg.img_size, **cfg.model_kwargs
+    )
+    if cfg.weights:
+        report = load_matching(model, _state(load_checkpoint(cfg.weights)))
+        log(
+            f"[train] --weights {cfg.weights}: loaded {len(report['loaded'])} tensors, skipped "
+            f"{len(report['shape_mismatch'])} for shape {report['shape_mismatch'][:4]}, "
+            f"{len(report['missing'])} not in the checkpoint"
+        )
+    if cfg.freeze_backbone:
+        frozen = [n for n, p in model.named_parameters() if ".backbone." in f".{n}"]
+        for n, p in model.named_parameters():
+            p.requires_grad_(n not in frozen)
+        log(f"[train] froze {len(frozen)} backbone tensors")
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    meta = model.meta
+    amp = cfg.amp and device.type == "cuda"
+    net = DistributedDataParallel(model) if world > 1 else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(cfg, params)
+    iters = cfg.max_iters or len(train_dl)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, cfg.epochs * iters))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    evaluator = make_evaluator(val_r, names, cfg.task)
+    start, best, step = 0, -math.inf, 0
+    if cfg.resume:
+        ck = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        start, best, step = ck["epoch"], ck["best"], ck["step"]
+        set_rng_state(ck["rng"])
+        log(f"[train] resumed from epoch {start} (best {PRIMARY[cfg.task][1]} {best:.4f})")
+    writer = None
+    out.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        (out / "args.json").write_text(json.dumps(asdict(cfg), indent=1))
+        _truncate_metrics(out / "metrics.jsonl", start)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+    log(
+        f"[train] {cfg.model} on {dcfg.name} {cfg.task}: {len(train_r)} train / {len(val_r)} val "
+        f"images, {cfg.epochs} epochs, {cfg.img_size} px, batch {cfg.batch}, device {device}, "
+        f"world {world}"
+    )
+    summary: dict = {}
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
+    for epoch in range(start, end):
+        sampler.set_epoch(epoch)
+        train_ds.epoch = epoch
+        stats = train_one_epoch(
+            net,
+            train_dl,
+            optimizer,
+            scheduler,
+            scaler,
+            device,
+            cfg.task,
+            epoch,
+            cfg.epochs,
+            cfg.clip,
+            amp,
+            cfg.channels_last,
+            writer,
+            step,
+            cfg.max_iters,
+        )
+        step = stats.pop("steps")
+        t0 = time.perf_counter()
+        results = evaluate(model, val_dl, evaluator, cfg.task, device, amp)
+        task_key, metric = PRIMARY[cfg.task]
+        value = results[task_key][metric]
+        value = -math.inf if value is None or math.isnan(value) else value
+        summary = {
+            "epoch": epoch + 1,
+            **stats,
+            "val_time_s": time.perf_counter() - t0,
+            **_flatten(results),
+        }
+        is_best = value > best
+        best = max(best, value)
+        meta.metrics = {
+            "primary": f"{task_key}/{metric}",
+            "value": value,
+            "epoch": epoch + 1,
+            **_flatten(results),
+        }
+        ck = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch + 1,
+            "step": step,
+            "best": best,
+            "rng": rng_state(),
+            "meta": meta.as_dict(),
+            "args": asdict(cfg),
+        }
+        if is_main():
+            save_checkpoint(ck, out / "last.pt")
+            if is_best:
+                save_checkpoint(ck, out / "best.pt")
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(summary) + "\n")
+            for k, v in summary.items():
+                writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+            log(
+                f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.4f}, "
+                f"{stats['images_per_s']:.1f} img/s, {task_key} {metric} {value:.4f}"
+                f"{' (best)' if is_best else ''}"
+            )
+        if world > 1:
+            (out / f"rank{rank}_metrics.json").write_text(json.dumps(summary))
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+def _state(ck: dict) -> dict:
+    return ck["model"] if "model" in ck else ck
+
+
+def _truncate_metrics(path: Path, upto: int) -> None:
+    """Keep the lines of epochs ≤ ``upto`` (a resumed run rewrites what came after)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= upto]
+    path.write_text("".join(ln + "\n" for ln in keep))
