@@ -41,7 +41,7 @@ from vision.engine.checkpoint import (
 )
 from vision.engine.distributed import ShardSampler, init_distributed, is_main
 from vision.engine.loop import evaluate, train_one_epoch
-from vision.models import build_model
+from vision.models import build_model, load_weights
 
 PRIMARY = {"detection": ("bbox", "AP"), "segmentation": ("sem_seg", "mIoU")}
 
@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         cfg.model, len(names), class_names=names, input_size=cfg.img_size, **cfg.model_kwargs
     )
     if cfg.weights:
-        report = load_matching(model, _state(load_checkpoint(cfg.weights)))
+        report = load_matching(model, load_weights(cfg.weights))
         log(
             f"[train] --weights {cfg.weights}: loaded {len(report['loaded'])} tensors, skipped "
             f"{len(report['shape_mismatch'])} for shape {report['shape_mismatch'][:4]}, "
@@ -274,10 +274,6 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     if writer is not None:
         writer.close()
     return summary
-
-
-def _state(ck: dict) -> dict:
-    return ck["model"] if "model" in ck else ck
 
 
 def _truncate_metrics(path: Path, upto: int) -> None:
