@@ -14,6 +14,8 @@ def add_eval_commands(sub) -> None:
     p = sub.add_parser("eval", help="evaluate predictions").add_subparsers(
         dest="cmd", required=True
     )
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="cmd", required=True)
+    add_run_commands(p, bench)
     c = p.add_parser("coco", help="COCO protocol (12 stats + per-class AP)")
     c.add_argument("--gt", required=True, help="COCO instances JSON")
     c.add_argument("--pred", required=True, help="COCO results JSON (list of detections)")
@@ -178,4 +180,110 @@ def cmd_seg(a) -> int:
         print(f"  {k:<10}{_fmt(r[k])}")
     _print_per_class(r["per_class_iou"], "IoU")
     _write(a.out, r)
+    return 0
+
+
+def add_run_commands(eval_sub, bench_sub) -> None:
+    r = eval_sub.add_parser("run", help="evaluate a checkpoint on a dataset and write a report")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--data", default="shapes")
+    r.add_argument("--split", default="val")
+    r.add_argument("--out", required=True, help="report folder")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--fps", action="store_true", help="also run the FPS protocol")
+    r.add_argument("--limit", type=int, default=None)
+    r.set_defaults(func=cmd_run)
+    f = bench_sub.add_parser("fps", help="the FPS protocol for a model or a checkpoint")
+    f.add_argument("--model", required=True, help="a registered name or a checkpoint path")
+    f.add_argument("--img-size", type=int, default=192)
+    f.add_argument("--num-classes", type=int, default=4)
+    f.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    f.add_argument("--warmup", type=int, default=5)
+    f.add_argument("--iters", type=int, default=30)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--half", action="store_true", help="float16 on CUDA")
+    f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--data", default=None, help="decode this dataset's val images")
+    f.add_argument("--out", default=None)
+    f.set_defaults(func=cmd_fps)
+
+
+def _predictor(model: str, device: str, img_size: int = 192, num_classes: int = 4, **kw):
+    from vision.models import build_model
+    from vision.predictor import Predictor
+
+    if Path(model).suffix in (".pt", ".pth"):
+        return Predictor.from_checkpoint(model, device, **kw)
+    return Predictor(build_model(model, num_classes, input_size=img_size), device, **kw)
+
+
+def cmd_fps(a) -> int:
+    import torch
+
+    from eval.fps import format_fps, measure, synthetic_jpegs
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    p = _predictor(a.model, a.device, a.img_size, a.num_classes, half=a.half)
+    if a.data:
+        from vision.data.build import build_dataset
+
+        ds = build_dataset(a.data, p.task, "val")
+        images = [s.path.read_bytes() for s in ds.samples[:64]]
+    else:
+        images = synthetic_jpegs(16, a.img_size)
+    r = measure(p, images, a.batch, a.warmup, a.iters)
+    print(format_fps(r))
+    _write(a.out, r)
+    return 0
+
+
+def provenance(reader, data: str, checkpoint: str, predictor) -> dict:
+    from eval.fps import environment
+    from eval.runner import dataset_hash, git_commit
+
+    return {
+        "git_commit": git_commit(),
+        "dataset": data,
+        "dataset_hash": dataset_hash(reader),
+        "images": len(reader),
+        "checkpoint": checkpoint,
+        "model": predictor.meta.name,
+        "input_size": predictor.size,
+        **environment(predictor),
+    }
+
+
+def cmd_run(a) -> int:
+    from eval.report import headline_rows, write_model_report
+    from eval.runner import evaluate_model, sample_images
+    from vision.config import load_config
+    from vision.data.build import build_dataset
+
+    p = _predictor(a.checkpoint, a.device)
+    cfg = load_config(a.data)
+    reader = build_dataset(cfg, p.task, a.split)
+    if a.limit:
+        reader.samples = reader.samples[: a.limit]
+    res = evaluate_model(p, reader, cfg.names)
+    fps = None
+    if a.fps:
+        from eval.fps import measure
+
+        fps = measure(p, [s.path.read_bytes() for s in reader.samples[:32]], (1, 8), 3, 15)
+    samples = sample_images(reader, res["predictions"], cfg.names, p.task)
+    title = f"{p.meta.name} on {cfg.name}/{a.split} ({p.task})"
+    write_model_report(
+        a.out,
+        title,
+        p.task,
+        res["metrics"],
+        cfg.names,
+        samples,
+        fps,
+        provenance(reader, cfg.name, a.checkpoint, p),
+    )
+    for row in headline_rows(p.task, res["metrics"]):
+        print(f"  {row[0]:<20}{row[1]:>8}   {row[2]}")
+    print(f"wrote {a.out}/report.html, report.md, report.json")
     return 0

@@ -1,0 +1,122 @@
+"""Quality on the built-in dataset (and the real raccoon set), measured by training from
+random init on this machine.
+
+    .venv/bin/python bench/quality.py --suite detector      # default detector, COCO mAP
+    .venv/bin/python bench/quality.py --suite segmenters    # FCN-8s and the dilated model, mIoU
+    .venv/bin/python bench/quality.py --suite upsampling    # transposed vs bilinear table
+    .venv/bin/python bench/quality.py --suite raccoon       # default detector on real photos
+
+Each run records its wall time (training + per-epoch validation), the final metrics, the
+parameter count and the batch-1 latency (FPS protocol, p50). Results: bench/results/*.json and
+a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval.fps import measure  # noqa: E402
+from vision.cli import make_evaluator  # noqa: E402
+from vision.engine.train import TrainConfig, train  # noqa: E402
+from vision.predictor import Predictor  # noqa: E402
+
+DET = {
+    "task": "detection",
+    "model": "fcos_r18",
+    "epochs": 3,
+    "img_size": 160,
+    "batch": 16,
+    "lr": 2e-3,
+}
+SEG = {"task": "segmentation", "img_size": 160, "batch": 16, "lr": 2e-3, "epochs": 3}
+SUITES = {
+    "detector": [DET],
+    "segmenters": [{**SEG, "model": "fcn8s"}, {**SEG, "model": "dilated_context"}],
+    "upsampling": [
+        {**SEG, "model": m, "epochs": 2, "model_kwargs": {"upsample": u}}
+        for m in ("fcn32s", "fcn16s", "fcn8s", "dilated_context")
+        for u in ("transposed", "bilinear")
+    ],
+    "raccoon": [
+        {**DET, "data": "raccoon", "epochs": 40, "img_size": 256, "batch": 8, "warmup_iters": 50}
+    ],
+}
+PRIMARY = {"detection": "bbox/AP", "segmentation": "sem_seg/mIoU"}
+
+
+def run_one(spec: dict, out_root: Path, workers: int) -> dict:
+    name = spec["model"] + "".join(f"_{v}" for v in spec.get("model_kwargs", {}).values())
+    cfg = TrainConfig(
+        data=spec.get("data", "shapes"),
+        out=str(out_root / name),
+        workers=workers,
+        **{k: v for k, v in spec.items() if k != "data"},
+    )
+    t0 = time.perf_counter()
+    summary = train(cfg, make_evaluator)
+    wall = time.perf_counter() - t0
+    pred = Predictor.from_checkpoint(out_root / name / "last.pt")
+    jpgs = [
+        Path(p).read_bytes()
+        for p in sorted((Path("datasets/shapes/VOC/JPEGImages")).glob("*.jpg"))[:16]
+    ]
+    fps = measure(pred, jpgs, (1,), 3, 20)["runs"][0]
+    result = {
+        "name": name,
+        "spec": spec,
+        "wall_s": wall,
+        "metrics": summary,
+        "primary": summary[PRIMARY[spec["task"]]],
+        "params_m": sum(p.numel() for p in pred.model.parameters()) / 1e6,
+        "ms_per_image_p50": fps["total_ms"]["p50"],
+        "inference_ms_p50": fps["stages_ms"]["inference"]["p50"],
+    }
+    if spec["task"] == "detection":
+        from eval.runner import detection_metrics, predict_dataset
+        from vision.config import load_config
+        from vision.data.build import build_dataset
+
+        dcfg = load_config(cfg.data)
+        reader = build_dataset(dcfg, "detection", "val")
+        m = detection_metrics(reader, predict_dataset(pred, reader), dcfg.names)
+        result["voc07_mAP"], result["voc12_mAP"] = m["voc07"]["mAP"], m["voc12"]["mAP"]
+        result["coco_AP50"] = m["coco"]["AP50"]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--suite", choices=sorted(SUITES), required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    results = [run_one(s, Path("runs/quality"), a.workers) for s in SUITES[a.suite]]
+    out = Path(a.out or f"bench/results/quality_{a.suite}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print("| run | primary metric | wall s | params M | ms/image p50 (batch 1) |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        extra = (
+            f" (VOC07 {r['voc07_mAP']:.3f}, VOC12 {r['voc12_mAP']:.3f})" if "voc07_mAP" in r else ""
+        )
+        print(
+            f"| {r['name']} | {PRIMARY[r['spec']['task']]} {r['primary']:.4f}{extra} | "
+            f"{r['wall_s']:.0f} | {r['params_m']:.2f} | {r['ms_per_image_p50']:.1f} |"
+        )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

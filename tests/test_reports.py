@@ -1,0 +1,115 @@
+"""Evaluation runs end to end: checkpoint → all protocols → JSON/Markdown/HTML report; FPS."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from vision.cli import make_evaluator
+from vision.engine.train import TrainConfig, train
+
+VISION = [sys.executable, "-m", "vision.cli"]
+
+
+@pytest.fixture(scope="module", params=[("detection", "fcos_r18"), ("segmentation", "fcn8s")])
+def trained(request, shapes_yaml, tmp_path_factory):
+    task, model = request.param
+    out = tmp_path_factory.mktemp(model)
+    cfg = TrainConfig(
+        task=task,
+        data=str(shapes_yaml),
+        model=model,
+        out=str(out),
+        epochs=2,
+        img_size=96,
+        batch=4,
+        workers=0,
+        limit_train=12,
+        limit_val=6,
+        warmup_iters=0,
+        threads=2,
+    )
+    train(cfg, make_evaluator, log=lambda *a: None)
+    return task, out / "best.pt", shapes_yaml
+
+
+def test_eval_run_writes_a_self_contained_report(trained, tmp_path):
+    task, ckpt, data = trained
+    r = subprocess.run(
+        [
+            *VISION,
+            "eval",
+            "run",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path),
+            "--limit",
+            "6",
+            "--fps",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (tmp_path / "report.html").read_text()
+    assert not re.search(r"https?://|url\(|@import", page)  # nothing fetched from elsewhere
+    assert not re.search(r"""(src|href)\s*=\s*(?!["']?data:)""", page)
+    assert "<svg" in page and page.count("data:image/png;base64,") == 6
+    for name in ("circle", "square", "triangle", "star", "git_commit", "dataset_hash"):
+        assert name in page
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["fps"]["runs"][0]["total_ms"]["p95"] >= rep["fps"]["runs"][0]["total_ms"]["p50"]
+    if task == "detection":
+        m = rep["metrics"]
+        assert {"coco", "voc07", "voc12", "prf"} <= set(m)
+        assert 0 <= m["coco"]["AP"] <= 1 and "IoU .50:.05:.95" in page
+        assert "VOC2007 11-point" in page and "Precision–recall" in page
+    else:
+        seg = rep["metrics"]["seg"]
+        assert len(seg["confusion"]) == 5 and 0 <= seg["mIoU"] <= 1
+        assert "Confusion matrix" in page
+    assert "| mIoU |" in (tmp_path / "report.md").read_text() or task == "detection"
+
+
+def test_bench_fps_protocol(tmp_path):
+    out = tmp_path / "fps.json"
+    r = subprocess.run(
+        [
+            *VISION,
+            "bench",
+            "fps",
+            "--model",
+            "fcn8s",
+            "--img-size",
+            "64",
+            "--batch",
+            "1",
+            "2",
+            "--warmup",
+            "1",
+            "--iters",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    fps = json.loads(out.read_text())
+    assert [run["batch"] for run in fps["runs"]] == [1, 2]
+    for run in fps["runs"]:
+        assert set(run["stages_ms"]) == {"decode", "preprocess", "inference", "postprocess"}
+        assert run["images_per_s"] > 0 and run["peak_memory_mb"] > 0
+    env = fps["environment"]
+    assert env["threads"] == 1 and env["torch"].startswith("2.14.1")
+    assert "img/s" in r.stdout

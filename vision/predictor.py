@@ -1,0 +1,116 @@
+"""The inference pipeline, in four timed stages: decode → preprocess → infer → postprocess.
+
+Used by evaluation, by the FPS protocol and by the REST service, so all three run the same
+code. Images are resized so the longest side is the model's input size and padded at the
+bottom/right (as in evaluation during training); outputs are mapped back to original pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from vision.data.transforms import _geometry
+from vision.engine.checkpoint import load_checkpoint
+from vision.models import build_model
+
+
+class Predictor:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device = "cpu",
+        half: bool = False,
+        channels_last: bool = False,
+    ):
+        self.device = torch.device(device)
+        self.half = half and self.device.type == "cuda"
+        self.channels_last = channels_last
+        self.model = model.eval().to(self.device)
+        if self.half:
+            self.model.half()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.meta = model.meta
+        self.task = model.meta.task
+        self.size = model.meta.input_size
+        self._resize = A.Compose(_geometry(self.size, train=False))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw) -> Predictor:
+        """A predictor for a training checkpoint (the model is rebuilt from its metadata)."""
+        ck = load_checkpoint(path)
+        meta, args = ck["meta"], ck.get("args", {})
+        model = build_model(
+            meta["name"],
+            len(meta["class_names"]),
+            class_names=meta["class_names"],
+            input_size=meta["input_size"],
+            **args.get("model_kwargs", {}),
+        )
+        model.load_state_dict(ck["model"])
+        model.meta.metrics = meta.get("metrics", {})
+        return cls(model, device, **kw)
+
+    @staticmethod
+    def decode(data: bytes | str | Path) -> np.ndarray:
+        """Image bytes or a path → RGB uint8, EXIF orientation applied."""
+        src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+        with Image.open(src) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
+        batch, info = [], []
+        for img in images:
+            h, w = img.shape[:2]
+            out = self._resize(image=img)["image"]
+            batch.append(torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1))
+            info.append({"orig_size": (h, w), "scale": self.size / max(h, w)})
+        x = torch.stack(batch).to(self.device, non_blocking=True)
+        x = x.half() if self.half else x.float()
+        x = x.div_(255.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, info
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor):
+        """The model call (torchvision detectors run their NMS inside it)."""
+        return self.model(x)
+
+    def postprocess(
+        self, raw, info: list[dict], score_threshold: float = 0.0, max_detections: int | None = None
+    ) -> list[dict]:
+        results = []
+        for j, inf in enumerate(info):
+            h, w = inf["orig_size"]
+            if self.task == "detection":
+                o = raw[j]
+                keep = o["scores"] >= score_threshold
+                boxes = (o["boxes"][keep].float() / inf["scale"]).cpu()
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                scores, labels = o["scores"][keep].float().cpu(), o["labels"][keep].cpu()
+                if max_detections is not None:
+                    boxes, scores, labels = (
+                        boxes[:max_detections],
+                        scores[:max_detections],
+                        labels[:max_detections],
+                    )
+                results.append({"boxes": boxes, "scores": scores, "labels": labels})
+            else:
+                rh, rw = max(1, round(h * inf["scale"])), max(1, round(w * inf["scale"]))
+                logits = raw[j : j + 1, :, :rh, :rw].float()
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+                results.append({"mask": logits.argmax(1)[0].to(torch.uint8).cpu()})
+        return results
+
+    def __call__(self, images: list[np.ndarray], **kw) -> list[dict]:
+        x, info = self.preprocess(images)
+        return self.postprocess(self.infer(x), info, **kw)
