@@ -10,7 +10,8 @@ from eval.base import nan_to_none
 from vision.errors import DataError
 
 
-def add_eval_commands(sub) -> None:
+def add_eval_commands(sub):
+    """Add ``vision eval ...`` and ``vision bench fps``; returns the ``bench`` subparsers."""
     p = sub.add_parser("eval", help="evaluate predictions").add_subparsers(
         dest="cmd", required=True
     )
@@ -48,6 +49,7 @@ def add_eval_commands(sub) -> None:
     s.add_argument("--ignore-index", type=int, default=255)
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_seg)
+    return bench
 
 
 def _fmt(v) -> str:

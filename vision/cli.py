@@ -232,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # the evaluation layer is optional for the library
         add_eval_commands = None
     if add_eval_commands is not None:
-        add_eval_commands(sub)
+        bench = add_eval_commands(sub)
+        try:
+            from service.cli import add_service_commands
+        except ImportError:
+            add_service_commands = None
+        if add_service_commands is not None:
+            add_service_commands(sub, bench)
     return parser
 
 

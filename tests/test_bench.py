@@ -1,0 +1,107 @@
+"""Benchmark suites: ranking, resumption after a kill, self-contained report, promotion."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+VISION = [sys.executable, "-m", "vision.cli"]
+
+
+@pytest.fixture
+def suite(shapes_yaml, tmp_path):
+    recipe = (
+        "{{model: {m}, epochs: {e}, img_size: 64, batch: 4, limit_train: 8, limit_val: 4, "
+        "workers: 0, warmup_iters: 0, threads: 1}}"
+    )
+    text = f"""name: tiny
+datasets: [{shapes_yaml}]
+models:
+  - {{name: fcn32s_short, train: {recipe.format(m="fcn32s", e=1)}}}
+  - {{name: fcn8s_longer, train: {recipe.format(m="fcn8s", e=3)}}}
+options: {{split: val, limit: 6, fps_batch: [1], fps_iters: 2, fps_warmup: 1}}
+"""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
+    out = tmp_path / "report"
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "OMP_NUM_THREADS": "1"}
+    # start, and kill the run as soon as its first pair is finished
+    proc = subprocess.Popen(
+        [*VISION, "bench", "run", str(suite), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "pairs").glob("*.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in (out / "pairs").glob("*.json"))
+    assert len(done) == 1, done
+    first = (out / "pairs" / done[0]).stat().st_mtime_ns
+    r = subprocess.run(
+        [*VISION, "bench", "run", str(suite), "--out", str(out), "--promote"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("done earlier, reused") == 1
+    assert r.stdout.count("evaluating") == 1  # only the missing pair was computed
+    assert (out / "pairs" / done[0]).stat().st_mtime_ns == first
+
+    board = json.loads((out / "leaderboard.json").read_text())
+    rows = board["boards"]["segmentation"]["shapes"]
+    assert [row["rank"] for row in rows] == [1, 2]
+    assert rows[0]["primary"] >= rows[1]["primary"]
+    assert rows[0]["primary_metric"] == "seg/mIoU" and "tie" in board["rule"]
+    for row in rows:
+        assert row["params"] > 0 and row["flops"] > 0 and row["latency_ms_p50"] > 0
+
+    page = (out / "index.html").read_text()
+    assert not re.search(r"https?://|url\(|@import", page)
+    assert not re.search(r"""(src|href)\s*=\s*(?!["']?data:)""", page)
+    assert "<svg" in page and "Pareto" in page and "dataset health" in page
+
+    promoted = json.loads((out / "promoted.json").read_text())
+    show = (
+        "import bentoml, json, sys; m = bentoml.models.get(sys.argv[1]); "
+        "print(json.dumps({**m.info.metadata, 'file': m.path_of('model.pt')}))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", show, promoted["segmentation"]],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads(r.stdout.strip().splitlines()[-1])
+    assert meta["model"] == rows[0]["model"] and meta["task"] == "segmentation"
+    assert meta["class_names"] == ["circle", "square", "triangle", "star"]
+    assert meta["primary"] == pytest.approx(rows[0]["primary"])
+    assert os.path.isfile(meta["file"]) and meta["file"].startswith(env["BENTOML_HOME"])
+
+    # a second run with nothing missing recomputes nothing and compares with the first
+    r = subprocess.run(
+        [*VISION, "bench", "run", str(suite), "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert r.returncode == 0 and r.stdout.count("done earlier, reused") == 2
+    assert "same" in (out / "leaderboard.md").read_text()
