@@ -22,10 +22,23 @@ setup() {
     fi
 }
 
+browser() {
+    # The web-page test drives Debian's Chromium (Playwright's own browser download fails here).
+    if ! command -v chromium >/dev/null; then
+        echo "[setup] installing Debian's chromium for the browser test"
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+        else
+            sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null
+        fi
+    fi
+}
+
 setup
 case "${1:-main}" in
     test)
         shift || true
+        browser
         exec .venv/bin/python -m pytest -q -n 2 "$@"
         ;;
     main)

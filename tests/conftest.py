@@ -42,3 +42,35 @@ def shapes_yaml(shapes_dir, tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("cfg") / "shapes_small.yaml"
     p.write_text(yaml.safe_dump(raw))
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(shapes_yaml, tmp_path_factory) -> dict[str, Path]:
+    """A briefly trained detector and segmenter (real training, tiny budget)."""
+    from vision.cli import make_evaluator
+    from vision.engine.train import TrainConfig, train
+
+    out = {}
+    for task, model in (("detection", "fcos_r18"), ("segmentation", "fcn8s")):
+        d = tmp_path_factory.mktemp(f"ckpt_{model}")
+        train(
+            TrainConfig(
+                task=task,
+                data=str(shapes_yaml),
+                model=model,
+                out=str(d),
+                epochs=3,
+                img_size=96,
+                batch=4,
+                workers=0,
+                limit_train=16,
+                limit_val=4,
+                warmup_iters=0,
+                threads=2,
+                lr=2e-3,
+            ),
+            make_evaluator,
+            log=lambda *a: None,
+        )
+        out[task] = d / "last.pt"
+    return out

@@ -195,26 +195,55 @@ def cmd_convert(a) -> int:
 
 
 def cmd_main(a) -> int:
-    """The main job: make sure the built-in dataset exists, then report its health."""
+    """The main job: dataset → train the defaults → benchmark report → promote → serve."""
+    import os
+    import shutil
+    import time
+
     from vision.config import load_config
     from vision.data.health import check_dataset, format_report
     from vision.data.shapes import ShapesSpec, generate
 
+    t0 = time.perf_counter()
     cfg = load_config("shapes")
     out = cfg.root.parent
     if a.force or not (out / "spec.json").is_file():
-        gen = cfg.extra.get("generate", {})
-        print(f"[main] generating the built-in dataset under {out} ...", flush=True)
-        spec = ShapesSpec(**gen)
-        print(f"[main] {generate(out, spec)}", flush=True)
+        print(f"[main] 1/4 generating the built-in dataset under {out} ...", flush=True)
+        print(f"[main] {generate(out, ShapesSpec(**cfg.extra.get('generate', {})))}", flush=True)
     else:
-        print(f"[main] reusing {out} (use --force to regenerate)", flush=True)
+        print(f"[main] 1/4 reusing {out} (--force regenerates)", flush=True)
     report = check_dataset(cfg)
-    print(format_report(report))
+    print(format_report(report), flush=True)
     Path("reports").mkdir(exist_ok=True)
     Path("reports/shapes_health.json").write_text(json.dumps(report, indent=1))
-    print("[main] health report: reports/shapes_health.json")
-    return 0 if report["ok"] else 1
+    if not report["ok"]:
+        return 1
+    print(
+        "[main] 2/4 training (or reusing) the default detector and segmenter, then "
+        "benchmarking them",
+        flush=True,
+    )
+    from service.cli import run as run_suite
+
+    run_suite("bench/suites/default.yaml", "reports/default", promote=True, force=a.force)
+    print(f"[main] 3/4 report: {Path('reports/default/index.html').resolve()}", flush=True)
+    print(f"[main] finished in {time.perf_counter() - t0:.0f} s", flush=True)
+    if a.no_serve:
+        return 0
+    port = str(a.port)
+    print(
+        f"[main] 4/4 serving the promoted models on http://127.0.0.1:{port} "
+        f"(web page: http://127.0.0.1:{port}/ui/). Try:\n"
+        f"  curl -F image=@datasets/shapes/VOC/JPEGImages/002000.jpg "
+        f"http://127.0.0.1:{port}/detect",
+        flush=True,
+    )
+    bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+    os.execv(
+        bentoml,
+        [bentoml, "serve", "service.service:VisionService", "--host", a.host, "--port", port],
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True)
     m = sub.add_parser("main", help="run the main job on the built-in dataset")
     m.add_argument("--force", action="store_true", help="redo every step")
+    m.add_argument("--no-serve", action="store_true", help="stop after promotion")
+    m.add_argument("--port", type=int, default=3000)
+    m.add_argument("--host", default="127.0.0.1")
     m.set_defaults(func=cmd_main)
     _data_commands(sub)
     _train_commands(sub)

@@ -1,0 +1,87 @@
+"""Adaptive batching across concurrent requests, on decoded and preprocessed tensors.
+
+Requests put one preprocessed image on a bounded queue and await the result; one worker takes
+everything already waiting (up to ``max_batch``), optionally waits ``max_wait_ms`` for more,
+runs one stacked forward pass in a thread, and hands each request its output. While a batch
+runs, new requests pile up and form the next batch, so an idle server adds no delay and a busy
+one batches by itself. A full queue answers at once with 503 instead of letting requests time
+out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import torch
+
+from service.uploads import ClientError
+
+
+class Batcher:
+    def __init__(
+        self,
+        infer: Callable[[torch.Tensor], list],
+        max_batch: int = 8,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 64,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
+        self.infer, self.max_batch, self.max_wait = infer, max_batch, max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+
+    def _ensure(self) -> None:
+        if self._task is None or self._task.done():
+            self.queue = asyncio.Queue(self.max_queue)
+            self._task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def submit(self, x: torch.Tensor):
+        """Queue one image ``(3, H, W)``; returns its model output and the batch size used."""
+        self._ensure()
+        fut = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait((x, fut, time.perf_counter()))
+        except asyncio.QueueFull:
+            raise ClientError(
+                503,
+                f"server busy: {self.max_queue} images are already queued "
+                "for inference; retry shortly",
+                queued=self.max_queue,
+            ) from None
+        return await fut
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self.queue.get()
+            items = [first]
+            while len(items) < self.max_batch and not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            deadline = loop.time() + self.max_wait
+            while len(items) < self.max_batch and self.max_wait > 0:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except TimeoutError:
+                    break
+            x = torch.stack([it[0] for it in items])
+            t0 = time.perf_counter()
+            try:
+                outs = await asyncio.to_thread(self.infer, x)
+            except Exception as e:  # the model failed: every waiting request learns why
+                for _, fut, _ in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            if self.on_batch:
+                self.on_batch(len(items), ms)
+            for i, (_, fut, queued_at) in enumerate(items):
+                if not fut.done():
+                    fut.set_result((outs[i], len(items), ms, (t0 - queued_at) * 1000))

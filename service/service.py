@@ -1,0 +1,294 @@
+"""The REST inference service: ``bentoml serve service.service:VisionService``.
+
+Models come from the BentoML store (``vision-detector:latest``, ``vision-segmenter:latest``,
+put there by ``vision promote``) or from checkpoint paths in ``VISION_DETECTOR_CKPT`` /
+``VISION_SEGMENTER_CKPT``. They are loaded once per worker and warmed up before ``/readyz``
+says ready. On CUDA they run in half precision; on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import torch
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route
+
+from service.batching import Batcher
+from service.uploads import ClientError, Limits, decode_upload, parse_number
+from vision.predictor import Predictor
+
+STORE = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
+CKPT_ENV = {"detection": "VISION_DETECTOR_CKPT", "segmentation": "VISION_SEGMENTER_CKPT"}
+WEB = Path(__file__).parent / "web"
+
+INFER_MS = bentoml.metrics.Histogram(
+    name="vision_inference_latency_ms",
+    documentation="Model forward time per batch (ms)",
+    labelnames=["task"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+BATCH = bentoml.metrics.Histogram(
+    name="vision_batch_size",
+    documentation="Images per model forward (adaptive batching)",
+    labelnames=["task"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+)
+REQUESTS = bentoml.metrics.Counter(
+    name="vision_requests",
+    documentation="Requests by endpoint and HTTP status",
+    labelnames=["endpoint", "status"],
+)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request whose declared body exceeds the limit (413) before
+    reading it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = dict(scope.get("headers", [])).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes + 65536:
+                resp = JSONResponse(
+                    {
+                        "error": f"request body is {int(length)} bytes: the limit "
+                        f"is {self.max_bytes} bytes",
+                        "limit": self.max_bytes,
+                    },
+                    status_code=413,
+                )
+                return await resp(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _load(task: str, device: str) -> tuple[Predictor | None, dict]:
+    half = device == "cuda"
+    path = os.environ.get(CKPT_ENV[task])
+    if path:
+        return Predictor.from_checkpoint(path, device, half=half), {"version": path}
+    tag = os.environ.get(f"{CKPT_ENV[task][:-5]}_MODEL", f"{STORE[task]}:latest")
+    try:
+        bm = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        return None, {}
+    info = {"version": str(bm.tag), **bm.info.metadata}
+    return Predictor.from_checkpoint(bm.path_of("model.pt"), device, half=half), info
+
+
+def _ui_app() -> Starlette:
+    async def index(_):
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    return Starlette(routes=[Route("/", index)])
+
+
+@bentoml.service(
+    name="vision",
+    traffic={"timeout": 120, "max_concurrency": 512},
+    resources={"gpu": 1} if torch.cuda.is_available() else {"cpu": "2"},
+    workers=1,
+)
+@bentoml.asgi_app(_ui_app(), path="/ui")
+class VisionService:
+    def __init__(self) -> None:
+        self.ready = False
+        threads = os.environ.get("VISION_THREADS")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.limits = Limits.from_env()
+        self.models: dict[str, Predictor] = {}
+        self.model_info: dict[str, dict] = {}
+        self.batchers: dict[str, Batcher] = {}
+        max_batch = int(os.environ.get("VISION_MAX_BATCH", "8"))
+        max_wait = float(os.environ.get("VISION_MAX_WAIT_MS", "0"))
+        max_queue = int(os.environ.get("VISION_MAX_QUEUE", "64"))
+        for task in STORE:
+            pred, info = _load(task, self.device)
+            if pred is None:
+                continue
+            self.models[task], self.model_info[task] = pred, info
+            self.batchers[task] = Batcher(
+                pred.infer, max_batch, max_wait, max_queue, self._observer(task)
+            )
+            warm = [np.zeros((pred.size, pred.size, 3), np.uint8)] * 2
+            pred(warm)  # warm-up: first-call allocations happen before we report ready
+        if not self.models:
+            raise RuntimeError(
+                "no model to serve: expected vision-detector/vision-segmenter in"
+                " the BentoML store (run `vision promote`) or a checkpoint in "
+                "VISION_DETECTOR_CKPT / VISION_SEGMENTER_CKPT"
+            )
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    @staticmethod
+    def _observer(task: str):
+        def observe(n: int, ms: float) -> None:
+            BATCH.labels(task=task).observe(n)
+            INFER_MS.labels(task=task).observe(ms)
+
+        return observe
+
+    async def _run(self, task: str, image: Path, endpoint: str, params) -> JSONResponse:
+        t0 = time.perf_counter()
+        try:
+            if task not in self.models:
+                raise ClientError(503, f"no {task} model is loaded on this server")
+            pred = self.models[task]
+            opts = params(pred)
+            data = Path(image).read_bytes() if image is not None else b""
+            img = decode_upload(data, self.limits)
+            t1 = time.perf_counter()
+            x, info = pred.preprocess([img])
+            t2 = time.perf_counter()
+            out, batch, infer_ms, queue_ms = await self.batchers[task].submit(x[0])
+            t3 = time.perf_counter()
+            raw = [out] if task == "detection" else out.unsqueeze(0)
+            res = pred.postprocess(raw, info, **opts.get("post", {}))[0]
+            t4 = time.perf_counter()
+        except ClientError as e:
+            REQUESTS.labels(endpoint=endpoint, status=str(e.status)).inc()
+            return JSONResponse(e.detail, status_code=e.status)
+        h, w = img.shape[:2]
+        body = {
+            "model": pred.meta.name,
+            "version": self.model_info[task].get("version"),
+            "width": w,
+            "height": h,
+            "batch_size": batch,
+            "timing_ms": {
+                "decode": (t1 - t0) * 1000,
+                "preprocess": (t2 - t1) * 1000,
+                "queue": queue_ms,
+                "inference": infer_ms,
+                "postprocess": (t4 - t3) * 1000,
+                "total": (t4 - t0) * 1000,
+            },
+        }
+        body.update(self._render(task, pred, res, opts))
+        REQUESTS.labels(endpoint=endpoint, status="200").inc()
+        return JSONResponse(body)
+
+    @staticmethod
+    def _render(task: str, pred: Predictor, res: dict, opts: dict) -> dict:
+        names = pred.meta.class_names
+        if task == "detection":
+            return {
+                "detections": [
+                    {
+                        "box": [round(float(v), 3) for v in b],
+                        "score": round(float(s), 5),
+                        "label": names[int(k)],
+                        "class_id": int(k),
+                    }
+                    for b, s, k in zip(
+                        res["boxes"].tolist(),
+                        res["scores"].tolist(),
+                        res["labels"].tolist(),
+                        strict=True,
+                    )
+                ]
+            }
+        mask = res["mask"].numpy()
+        counts = np.bincount(mask.ravel(), minlength=len(names) + 1)
+        classes = ["background", *names]
+        out = {
+            "classes": classes,
+            "pixel_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
+        }
+        if opts["mask_format"] == "png":
+            buf = io.BytesIO()
+            Image.fromarray(mask).save(buf, "PNG")
+            out["mask"] = {"format": "png", "data": base64.b64encode(buf.getvalue()).decode()}
+        else:
+            from pycocotools import mask as mask_utils
+
+            rles = {}
+            for k in np.flatnonzero(counts):
+                rle = mask_utils.encode(np.asfortranarray((mask == k).astype(np.uint8)))
+                rles[classes[k]] = {"size": rle["size"], "counts": rle["counts"].decode()}
+            out["mask"] = {"format": "rle", "per_class": rles}
+        return out
+
+    @bentoml.api(route="/detect")
+    async def detect(
+        self,
+        image: Path,
+        score_threshold: float | str | None = None,
+        max_detections: float | str | None = None,
+    ) -> dict:
+        """Boxes in original pixels: ``{box: [x1, y1, x2, y2], score, label, class_id}``."""
+
+        def params(pred):
+            return {
+                "post": {
+                    "score_threshold": parse_number(score_threshold, "score_threshold", 0, 1, 0.25),
+                    "max_detections": int(
+                        parse_number(max_detections, "max_detections", 1, 1000, 100, integer=True)
+                    ),
+                }
+            }
+
+        return await self._run("detection", image, "detect", params)
+
+    @bentoml.api(route="/segment")
+    async def segment(self, image: Path, mask_format: str = "png") -> dict:
+        """Per-class pixel counts and the class-index mask as PNG (base64) or COCO RLE."""
+
+        def params(pred):
+            if mask_format not in ("png", "rle"):
+                raise ClientError(
+                    422,
+                    f"'mask_format': expected 'png' or 'rle', got {mask_format!r}",
+                    field="mask_format",
+                )
+            return {"mask_format": mask_format}
+
+        return await self._run("segmentation", image, "segment", params)
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict:
+        """Loaded models: classes, input size, metrics from the benchmark report, device."""
+        models = {}
+        for task, pred in self.models.items():
+            meta = self.model_info[task]
+            models[task] = {
+                "name": pred.meta.name,
+                "version": meta.get("version"),
+                "classes": pred.meta.class_names,
+                "input_size": pred.size,
+                "metrics": pred.meta.metrics,
+                "report": {
+                    k: meta.get(k)
+                    for k in ("report_id", "primary_metric", "primary", "latency_ms_p50")
+                },
+            }
+        return json.loads(
+            json.dumps(
+                {
+                    "models": models,
+                    "device": self.device,
+                    "half_precision": self.device == "cuda",
+                    "limits": self.limits.__dict__,
+                },
+                default=str,
+            )
+        )
+
+
+VisionService.add_asgi_middleware(BodyLimit, max_bytes=Limits.from_env().max_bytes)

@@ -1,0 +1,122 @@
+"""The service without HTTP: upload validation, the batcher, and every endpoint and error."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from service.batching import Batcher
+from service.uploads import ClientError, Limits, decode_upload, parse_number
+
+
+def _png(w, h) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (w, h)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_upload_errors(shapes_dir):
+    jpg = (shapes_dir / "VOC/JPEGImages/000001.jpg").read_bytes()
+    lim = Limits(max_bytes=len(jpg) * 4, max_pixels=1_000_000)
+    assert decode_upload(jpg, lim).shape[2] == 3
+    cases = [
+        (b"", 400, "empty"),
+        (b"hello, world\n", 415, "expected image/jpeg"),
+        (b"GIF89a" + b"\0" * 20, 415, "GIF"),
+        (jpg[: len(jpg) // 2], 400, "truncated"),
+        (jpg * 5, 413, "bytes"),
+        (_png(2000, 1000), 413, "pixels"),
+    ]
+    for data, status, words in cases:
+        with pytest.raises(ClientError) as e:
+            decode_upload(data, lim)
+        assert e.value.status == status and words in e.value.detail["error"], e.value.detail
+
+
+def test_parse_number():
+    assert parse_number("0.3", "t", 0, 1, 0.5) == 0.3 and parse_number(None, "t", 0, 1, 0.5) == 0.5
+    for bad in ("x", "2", "-1"):
+        with pytest.raises(ClientError) as e:
+            parse_number(bad, "t", 0, 1, 0.5)
+        assert e.value.status == 422 and "'t'" in e.value.detail["error"]
+
+
+def test_batcher_groups_concurrent_requests_and_refuses_when_full():
+    sizes = []
+
+    def slow(x):
+        time.sleep(0.05)
+        return [x[i].sum() for i in range(len(x))]
+
+    async def main():
+        b = Batcher(slow, max_batch=8, max_queue=16, on_batch=lambda n, ms: sizes.append(n))
+        await b.submit(torch.zeros(1, 2, 2))  # alone: runs at once as a batch of one
+        res = await asyncio.gather(*[b.submit(torch.full((1, 2, 2), float(i))) for i in range(9)])
+        assert [float(r[0]) for r in res] == [4.0 * i for i in range(9)]  # each gets its own
+        full = Batcher(slow, max_batch=1, max_queue=2)
+        out = await asyncio.gather(
+            *[full.submit(torch.zeros(1, 2, 2)) for _ in range(6)], return_exceptions=True
+        )
+        return out
+
+    out = asyncio.run(main())
+    assert sizes[:3] == [1, 8, 1]  # a lone request alone; 9 waiting ones as 8 + 1
+    refused = [o for o in out if isinstance(o, ClientError)]
+    assert refused and all(o.status == 503 and "busy" in o.detail["error"] for o in refused)
+
+
+@pytest.fixture(scope="module")
+def svc(tiny_checkpoints):
+    import os
+
+    os.environ["VISION_DETECTOR_CKPT"] = str(tiny_checkpoints["detection"])
+    os.environ["VISION_SEGMENTER_CKPT"] = str(tiny_checkpoints["segmentation"])
+    os.environ["VISION_MAX_PIXELS"] = "4000000"
+    from service.service import VisionService
+
+    return VisionService()
+
+
+def _call(svc, method, path, **kw):
+    resp = asyncio.run(getattr(svc, method)(image=path, **kw))
+    return resp.status_code, json.loads(resp.body)
+
+
+def test_endpoints_and_errors_in_process(svc, shapes_dir, tmp_path, tiny_checkpoints):
+    from vision.predictor import Predictor
+
+    img = shapes_dir / "VOC/JPEGImages/000050.jpg"
+    status, body = _call(svc, "detect", img, score_threshold=0.05)
+    assert status == 200 and body["model"] == "fcos_r18"
+    ref = Predictor.from_checkpoint(tiny_checkpoints["detection"])(
+        [np.asarray(Image.open(img).convert("RGB"))], score_threshold=0.05
+    )[0]
+    assert len(body["detections"]) == len(ref["boxes"])
+    if len(ref["boxes"]):
+        np.testing.assert_allclose([d["box"] for d in body["detections"]], ref["boxes"], atol=2e-3)
+    assert set(body["timing_ms"]) >= {"decode", "preprocess", "inference", "postprocess"}
+    status, body = _call(svc, "segment", img)
+    assert status == 200 and body["mask"]["format"] == "png"
+    assert sum(body["pixel_counts"].values()) == body["width"] * body["height"]
+    status, body = _call(svc, "segment", img, mask_format="rle")
+    assert status == 200 and body["mask"]["format"] == "rle"
+    bad = {
+        "empty.jpg": (b"", 400),
+        "notes.txt": (b"not an image", 415),
+        "half.jpg": (img.read_bytes()[:500], 400),
+        "huge.png": (_png(3000, 3000), 413),
+    }
+    for name, (data, want) in bad.items():
+        (tmp_path / name).write_bytes(data)
+        assert _call(svc, "detect", tmp_path / name)[0] == want, name
+    assert _call(svc, "detect", img, score_threshold="high")[0] == 422
+    assert _call(svc, "segment", img, mask_format="svg")[0] == 422
+    info = svc.info()
+    assert set(info["models"]) == {"detection", "segmentation"} and info["device"] == "cpu"
