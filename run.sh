@@ -7,6 +7,8 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
+quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
 setup() {
     if [ ! -x .venv/bin/python ]; then
         echo "[setup] creating .venv with $PY"
@@ -16,8 +18,9 @@ setup() {
     local stamp; stamp=$(sha256sum pyproject.toml | cut -c1-16)
     if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
         echo "[setup] installing the project and its dependencies into .venv (first time: a few minutes)"
-        .venv/bin/python -m pip install -q --upgrade pip setuptools
-        .venv/bin/python -m pip install -q -e '.[dev]'
+        # (the local package mirrors make pip warn once per package; those lines are dropped)
+        .venv/bin/python -m pip install -q --upgrade pip setuptools 2>&1 | quiet_pip
+        .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | quiet_pip
         echo "$stamp" > .venv/.setup-stamp
     fi
 }

@@ -9,32 +9,12 @@ import sys
 
 import pytest
 
-from vision.cli import make_evaluator
-from vision.engine.train import TrainConfig, train
-
 VISION = [sys.executable, "-m", "vision.cli"]
 
 
-@pytest.fixture(scope="module", params=[("detection", "fcos_r18"), ("segmentation", "fcn8s")])
-def trained(request, shapes_yaml, tmp_path_factory):
-    task, model = request.param
-    out = tmp_path_factory.mktemp(model)
-    cfg = TrainConfig(
-        task=task,
-        data=str(shapes_yaml),
-        model=model,
-        out=str(out),
-        epochs=2,
-        img_size=96,
-        batch=4,
-        workers=0,
-        limit_train=12,
-        limit_val=6,
-        warmup_iters=0,
-        threads=2,
-    )
-    train(cfg, make_evaluator, log=lambda *a: None)
-    return task, out / "best.pt", shapes_yaml
+@pytest.fixture(params=["detection", "segmentation"])
+def trained(request, tiny_checkpoints, shapes_yaml):
+    return request.param, tiny_checkpoints[request.param], shapes_yaml
 
 
 def test_eval_run_writes_a_self_contained_report(trained, tmp_path):

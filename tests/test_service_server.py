@@ -6,35 +6,23 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from service.launch import start_server
 from vision.predictor import Predictor
 
 MAX_BYTES = 2_000_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    port = _free_port()
     home = tmp_path_factory.mktemp("bentoml")
     env = {
-        **os.environ,
         "BENTOML_HOME": str(home),
         "VISION_THREADS": "1",
         "VISION_DETECTOR_CKPT": str(tiny_checkpoints["detection"]),
@@ -42,40 +30,14 @@ def server(tiny_checkpoints, tmp_path_factory):
         "VISION_MAX_BYTES": str(MAX_BYTES),
         "VISION_MAX_PIXELS": "40000000",
     }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    log = (home / "serve.log").open("w")  # noqa: SIM115 - open for the server's lifetime
-    proc = subprocess.Popen(
-        [
-            str(bentoml),
-            "serve",
-            "service.service:VisionService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).parents[1],
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    with (home / "serve.log").open("w") as log:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (home / "serve.log").read_text()[-3000:]
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("server not ready in 120 s: " + (home / "serve.log").read_text()[-3000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+            proc, url = start_server(env, log=log)
+        except RuntimeError as e:
+            pytest.fail(f"{e}: {(home / 'serve.log').read_text()[-3000:]}")
+        yield url
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def _bad_requests(jpg: bytes) -> list[tuple[str, bytes, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import torch
@@ -11,6 +12,11 @@ from tqdm import tqdm
 
 from vision.data.sample import IGNORE_INDEX
 from vision.engine.distributed import is_main
+
+
+def _interval() -> float:
+    """Progress refresh period: lively on a terminal, sparse in log files."""
+    return 1.0 if sys.stderr.isatty() else 30.0
 
 
 def _to(device, images, targets, task, channels_last):
@@ -83,7 +89,9 @@ def train_one_epoch(
         n_steps += 1
         lr = optimizer.param_groups[0]["lr"]
         rate = n_images / (time.perf_counter() - t0)
-        bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        bar.set_postfix(
+            loss=f"{loss_sum / n_steps:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False
+        )
         if writer is not None and step % 10 == 0:
             writer.add_scalar("train/loss", loss.item(), step)
             writer.add_scalar("train/lr", lr, step)

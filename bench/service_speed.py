@@ -1,0 +1,155 @@
+"""REST service speed against the in-process predictor, measured in the same run.
+
+    .venv/bin/python bench/service_speed.py --checkpoint runs/fcn8s/best.pt [--task segment]
+        [--requests 200] [--clients 16] [--threads 2] [--repeats 3]
+
+Baseline: the same ``Predictor`` (decode → preprocess → infer → postprocess) in this process,
+with the same model and thread count. Measured: single-request p50 (sequential), saturated
+throughput (``--clients`` concurrent clients), and adaptive batching on (max batch 8) vs off
+(max batch 1) under the same load. The load generator runs on the same machine as the server.
+Medians over ``--repeats`` rounds; JSON in bench/results/service_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from service.launch import start_server  # noqa: E402
+from vision.predictor import Predictor  # noqa: E402
+
+
+def start(ckpt: str, task: str, threads: int, max_batch: int):
+    env = {
+        "VISION_THREADS": str(threads),
+        "VISION_MAX_BATCH": str(max_batch),
+        "VISION_DETECTOR_CKPT" if task == "detect" else "VISION_SEGMENTER_CKPT": ckpt,
+        "BENTOML_HOME": os.environ.get("BENTOML_HOME", "/tmp/vision-bench-bentoml"),
+    }
+    return start_server(env, timeout=180)
+
+
+def sequential(url: str, task: str, images: list[bytes], n: int) -> list[float]:
+    out = []
+    with httpx.Client(timeout=120) as c:
+        for i in range(n):
+            t0 = time.perf_counter()
+            r = c.post(f"{url}/{task}", files={"image": ("x.jpg", images[i % len(images)])})
+            out.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200, r.text
+    return out
+
+
+def loaded(url: str, task: str, images: list[bytes], n: int, clients: int):
+    def one(i):
+        with httpx.Client(timeout=300) as c:
+            t0 = time.perf_counter()
+            r = c.post(f"{url}/{task}", files={"image": ("x.jpg", images[i % len(images)])})
+            return (time.perf_counter() - t0) * 1000, r.status_code, r.json().get("batch_size", 1)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        res = list(pool.map(one, range(n)))
+    wall = time.perf_counter() - t0
+    assert all(s == 200 for _, s, _ in res), [s for _, s, _ in res if s != 200][:5]
+    lat = [ms for ms, _, _ in res]
+    return (
+        n / wall,
+        float(np.percentile(lat, 50)),
+        float(np.percentile(lat, 95)),
+        float(np.mean([b for _, _, b in res])),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--task", default="segment", choices=["detect", "segment"])
+    ap.add_argument("--images", default="datasets/shapes/VOC/JPEGImages")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="bench/results/service_speed.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    images = [p.read_bytes() for p in sorted(Path(a.images).glob("*.jpg"))[-32:]]
+    pred = Predictor.from_checkpoint(a.checkpoint)
+    for b in images[:5]:
+        pred([pred.decode(b)])
+    rounds = []
+    for _ in range(a.repeats):
+        lat = []
+        for i in range(a.requests // 2):
+            t0 = time.perf_counter()
+            pred([pred.decode(images[i % len(images)])])
+            lat.append((time.perf_counter() - t0) * 1000)
+        r = {"inproc_p50_ms": statistics.median(lat), "inproc_ips": 1000 / statistics.mean(lat)}
+        for mb in (8, 1):
+            proc, url = start(a.checkpoint, a.task, a.threads, mb)
+            try:
+                sequential(url, a.task, images, 10)  # warm the HTTP path
+                if mb == 8:
+                    r["served_p50_ms"] = statistics.median(
+                        sequential(url, a.task, images, a.requests // 2)
+                    )
+                ips, p50, p95, mean_b = loaded(url, a.task, images, a.requests, a.clients)
+                r[f"batch{mb}"] = {"ips": ips, "p50_ms": p50, "p95_ms": p95, "mean_batch": mean_b}
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        rounds.append(r)
+    med = {
+        k: statistics.median(r[k] for r in rounds)
+        for k in ("inproc_p50_ms", "inproc_ips", "served_p50_ms")
+    }
+    on = {k: statistics.median(r["batch8"][k] for r in rounds) for k in rounds[0]["batch8"]}
+    off = {k: statistics.median(r["batch1"][k] for r in rounds) for k in rounds[0]["batch1"]}
+    summary = {
+        "single_request_overhead_ms": med["served_p50_ms"] - med["inproc_p50_ms"],
+        "saturated_throughput_ratio": on["ips"] / med["inproc_ips"],
+        "batching_throughput_ratio": on["ips"] / off["ips"],
+        "batching_p95_ratio": on["p95_ms"] / off["p95_ms"],
+        "medians": {**med, "batching_on": on, "batching_off": off},
+        "rounds": rounds,
+        "threads": a.threads,
+        "clients": a.clients,
+        "requests": a.requests,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "task": a.task,
+    }
+    print(f"in-process: p50 {med['inproc_p50_ms']:.1f} ms, {med['inproc_ips']:.1f} img/s")
+    print(
+        f"served:     p50 {med['served_p50_ms']:.1f} ms (overhead "
+        f"{summary['single_request_overhead_ms']:.1f} ms)"
+    )
+    print(
+        f"saturated ({a.clients} clients), batching on:  {on['ips']:.1f} img/s "
+        f"({summary['saturated_throughput_ratio']:.2f}x in-process), p95 {on['p95_ms']:.0f} ms,"
+        f" mean batch {on['mean_batch']:.1f}"
+    )
+    print(
+        f"saturated ({a.clients} clients), batching off: {off['ips']:.1f} img/s, p95 "
+        f"{off['p95_ms']:.0f} ms → on/off throughput {summary['batching_throughput_ratio']:.2f}x,"
+        f" p95 {summary['batching_p95_ratio']:.2f}x"
+    )
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(summary, indent=1))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

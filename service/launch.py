@@ -1,0 +1,57 @@
+"""Start ``bentoml serve`` for the vision service on 127.0.0.1 and wait until it is ready."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(
+    env: dict[str, str], log=subprocess.DEVNULL, timeout: float = 120.0, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``bentoml serve service.service:VisionService`` with ``env`` added to the environment;
+    returns the process and its URL once ``/readyz`` answers 200 (raises if it never does)."""
+    port = port or free_port()
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    proc = subprocess.Popen(
+        [
+            bentoml,
+            "serve",
+            "service.service:VisionService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {proc.returncode} before ready")
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"bentoml serve not ready after {timeout:.0f} s")
