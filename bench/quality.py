@@ -54,6 +54,7 @@ PRIMARY = {"detection": "bbox/AP", "segmentation": "sem_seg/mIoU"}
 
 def run_one(spec: dict, out_root: Path, workers: int) -> dict:
     name = spec["model"] + "".join(f"_{v}" for v in spec.get("model_kwargs", {}).values())
+    name += f"_{spec.get('data', 'shapes')}_{spec['img_size']}px"
     cfg = TrainConfig(
         data=spec.get("data", "shapes"),
         out=str(out_root / name),
