@@ -33,21 +33,28 @@ DET = {
     "model": "fcos_r18",
     "epochs": 3,
     "img_size": 160,
-    "batch": 16,
+    "batch": 8,
     "lr": 2e-3,
+    "warmup_iters": 50,
 }
-SEG = {"task": "segmentation", "img_size": 160, "batch": 16, "lr": 2e-3, "epochs": 3}
+SEG = {
+    "task": "segmentation",
+    "img_size": 160,
+    "batch": 8,
+    "lr": 2e-3,
+    "epochs": 3,
+    "warmup_iters": 50,
+}
+UPSAMPLING = [
+    {**SEG, "model": m, "epochs": 2, "img_size": 128, "model_kwargs": {"upsample": u}}
+    for m in ("fcn32s", "fcn16s", "fcn8s", "dilated_context")
+    for u in ("transposed", "bilinear")
+]
 SUITES = {
     "detector": [DET],
     "segmenters": [{**SEG, "model": "fcn8s"}, {**SEG, "model": "dilated_context"}],
-    "upsampling": [
-        {**SEG, "model": m, "epochs": 2, "model_kwargs": {"upsample": u}}
-        for m in ("fcn32s", "fcn16s", "fcn8s", "dilated_context")
-        for u in ("transposed", "bilinear")
-    ],
-    "raccoon": [
-        {**DET, "data": "raccoon", "epochs": 40, "img_size": 256, "batch": 8, "warmup_iters": 50}
-    ],
+    "upsampling": UPSAMPLING,
+    "raccoon": [{**DET, "data": "raccoon", "epochs": 30, "img_size": 224}],
 }
 PRIMARY = {"detection": "bbox/AP", "segmentation": "sem_seg/mIoU"}
 
