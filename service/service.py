@@ -8,6 +8,7 @@ says ready. On CUDA they run in half precision; on the CPU in float32.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -151,10 +152,8 @@ class VisionService:
                 raise ClientError(503, f"no {task} model is loaded on this server")
             pred = self.models[task]
             opts = params(pred)
-            data = Path(image).read_bytes() if image is not None else b""
-            img = decode_upload(data, self.limits)
-            t1 = time.perf_counter()
-            x, info = pred.preprocess([img])
+            # decoding and resizing run off the event loop, so a big upload stalls no one else
+            img, t1, x, info = await asyncio.to_thread(self._prepare, pred, image)
             t2 = time.perf_counter()
             out, batch, infer_ms, queue_ms = await self.batchers[task].submit(x[0])
             t3 = time.perf_counter()
@@ -183,6 +182,13 @@ class VisionService:
         body.update(self._render(task, pred, res, opts))
         REQUESTS.labels(endpoint=endpoint, status="200").inc()
         return JSONResponse(body)
+
+    def _prepare(self, pred: Predictor, image: Path):
+        data = Path(image).read_bytes() if image is not None else b""
+        img = decode_upload(data, self.limits)
+        t1 = time.perf_counter()
+        x, info = pred.preprocess([img])
+        return img, t1, x, info
 
     @staticmethod
     def _render(task: str, pred: Predictor, res: dict, opts: dict) -> dict:
