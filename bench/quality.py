@@ -46,7 +46,14 @@ SEG = {
     "warmup_iters": 50,
 }
 UPSAMPLING = [
-    {**SEG, "model": m, "epochs": 2, "img_size": 128, "model_kwargs": {"upsample": u}}
+    {
+        **SEG,
+        "model": m,
+        "epochs": 2,
+        "img_size": 128,
+        "limit_train": 1000,
+        "model_kwargs": {"upsample": u},
+    }
     for m in ("fcn32s", "fcn16s", "fcn8s", "dilated_context")
     for u in ("transposed", "bilinear")
 ]
