@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import bentoml
+import torch
 
 from eval.leaderboard import RULE
 from vision.engine.checkpoint import load_checkpoint
@@ -60,7 +60,9 @@ def promote(results: list[dict], report_id: str, log=print) -> dict[str, str]:
         with bentoml.models.create(
             STORE_NAMES[task], labels={"task": task}, metadata=metadata
         ) as bm:
-            shutil.copyfile(r["checkpoint"], Path(bm.path) / "model.pt")
+            # weights and metadata only: optimizer and RNG state are training concerns
+            slim = {"model": ck["model"], "meta": meta, "args": ck.get("args", {})}
+            torch.save(slim, Path(bm.path) / "model.pt")
         tags[task] = str(bm.tag)
         log(
             f"[promote] {task}: {r['model']} ({r['primary_metric']} {r['primary']:.4f}, "
