@@ -37,20 +37,26 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
     out = tmp_path / "report"
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "OMP_NUM_THREADS": "1"}
     # start, and kill the run as soon as its first pair is finished
-    proc = subprocess.Popen(
-        [*VISION, "bench", "run", str(suite), "--out", str(out)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "pairs").glob("*.json")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    log = tmp_path / "first_run.log"
+    with log.open("w") as f:  # a file, not a pipe: an unread pipe can block the child
+        proc = subprocess.Popen(
+            [*VISION, "bench", "run", str(suite), "--out", str(out)],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.time() + 300
+        while (
+            time.time() < deadline
+            and proc.poll() is None
+            and not list((out / "pairs").glob("*.json"))
+        ):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     done = sorted(p.name for p in (out / "pairs").glob("*.json"))
-    assert len(done) == 1, done
+    assert len(done) == 1, (done, log.read_text()[-3000:])
     first = (out / "pairs" / done[0]).stat().st_mtime_ns
     r = subprocess.run(
         [*VISION, "bench", "run", str(suite), "--out", str(out), "--promote"],
