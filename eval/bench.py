@@ -85,7 +85,7 @@ def run_suite(
                 log(f"[bench] {cfg.name} × {spec['name']}: done earlier, reused")
                 results.append(json.loads(path.read_text()))
                 continue
-            ckpt = _checkpoint(spec, cfg.name, out, train_fn, log)
+            ckpt = _checkpoint(spec, data, cfg.name, out, train_fn, log)
             predictor = Predictor.from_checkpoint(ckpt, opts.get("device", "cpu"))
             task = predictor.task
             if task not in (t for t in ("detection", "segmentation") if getattr(cfg, t)):
@@ -134,7 +134,9 @@ def run_suite(
     return results
 
 
-def _checkpoint(spec: dict, dataset: str, out: Path, train_fn, log) -> Path:
+def _checkpoint(spec: dict, data: str, dataset: str, out: Path, train_fn, log) -> Path:
+    """The pair's checkpoint: given, trained earlier in this report, or trained now on
+    ``data`` (the suite's dataset entry: a name or a YAML path)."""
     if "checkpoint" in spec and Path(spec["checkpoint"]).is_file():
         return Path(spec["checkpoint"])
     if "train" not in spec:
@@ -150,5 +152,5 @@ def _checkpoint(spec: dict, dataset: str, out: Path, train_fn, log) -> Path:
     if train_fn is None:
         raise DataError(f"suite model {spec['name']}", "a trained checkpoint", "none")
     log(f"[bench] training {spec['name']} on {dataset} ({spec['train']})")
-    train_fn({**spec["train"], "data": dataset, "out": str(run_dir)})
+    train_fn({**spec["train"], "data": data, "out": str(run_dir)})
     return run_dir / "best.pt"

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 VISION = [sys.executable, "-m", "vision.cli"]
 
@@ -70,6 +71,9 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
     assert r.stdout.count("evaluating") == 1  # only the missing pair was computed
     assert (out / "pairs" / done[0]).stat().st_mtime_ns == first
 
+    suite_data = yaml.safe_load(suite.read_text())["datasets"][0]
+    for run_args in (out / "runs").glob("*/args.json"):  # trained on the suite's own dataset
+        assert json.loads(run_args.read_text())["data"] == suite_data
     board = json.loads((out / "leaderboard.json").read_text())
     rows = board["boards"]["segmentation"]["shapes"]
     assert [row["rank"] for row in rows] == [1, 2]
