@@ -87,30 +87,37 @@ class Predictor:
     def postprocess(
         self, raw, info: list[dict], score_threshold: float = 0.0, max_detections: int | None = None
     ) -> list[dict]:
-        results = []
-        for j, inf in enumerate(info):
-            h, w = inf["orig_size"]
-            if self.task == "detection":
-                o = raw[j]
-                keep = o["scores"] >= score_threshold
-                boxes = (o["boxes"][keep].float() / inf["scale"]).cpu()
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-                scores, labels = o["scores"][keep].float().cpu(), o["labels"][keep].cpu()
-                if max_detections is not None:
-                    boxes, scores, labels = (
-                        boxes[:max_detections],
-                        scores[:max_detections],
-                        labels[:max_detections],
-                    )
-                results.append({"boxes": boxes, "scores": scores, "labels": labels})
-            else:
-                rh, rw = max(1, round(h * inf["scale"])), max(1, round(w * inf["scale"]))
-                logits = raw[j : j + 1, :, :rh, :rw].float()
-                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-                results.append({"mask": logits.argmax(1)[0].to(torch.uint8).cpu()})
-        return results
+        return to_original(self.task, raw, info, score_threshold, max_detections)
 
     def __call__(self, images: list[np.ndarray], **kw) -> list[dict]:
         x, info = self.preprocess(images)
         return self.postprocess(self.infer(x), info, **kw)
+
+
+def to_original(
+    task: str,
+    raw,
+    info: list[dict],
+    score_threshold: float = 0.0,
+    max_detections: int | None = None,
+) -> list[dict]:
+    """Map a batch of model outputs back to each image's original pixels. ``info[j]`` holds
+    ``orig_size`` (h, w) and ``scale`` (longest-side resize, padding at the bottom/right)."""
+    results = []
+    for j, inf in enumerate(info):
+        h, w = inf["orig_size"]
+        if task == "detection":
+            o = raw[j]
+            keep = o["scores"] >= score_threshold
+            boxes = (o["boxes"][keep].float() / inf["scale"]).cpu()
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+            scores, labels = o["scores"][keep].float().cpu(), o["labels"][keep].cpu()
+            n = max_detections
+            results.append({"boxes": boxes[:n], "scores": scores[:n], "labels": labels[:n]})
+        else:
+            rh, rw = max(1, round(h * inf["scale"])), max(1, round(w * inf["scale"]))
+            logits = raw[j : j + 1, :, :rh, :rw].float()
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            results.append({"mask": logits.argmax(1)[0].to(torch.uint8).cpu()})
+    return results

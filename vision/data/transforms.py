@@ -66,12 +66,11 @@ class DetectionTransform:
         )
 
     def __call__(self, s: Sample) -> tuple[torch.Tensor, dict]:
-        keep = np.ones(s.num_objects, bool)
         out = self.pipeline(
             image=s.image, bboxes=s.boxes.reshape(-1, 4), index=np.arange(s.num_objects)
         )
         idx = np.asarray(out["index"], np.int64)
-        self.dropped += int(keep.sum() - len(idx))
+        self.dropped += s.num_objects - len(idx)
         boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
         target = {
             "boxes": torch.from_numpy(boxes),

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from vision.data.sample import IGNORE_INDEX
 from vision.engine.distributed import is_main
+from vision.predictor import to_original
 
 
 def _interval() -> float:
@@ -117,27 +118,8 @@ def evaluate(model, loader, evaluator, task: str, device, amp: bool = False) -> 
         images = images.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             out = model(images)
-        inputs, outputs = [], []
-        for j, t in enumerate(targets):
-            h, w = t["orig_size"]
-            if task == "detection":
-                o = out[j]
-                boxes = (o["boxes"].float() / t["scale"]).cpu()
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-                inputs.append({"image_id": t["image_id"]})
-                outputs.append(
-                    {
-                        "boxes": boxes,
-                        "scores": o["scores"].float().cpu(),
-                        "labels": o["labels"].cpu(),
-                    }
-                )
-            else:
-                rh, rw = max(1, round(h * t["scale"])), max(1, round(w * t["scale"]))
-                logits = out[j : j + 1, :, :rh, :rw].float()
-                pred = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-                inputs.append({"image_id": t["image_id"], "mask": t["orig_mask"]})
-                outputs.append({"mask": pred.argmax(1)[0].cpu()})
+        outputs = to_original(task, out, targets)
+        extra = (lambda t: {"mask": t["orig_mask"]}) if task == "segmentation" else (lambda t: {})
+        inputs = [{"image_id": t["image_id"], **extra(t)} for t in targets]
         evaluator.process(inputs, outputs)
     return evaluator.evaluate()
