@@ -92,8 +92,7 @@ def run_suite(
                 log(f"[bench] {cfg.name} × {spec['name']}: dataset has no {task} split, skipped")
                 continue
             reader = build_dataset(cfg, task, split)
-            if opts.get("limit"):
-                reader.samples = reader.samples[: opts["limit"]]
+            reader.limit(opts.get("limit"))
             log(f"[bench] {cfg.name} × {spec['name']}: evaluating {len(reader)} images")
             t0 = time.perf_counter()
             res = evaluate_model(predictor, reader, cfg.names)

@@ -265,8 +265,7 @@ def cmd_run(a) -> int:
     p = _predictor(a.checkpoint, a.device)
     cfg = load_config(a.data)
     reader = build_dataset(cfg, p.task, a.split)
-    if a.limit:
-        reader.samples = reader.samples[: a.limit]
+    reader.limit(a.limit)
     res = evaluate_model(p, reader, cfg.names)
     fps = None
     if a.fps:

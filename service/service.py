@@ -30,6 +30,7 @@ from vision.predictor import Predictor
 
 STORE = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
 CKPT_ENV = {"detection": "VISION_DETECTOR_CKPT", "segmentation": "VISION_SEGMENTER_CKPT"}
+TAG_ENV = {"detection": "VISION_DETECTOR_MODEL", "segmentation": "VISION_SEGMENTER_MODEL"}
 WEB = Path(__file__).parent / "web"
 
 INFER_MS = bentoml.metrics.Histogram(
@@ -79,7 +80,7 @@ def _load(task: str, device: str) -> tuple[Predictor | None, dict]:
     path = os.environ.get(CKPT_ENV[task])
     if path:
         return Predictor.from_checkpoint(path, device, half=half), {"version": path}
-    tag = os.environ.get(f"{CKPT_ENV[task][:-5]}_MODEL", f"{STORE[task]}:latest")
+    tag = os.environ.get(TAG_ENV[task], f"{STORE[task]}:latest")
     try:
         bm = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:

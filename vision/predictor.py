@@ -7,15 +7,14 @@ bottom/right (as in evaluation during training); outputs are mapped back to orig
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 
+from vision.data.io import decode_image, read_image
 from vision.data.transforms import _geometry
 from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
@@ -61,9 +60,9 @@ class Predictor:
     @staticmethod
     def decode(data: bytes | str | Path) -> np.ndarray:
         """Image bytes or a path → RGB uint8, EXIF orientation applied."""
-        src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-        with Image.open(src) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        if isinstance(data, (bytes, bytearray)):
+            return decode_image(bytes(data))
+        return read_image(data)
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
         batch, info = [], []

@@ -203,6 +203,12 @@ class COCODataset:
             mask[inst[j]] = s.labels[j] + 1
         return mask
 
+    def limit(self, n: int | None) -> COCODataset:
+        """Keep only the first ``n`` samples (all when ``n`` is None)."""
+        if n:
+            self.samples, self._anns = self.samples[:n], self._anns[:n]
+        return self
+
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from vision.config import DatasetConfig, load_config
 from vision.data.build import build_dataset
-from vision.data.io import read_image, read_mask
+from vision.data.io import decode_image, read_mask
 from vision.errors import DataError
 
 SIZE_BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
@@ -111,8 +111,9 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
 
 def _decode_problem(path: Path, digests, key: str) -> str | None:
     try:
-        digests[hashlib.sha1(path.read_bytes()).hexdigest()].add((key, str(path)))
-        read_image(path, exif=False)
+        data = path.read_bytes()  # read once: hashed for duplicates, then decoded
+        digests[hashlib.sha1(data).hexdigest()].add((key, str(path)))
+        decode_image(data, exif=False, where=str(path))
     except (DataError, OSError) as e:
         return str(e)
     return None

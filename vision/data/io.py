@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,19 @@ def read_image(path: Path | str, exif: bool = True) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "an image file", "no such file")
+    return decode_image(path.read_bytes(), exif, where=str(path))
+
+
+def decode_image(data: bytes, exif: bool = True, where: str = "image") -> np.ndarray:
+    """Decode encoded image bytes to RGB uint8 ``(H, W, 3)``; EXIF orientation applied."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             if exif:
                 im = ImageOps.exif_transpose(im)
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(str(path), "a readable JPEG/PNG image", f"{type(e).__name__}: {e}") from e
+        raise DataError(where, "a readable JPEG/PNG image", f"{type(e).__name__}: {e}") from e
 
 
 def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255) -> np.ndarray:

@@ -188,6 +188,12 @@ class VOCDataset:
             str(folder / f"{image_id}.jpg"), "an image file for the annotation", "no such file"
         )
 
+    def limit(self, n: int | None) -> VOCDataset:
+        """Keep only the first ``n`` samples (all when ``n`` is None)."""
+        if n:
+            self.samples = self.samples[:n]
+        return self
+
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -81,11 +81,8 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
     det = cfg.task == "detection"
     train_r = build_dataset(dcfg, cfg.task, "train")
     val_r = build_dataset(dcfg, cfg.task, "val")
-    for r, lim in ((train_r, cfg.limit_train), (val_r, cfg.limit_val)):
-        if lim:
-            r.samples = r.samples[:lim]
-            if hasattr(r, "_anns"):
-                r._anns = r._anns[:lim]
+    train_r.limit(cfg.limit_train)
+    val_r.limit(cfg.limit_val)
     tf = DetectionTransform if det else SegmentationTransform
     train_ds = TransformedDataset(train_r, tf(cfg.img_size, train=True), seed=cfg.seed)
     eval_tf = tf(cfg.img_size, train=False) if det else tf(cfg.img_size, with_target=True)
