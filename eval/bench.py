@@ -146,10 +146,26 @@ def _checkpoint(spec: dict, data: str, dataset: str, out: Path, train_fn, log) -
             "or give a 'train' recipe",
         )
     run_dir = out / "runs" / f"{dataset}__{spec['name']}"
-    if (run_dir / "best.pt").is_file():
+    done = _epochs_done(run_dir / "last.pt")
+    wanted = int(spec["train"].get("epochs", 1))
+    if done >= wanted and (run_dir / "best.pt").is_file():
         return run_dir / "best.pt"
     if train_fn is None:
         raise DataError(f"suite model {spec['name']}", "a trained checkpoint", "none")
-    log(f"[bench] training {spec['name']} on {dataset} ({spec['train']})")
-    train_fn({**spec["train"], "data": data, "out": str(run_dir)})
+    recipe = {**spec["train"], "data": data, "out": str(run_dir)}
+    if done:  # an interrupted run: continue it instead of mistaking its best.pt for the result
+        log(f"[bench] resuming {spec['name']} on {dataset} at epoch {done}/{wanted}")
+        recipe["resume"] = "auto"
+    else:
+        log(f"[bench] training {spec['name']} on {dataset} ({spec['train']})")
+    train_fn(recipe)
     return run_dir / "best.pt"
+
+
+def _epochs_done(last: Path) -> int:
+    """Epochs a run folder's ``last.pt`` has finished (0 when there is none)."""
+    if not last.is_file():
+        return 0
+    from vision.engine.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(last).get("epoch", 0))

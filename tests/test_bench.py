@@ -115,3 +115,36 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
     )
     assert r.returncode == 0 and r.stdout.count("done earlier, reused") == 2
     assert "same" in (out / "leaderboard.md").read_text()
+
+
+def test_interrupted_training_is_resumed_not_mistaken_for_done(shapes_yaml, tmp_path):
+    from eval.bench import _checkpoint
+    from service.cli import train_recipe
+    from vision.engine.checkpoint import load_checkpoint
+
+    recipe = {
+        "model": "fcn32s",
+        "epochs": 2,
+        "img_size": 64,
+        "batch": 4,
+        "limit_train": 8,
+        "limit_val": 4,
+        "workers": 0,
+        "warmup_iters": 0,
+        "threads": 1,
+    }
+    spec = {"name": "fcn32s", "train": recipe}
+    run_dir = tmp_path / "runs" / "shapes__fcn32s"
+    train_recipe({**recipe, "data": str(shapes_yaml), "out": str(run_dir), "stop_after": 1})
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1  # killed after one epoch
+    assert (run_dir / "best.pt").is_file()
+    lines: list[str] = []
+    got = _checkpoint(spec, str(shapes_yaml), "shapes", tmp_path, train_recipe, lines.append)
+    assert got == run_dir / "best.pt"
+    assert any("resuming fcn32s on shapes at epoch 1/2" in ln for ln in lines), lines
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    best = load_checkpoint(got)
+    assert "optimizer" not in best and best["meta"]["task"] == "segmentation"
+    lines.clear()  # finished now: reused as it is, no training
+    assert _checkpoint(spec, str(shapes_yaml), "shapes", tmp_path, None, lines.append) == got
+    assert lines == []
