@@ -2,10 +2,10 @@
 
 Requests put one preprocessed image on a bounded queue and await the result; one worker takes
 everything already waiting (up to ``max_batch``), optionally waits ``max_wait_ms`` for more,
-runs one stacked forward pass in a thread, and hands each request its output. While a batch
-runs, new requests pile up and form the next batch, so an idle server adds no delay and a busy
-one batches by itself. A full queue answers at once with 503 instead of letting requests time
-out.
+runs one stacked forward pass on its own inference thread, and hands each request its output.
+While a batch runs, new requests pile up and form the next batch, so an idle server adds no
+delay and a busy one batches by itself. A full queue answers at once with 503 instead of
+letting requests time out.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -33,11 +34,25 @@ class Batcher:
         self.on_batch = on_batch
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        # one long-lived thread runs every forward pass: torch's OpenMP team belongs to the
+        # calling thread, so rotating through a pool's threads would build (and oversubscribe)
+        # a new team per thread and start each batch with cold caches
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vision-infer")
 
     def _ensure(self) -> None:
         if self._task is None or self._task.done():
             self.queue = asyncio.Queue(self.max_queue)
             self._task = asyncio.get_running_loop().create_task(self._worker())
+
+    def run_sync(self, fn: Callable, *args):
+        """Run ``fn(*args)`` on the inference thread and wait (warm-up before serving)."""
+        return self._pool.submit(fn, *args).result()
+
+    async def run(self, fn: Callable, *args):
+        """Run ``fn(*args)`` on the inference thread (post-processing: it is torch work too,
+        and on the event loop it would block requests and start a second OpenMP team that
+        competes with the model's for the same cores)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def submit(self, x: torch.Tensor):
         """Queue one image ``(3, H, W)``; returns its model output and the batch size used."""
@@ -73,7 +88,7 @@ class Batcher:
             x = torch.stack([it[0] for it in items])
             t0 = time.perf_counter()
             try:
-                outs = await asyncio.to_thread(self.infer, x)
+                outs = await loop.run_in_executor(self._pool, self.infer, x)
             except Exception as e:  # the model failed: every waiting request learns why
                 for _, fut, _ in items:
                     if not fut.done():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
+import prometheus_client
 import torch
 from PIL import Image
 from starlette.applications import Starlette
@@ -33,19 +34,19 @@ CKPT_ENV = {"detection": "VISION_DETECTOR_CKPT", "segmentation": "VISION_SEGMENT
 TAG_ENV = {"detection": "VISION_DETECTOR_MODEL", "segmentation": "VISION_SEGMENTER_MODEL"}
 WEB = Path(__file__).parent / "web"
 
-INFER_MS = bentoml.metrics.Histogram(
+INFER_MS = prometheus_client.Histogram(
     name="vision_inference_latency_ms",
     documentation="Model forward time per batch (ms)",
     labelnames=["task"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )
-BATCH = bentoml.metrics.Histogram(
+BATCH = prometheus_client.Histogram(
     name="vision_batch_size",
     documentation="Images per model forward (adaptive batching)",
     labelnames=["task"],
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
 )
-REQUESTS = bentoml.metrics.Counter(
+REQUESTS = prometheus_client.Counter(
     name="vision_requests",
     documentation="Requests by endpoint and HTTP status",
     labelnames=["endpoint", "status"],
@@ -126,7 +127,9 @@ class VisionService:
                 pred.infer, max_batch, max_wait, max_queue, self._observer(task)
             )
             warm = [np.zeros((pred.size, pred.size, 3), np.uint8)] * 2
-            pred(warm)  # warm-up: first-call allocations happen before we report ready
+            # warm-up on the thread that will serve: allocations and its OpenMP team are
+            # made before we report ready
+            self.batchers[task].run_sync(pred, warm)
         if not self.models:
             raise RuntimeError(
                 "no model to serve: expected vision-detector/vision-segmenter in"
@@ -158,8 +161,7 @@ class VisionService:
             t2 = time.perf_counter()
             out, batch, infer_ms, queue_ms = await self.batchers[task].submit(x[0])
             t3 = time.perf_counter()
-            raw = [out] if task == "detection" else out.unsqueeze(0)
-            res = pred.postprocess(raw, info, **opts.get("post", {}))[0]
+            rendered = await self.batchers[task].run(self._finish, task, pred, out, info, opts)
             t4 = time.perf_counter()
         except ClientError as e:
             REQUESTS.labels(endpoint=endpoint, status=str(e.status)).inc()
@@ -180,7 +182,7 @@ class VisionService:
                 "total": (t4 - t0) * 1000,
             },
         }
-        body.update(self._render(task, pred, res, opts))
+        body.update(rendered)
         REQUESTS.labels(endpoint=endpoint, status="200").inc()
         return JSONResponse(body)
 
@@ -190,6 +192,13 @@ class VisionService:
         t1 = time.perf_counter()
         x, info = pred.preprocess([img])
         return img, t1, x, info
+
+    @classmethod
+    def _finish(cls, task: str, pred: Predictor, out, info: list[dict], opts: dict) -> dict:
+        """Post-process one model output to original pixels and render the answer."""
+        raw = [out] if task == "detection" else out.unsqueeze(0)
+        res = pred.postprocess(raw, info, **opts.get("post", {}))[0]
+        return cls._render(task, pred, res, opts)
 
     @staticmethod
     def _render(task: str, pred: Predictor, res: dict, opts: dict) -> dict:
@@ -290,6 +299,7 @@ class VisionService:
                 {
                     "models": models,
                     "device": self.device,
+                    "threads": torch.get_num_threads(),
                     "half_precision": self.device == "cuda",
                     "limits": self.limits.__dict__,
                 },

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
-BACKBONES = ("vgg16", "resnet18", "resnet50", "mobilenet_v3")
+BACKBONES = ("vgg16", "resnet18", "resnet50", "mobilenet_v3", "resnet_slim")
 
 
 class StageFeatures(nn.Module):
@@ -50,6 +51,42 @@ def _probe(layers: list[nn.Module], first: bool = False) -> tuple[dict[int, int]
             if stride in (8, 16, 32) and not (first and stride in taps):
                 taps[stride], chans[stride] = i, x.shape[1]
     return taps, chans
+
+
+class SlimResNet(nn.Module):
+    """A CPU-sized ResNet: torchvision's BasicBlock in four stages of ``widths`` (half of
+    ResNet-18's by default, a quarter of its FLOPs) after a two-conv stride-4 stem."""
+
+    def __init__(self, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2)):
+        super().__init__()
+        w0 = widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, w0, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w0, w0, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
+        )
+        stages, cin = [], w0
+        for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
+            stride = 1 if i == 0 else 2
+            down = None
+            if stride != 1 or cin != w:
+                down = nn.Sequential(nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+            stage = [BasicBlock(cin, w, stride, down)] + [BasicBlock(w, w) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*stage))
+            cin = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():  # zero-init the last BN of each block: blocks start as identity
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
 
 def _dilate_resnet(model: nn.Module, dilate: tuple[bool, bool, bool]) -> None:
@@ -92,11 +129,16 @@ def stage_features(
             m.layer3,
             m.layer4,
         ]
+    elif name == "resnet_slim":
+        m = SlimResNet()
+        if any(dilate):
+            _dilate_resnet(m, dilate)
+        layers = [m.stem, m.layer1, m.layer2, m.layer3, m.layer4]
     elif name == "mobilenet_v3":
         layers = list(torchvision.models.mobilenet_v3_large(weights=weights).features)
     else:
         raise ValueError(f"backbone: expected one of {BACKBONES}, got {name!r}")
-    if any(dilate) and name not in ("resnet18", "resnet50"):
+    if any(dilate) and name not in ("resnet18", "resnet50", "resnet_slim"):
         raise ValueError(f"dilation: expected a ResNet backbone, got {name!r}")
     if any(dilate):  # the dilated stages stay at stride 8: one tap, the last layer
         taps, chans = _probe(layers)

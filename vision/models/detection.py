@@ -19,6 +19,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from vision.models.backbones import SlimResNet
 from vision.models.common import ModelMeta, default_names
 
 # name → (torchvision builder, label offset, whether min_size/max_size apply)
@@ -96,7 +97,10 @@ def fcos_small(
     detections_per_img: int = 100,
 ) -> Detector:
     """The CPU-sized default: FCOS on ResNet-18 with a 64-wide FPN (P3–P7) and a 2-conv head."""
-    res = getattr(torchvision.models, backbone)(weights=weights_backbone)
+    if backbone == "resnet_slim":
+        res = SlimResNet()
+    else:
+        res = getattr(torchvision.models, backbone)(weights=weights_backbone)
     chans = [
         c.out_channels
         for c in (_last_conv(res.layer2), _last_conv(res.layer3), _last_conv(res.layer4))
@@ -122,7 +126,8 @@ def fcos_small(
         score_thresh=score_thresh,
         detections_per_img=detections_per_img,
     )
-    meta = ModelMeta("fcos_r18", "detection", class_names or default_names(num_classes), input_size)
+    name = "fcos_r18" if backbone == "resnet18" else f"fcos_{backbone}"
+    meta = ModelMeta(name, "detection", class_names or default_names(num_classes), input_size)
     return Detector(net, 0, meta)
 
 
@@ -133,4 +138,5 @@ def _last_conv(layer: nn.Module) -> nn.Conv2d:
 def detector_builders() -> dict:
     out = {name: partial(torchvision_detector, name) for name in TV_DETECTORS}
     out["fcos_r18"] = fcos_small
+    out["fcos_slim"] = partial(fcos_small, backbone="resnet_slim")
     return out

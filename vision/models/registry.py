@@ -21,10 +21,12 @@ _SEGMENTERS = {
     "fcn16s": partial(FCN, variant=16, backbone="resnet18"),
     "fcn8s": partial(FCN, variant=8, backbone="resnet18"),
     "fcn8s_vgg16": partial(FCN, variant=8, backbone="vgg16"),
+    "fcn8s_slim": partial(FCN, variant=8, backbone="resnet_slim"),
     "fcn8s_resnet50": partial(FCN, variant=8, backbone="resnet50"),
     "fcn8s_mobilenet_v3": partial(FCN, variant=8, backbone="mobilenet_v3"),
     "dilated_context": partial(DilatedSegmenter, head="context", backbone="resnet18"),
     "dilated_largefov": partial(DilatedSegmenter, head="largefov", backbone="resnet18"),
+    "dilated_slim": partial(DilatedSegmenter, head="context", backbone="resnet_slim"),
     **{name: partial(TorchvisionSegmenter, name) for name in TV_SEGMENTERS},
 }
 _REGISTRY: dict[str, tuple[str, object]] = {
