@@ -1,6 +1,6 @@
-"""Adaptive batching across concurrent requests, on decoded and preprocessed tensors.
+"""Adaptive batching across concurrent requests, on decoded and resized images.
 
-Requests put one preprocessed image on a bounded queue and await the result; one worker takes
+Requests put one resized image on a bounded queue and await the result; one worker takes
 everything already waiting (up to ``max_batch``), optionally waits ``max_wait_ms`` for more,
 runs one stacked forward pass on its own inference thread, and hands each request its output.
 While a batch runs, new requests pile up and form the next batch, so an idle server adds no
@@ -15,15 +15,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
 from service.uploads import ClientError
 
 
 class Batcher:
     def __init__(
         self,
-        infer: Callable[[torch.Tensor], list],
+        infer: Callable[[list], list],
         max_batch: int = 8,
         max_wait_ms: float = 0.0,
         max_queue: int = 64,
@@ -54,8 +52,9 @@ class Batcher:
         competes with the model's for the same cores)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def submit(self, x: torch.Tensor):
-        """Queue one image ``(3, H, W)``; returns its model output and the batch size used."""
+    async def submit(self, x):
+        """Queue one item (a resized image); returns its model output, the batch size used,
+        the forward time and the time it waited in the queue."""
         self._ensure()
         fut = asyncio.get_running_loop().create_future()
         try:
@@ -85,7 +84,7 @@ class Batcher:
                     items.append(await asyncio.wait_for(self.queue.get(), timeout))
                 except TimeoutError:
                     break
-            x = torch.stack([it[0] for it in items])
+            x = [it[0] for it in items]
             t0 = time.perf_counter()
             try:
                 outs = await loop.run_in_executor(self._pool, self.infer, x)

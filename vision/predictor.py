@@ -65,18 +65,28 @@ class Predictor:
         return read_image(data)
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
-        batch, info = [], []
+        resized, info = self.resize(images)
+        return self.to_tensor(resized), info
+
+    def resize(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:
+        """The NumPy half of preprocessing: letterbox each image to the input size."""
+        out, info = [], []
         for img in images:
             h, w = img.shape[:2]
-            out = self._resize(image=img)["image"]
-            batch.append(torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1))
+            out.append(np.ascontiguousarray(self._resize(image=img)["image"]))
             info.append({"orig_size": (h, w), "scale": self.size / max(h, w)})
+        return out, info
+
+    def to_tensor(self, resized: list[np.ndarray]) -> torch.Tensor:
+        """The torch half: stack, move to the device, scale to [0, 1] (a server runs this on
+        its inference thread, so only one thread's OpenMP team ever works)."""
+        batch = [torch.from_numpy(a).permute(2, 0, 1) for a in resized]
         x = torch.stack(batch).to(self.device, non_blocking=True)
         x = x.half() if self.half else x.float()
         x = x.div_(255.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, info
+        return x
 
     @torch.inference_mode()
     def infer(self, x: torch.Tensor):
