@@ -51,7 +51,7 @@ def tiny_checkpoints(shapes_yaml, tmp_path_factory) -> dict[str, Path]:
     from vision.engine.train import TrainConfig, train
 
     out = {}
-    for task, model in (("detection", "fcos_r18"), ("segmentation", "fcn8s")):
+    for task, model in (("detection", "fcos_r18"), ("segmentation", "fcn8s_slim")):
         d = tmp_path_factory.mktemp(f"ckpt_{model}")
         train(
             TrainConfig(

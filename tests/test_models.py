@@ -107,3 +107,10 @@ def test_checkpoint_with_code_is_refused(tmp_path):
         torch.equal(a, b)
         for a, b in zip(m.state_dict().values(), m2.state_dict().values(), strict=True)
     )
+
+
+def test_command_line_defaults_are_the_registry_defaults():
+    from vision.cli import TRAIN_DEFAULTS
+    from vision.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+
+    assert [d for _, _, d in TRAIN_DEFAULTS] == [DEFAULT_DETECTOR, DEFAULT_SEGMENTER]

@@ -41,13 +41,15 @@ def _data_commands(sub) -> None:
     v.set_defaults(func=cmd_convert)
 
 
+TRAIN_DEFAULTS = (("detect", "detection", "fcos_r18"), ("segment", "segmentation", "fcn8s_slim"))
+
+
 def _train_commands(sub) -> None:
     p = sub.add_parser("train", help="train a detector or a segmenter")
     p = p.add_subparsers(dest="cmd", required=True)
-    for cmd, task, default in (
-        ("detect", "detection", "fcos_r18"),
-        ("segment", "segmentation", "fcn8s"),
-    ):
+    # vision.models.DEFAULT_DETECTOR / DEFAULT_SEGMENTER, spelled out so that the command line
+    # starts without importing torch (a test keeps them equal)
+    for cmd, task, default in TRAIN_DEFAULTS:
         t = p.add_parser(cmd, help=f"train a {task} model")
         t.set_defaults(func=cmd_train, task=task)
         t.add_argument("--data", default="shapes", help="datasets/NAME.yaml or a known name")

@@ -14,7 +14,7 @@ from vision.models.fcn import FCN
 from vision.models.tv_segmentation import TV_SEGMENTERS, TorchvisionSegmenter
 
 DEFAULT_DETECTOR = "fcos_r18"
-DEFAULT_SEGMENTER = "fcn8s"
+DEFAULT_SEGMENTER = "fcn8s_slim"
 
 _SEGMENTERS = {
     "fcn32s": partial(FCN, variant=32, backbone="resnet18"),
