@@ -45,19 +45,17 @@ def start(ckpt: str, task: str, threads: int, max_batch: int, extra: dict | None
     return start_server(env, timeout=180)
 
 
-def sequential(url: str, task: str, images: list[bytes], n: int) -> tuple[list, list]:
-    """Client latencies and the server's own ``timing_ms.total`` for ``n`` requests in a row:
-    their difference is what HTTP, multipart parsing and JSON cost."""
+def sequential(client: httpx.Client, url: str, task: str, bodies: list, idx) -> tuple[list, list]:
+    """Client latencies and the server's own ``timing_ms.total`` for requests ``idx`` sent
+    one after another: their difference is what HTTP, multipart parsing and JSON cost."""
     out, inside = [], []
-    bodies = [multipart(b) for b in images]
-    with httpx.Client(timeout=120) as c:
-        for i in range(n):
-            body, headers = bodies[i % len(bodies)]
-            t0 = time.perf_counter()
-            r = c.post(f"{url}/{task}", content=body, headers=headers)
-            out.append((time.perf_counter() - t0) * 1000)
-            assert r.status_code == 200, r.text
-            inside.append(r.json()["timing_ms"]["total"])
+    for i in idx:
+        body, headers = bodies[i % len(bodies)]
+        t0 = time.perf_counter()
+        r = client.post(f"{url}/{task}", content=body, headers=headers)
+        out.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200, r.text
+        inside.append(r.json()["timing_ms"]["total"])
     return out, inside
 
 
@@ -73,9 +71,8 @@ def multipart(data: bytes) -> tuple[bytes, dict]:
     return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
 
 
-def loaded(url: str, task: str, images: list[bytes], n: int, clients: int):
+def loaded(url: str, task: str, bodies: list, n: int, clients: int):
     """``n`` requests from ``clients`` threads, each with its own keep-alive connection."""
-    bodies = [multipart(b) for b in images]
     shares = [range(c, n, clients) for c in range(clients)]
 
     def client(share):
@@ -137,7 +134,7 @@ def main() -> None:
         return lat
 
     # The machine is noisy (±30 % between minutes), so every served figure is compared with
-    # in-process figures taken right around it: requests alternate one by one for the single
+    # in-process figures taken right around it: blocks of requests alternate for the single
     # request cost, and the saturated run sits between two in-process blocks.
     rounds = []
     for _ in range(a.repeats):
@@ -145,26 +142,22 @@ def main() -> None:
         for mb in (8, 1):
             proc, url = start(a.checkpoint, a.task, a.threads, mb, server_env)
             try:
-                sequential(url, a.task, images, 10)  # warm the HTTP path
-                if mb == 8:
+                with httpx.Client(timeout=120) as c:
+                    sequential(c, url, a.task, bodies, range(10))  # warm the HTTP path
                     local, client, inside = [], [], []
                     # blocks of 10: OpenMP threads of one process spin for a few ms after
                     # their last job, which would slow the other's first request of a block
-                    with httpx.Client(timeout=120) as c:
-                        for i in range(a.requests // 2):
-                            if i % 10 == 0:
-                                local += inproc_block(10)
-                            body, headers = bodies[i % len(bodies)]
-                            t0 = time.perf_counter()
-                            resp = c.post(f"{url}/{a.task}", content=body, headers=headers)
-                            client.append((time.perf_counter() - t0) * 1000)
-                            assert resp.status_code == 200, resp.text
-                            inside.append(resp.json()["timing_ms"]["total"])
+                    for i in range(0, a.requests // 2 if mb == 8 else 0, 10):
+                        local += inproc_block(10)
+                        got = sequential(c, url, a.task, bodies, range(i, i + 10))
+                        client += got[0]
+                        inside += got[1]
+                if mb == 8:
                     r["inproc_p50_ms"] = statistics.median(local)
                     r["served_p50_ms"] = statistics.median(client)
                     r["served_inside_p50_ms"] = statistics.median(inside)
                     before = inproc_block(a.requests // 2)
-                ips, p50, p95, mean_b = loaded(url, a.task, images, a.requests, a.clients)
+                ips, p50, p95, mean_b = loaded(url, a.task, bodies, a.requests, a.clients)
                 r[f"batch{mb}"] = {"ips": ips, "p50_ms": p50, "p95_ms": p95, "mean_batch": mean_b}
                 if mb == 8:
                     after = inproc_block(a.requests // 2)

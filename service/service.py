@@ -167,7 +167,7 @@ class VisionService:
             pred = self.models[task]
             opts = params(pred)
             # decoding and resizing run off the event loop, so a big upload stalls no one else
-            img, t1, x, info = await asyncio.to_thread(self._prepare, pred, image)
+            t1, x, info = await asyncio.to_thread(self._prepare, pred, image)
             t2 = time.perf_counter()
             out, batch, infer_ms, queue_ms = await self.batchers[task].submit(x[0])
             t3 = time.perf_counter()
@@ -176,7 +176,7 @@ class VisionService:
         except ClientError as e:
             REQUESTS.labels(endpoint=endpoint, status=str(e.status)).inc()
             return JSONResponse(e.detail, status_code=e.status)
-        h, w = img.shape[:2]
+        h, w = info[0]["orig_size"]
         body = {
             "model": pred.meta.name,
             "version": self.model_info[task].get("version"),
@@ -201,7 +201,7 @@ class VisionService:
         img = decode_upload(data, self.limits)
         t1 = time.perf_counter()
         x, info = pred.resize([img])  # NumPy only: torch work stays on the inference thread
-        return img, t1, x, info
+        return t1, x, info
 
     @classmethod
     def _finish(cls, task: str, pred: Predictor, out, info: list[dict], opts: dict) -> dict:

@@ -119,7 +119,9 @@ def evaluate(model, loader, evaluator, task: str, device, amp: bool = False) -> 
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             out = model(images)
         outputs = to_original(task, out, targets)
-        extra = (lambda t: {"mask": t["orig_mask"]}) if task == "segmentation" else (lambda t: {})
-        inputs = [{"image_id": t["image_id"], **extra(t)} for t in targets]
+        inputs = [{"image_id": t["image_id"]} for t in targets]
+        if task == "segmentation":
+            for i, t in zip(inputs, targets, strict=True):
+                i["mask"] = t["orig_mask"]
         evaluator.process(inputs, outputs)
     return evaluator.evaluate()

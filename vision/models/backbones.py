@@ -13,7 +13,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-BACKBONES = ("vgg16", "resnet18", "resnet50", "mobilenet_v3", "resnet_slim")
+RESNETS = ("resnet18", "resnet50", "resnet_slim")
+BACKBONES = ("vgg16", *RESNETS, "mobilenet_v3")
 
 
 class StageFeatures(nn.Module):
@@ -107,6 +108,24 @@ def _dilate_resnet(model: nn.Module, dilate: tuple[bool, bool, bool]) -> None:
                 block.downsample[0].stride = (1, 1)
 
 
+def resnet(
+    name: str, weights: str | None = None, dilate: tuple[bool, bool, bool] = (False,) * 3
+) -> nn.Module:
+    """A ResNet in ``RESNETS`` with ``layer1``…``layer4`` (torchvision's, or the slim one, which
+    has no pretrained weights), the stages flagged in ``dilate`` kept at stride 8."""
+    if name == "resnet_slim":
+        m = SlimResNet()
+    elif name == "resnet50" and any(dilate):  # torchvision dilates Bottleneck itself
+        return torchvision.models.resnet50(
+            weights=weights, replace_stride_with_dilation=list(dilate)
+        )
+    else:
+        m = getattr(torchvision.models, name)(weights=weights)
+    if any(dilate):
+        _dilate_resnet(m, dilate)
+    return m
+
+
 def stage_features(
     name: str, dilate: tuple[bool, bool, bool] = (False, False, False), weights: str | None = None
 ) -> StageFeatures:
@@ -114,31 +133,15 @@ def stage_features(
     ``weights`` names torchvision weights, which need a network)."""
     if name == "vgg16":
         layers = list(torchvision.models.vgg16_bn(weights=weights).features)
-    elif name in ("resnet18", "resnet50"):
-        ctor = getattr(torchvision.models, name)
-        if name == "resnet50" and any(dilate):
-            m = ctor(weights=weights, replace_stride_with_dilation=list(dilate))
-        else:
-            m = ctor(weights=weights)
-            if any(dilate):
-                _dilate_resnet(m, dilate)
-        layers = [
-            nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool),
-            m.layer1,
-            m.layer2,
-            m.layer3,
-            m.layer4,
-        ]
-    elif name == "resnet_slim":
-        m = SlimResNet()
-        if any(dilate):
-            _dilate_resnet(m, dilate)
-        layers = [m.stem, m.layer1, m.layer2, m.layer3, m.layer4]
+    elif name in RESNETS:
+        m = resnet(name, weights, dilate)
+        stem = m.stem if name == "resnet_slim" else nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+        layers = [stem, m.layer1, m.layer2, m.layer3, m.layer4]
     elif name == "mobilenet_v3":
         layers = list(torchvision.models.mobilenet_v3_large(weights=weights).features)
     else:
         raise ValueError(f"backbone: expected one of {BACKBONES}, got {name!r}")
-    if any(dilate) and name not in ("resnet18", "resnet50", "resnet_slim"):
+    if any(dilate) and name not in RESNETS:
         raise ValueError(f"dilation: expected a ResNet backbone, got {name!r}")
     if any(dilate):  # the dilated stages stay at stride 8: one tap, the last layer
         taps, chans = _probe(layers)

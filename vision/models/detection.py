@@ -19,7 +19,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from vision.models.backbones import SlimResNet
+from vision.models.backbones import resnet
 from vision.models.common import ModelMeta, default_names
 
 # name → (torchvision builder, label offset, whether min_size/max_size apply)
@@ -97,10 +97,7 @@ def fcos_small(
     detections_per_img: int = 100,
 ) -> Detector:
     """The CPU-sized default: FCOS on ResNet-18 with a 64-wide FPN (P3–P7) and a 2-conv head."""
-    if backbone == "resnet_slim":
-        res = SlimResNet()
-    else:
-        res = getattr(torchvision.models, backbone)(weights=weights_backbone)
+    res = resnet(backbone, weights_backbone)
     chans = [
         c.out_channels
         for c in (_last_conv(res.layer2), _last_conv(res.layer3), _last_conv(res.layer4))
@@ -126,8 +123,10 @@ def fcos_small(
         score_thresh=score_thresh,
         detections_per_img=detections_per_img,
     )
-    name = "fcos_r18" if backbone == "resnet18" else f"fcos_{backbone}"
-    meta = ModelMeta(name, "detection", class_names or default_names(num_classes), input_size)
+    # the registry names the model (fcos_r18, fcos_slim); this is the name for direct calls
+    meta = ModelMeta(
+        f"fcos_{backbone}", "detection", class_names or default_names(num_classes), input_size
+    )
     return Detector(net, 0, meta)
 
 
