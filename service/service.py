@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from service.batching import Batcher
+from service.batching import Batcher, inference_thread
 from service.uploads import ClientError, Limits, decode_upload, parse_number
 from vision.predictor import Predictor
 
@@ -110,9 +110,6 @@ def _ui_app() -> Starlette:
 class VisionService:
     def __init__(self) -> None:
         self.ready = False
-        threads = os.environ.get("VISION_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.limits = Limits.from_env()
         self.models: dict[str, Predictor] = {}
@@ -121,17 +118,25 @@ class VisionService:
         max_batch = int(os.environ.get("VISION_MAX_BATCH", "8"))
         max_wait = float(os.environ.get("VISION_MAX_WAIT_MS", "0"))
         max_queue = int(os.environ.get("VISION_MAX_QUEUE", "64"))
+        # every torch op of this process (loading, warm-up, forward, post-processing) runs on
+        # this one thread, shared by both tasks, so the process has a single OpenMP team
+        self.infer_pool = inference_thread()
+        self.threads = self.infer_pool.submit(self._set_threads).result()
         for task in STORE:
-            pred, info = _load(task, self.device)
+            pred, info = self.infer_pool.submit(_load, task, self.device).result()
             if pred is None:
                 continue
             self.models[task], self.model_info[task] = pred, info
             self.batchers[task] = Batcher(
-                self._forward(pred), max_batch, max_wait, max_queue, self._observer(task)
+                self._forward(pred),
+                max_batch,
+                max_wait,
+                max_queue,
+                self._observer(task),
+                pool=self.infer_pool,
             )
             warm = [np.zeros((pred.size, pred.size, 3), np.uint8)] * 2
-            # warm-up on the thread that will serve: allocations and its OpenMP team are
-            # made before we report ready
+            # warm-up before we report ready: allocations and the OpenMP team are made now
             self.batchers[task].run_sync(pred, warm)
         if not self.models:
             raise RuntimeError(
@@ -140,6 +145,13 @@ class VisionService:
                 "VISION_DETECTOR_CKPT / VISION_SEGMENTER_CKPT"
             )
         self.ready = True
+
+    @staticmethod
+    def _set_threads() -> int:
+        threads = os.environ.get("VISION_THREADS")
+        if threads:
+            torch.set_num_threads(int(threads))
+        return torch.get_num_threads()
 
     def __is_ready__(self) -> bool:
         return self.ready
@@ -309,7 +321,7 @@ class VisionService:
                 {
                     "models": models,
                     "device": self.device,
-                    "threads": torch.get_num_threads(),
+                    "threads": self.threads,
                     "half_precision": self.device == "cuda",
                     "limits": self.limits.__dict__,
                 },
