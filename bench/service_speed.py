@@ -133,6 +133,13 @@ def main() -> None:
             lat.append((time.perf_counter() - t0) * 1000)
         return lat
 
+    def inproc_batched(n: int, size: int = 8) -> float:
+        """Seconds per image when the in-process pipeline takes ``size`` images per call."""
+        t0 = time.perf_counter()
+        for i in range(0, n, size):
+            pred([pred.decode(images[(i + j) % len(images)]) for j in range(size)])
+        return (time.perf_counter() - t0) / n
+
     # The machine is noisy (±30 % between minutes), so every served figure is compared with
     # in-process figures taken right around it: blocks of requests alternate for the single
     # request cost, and the saturated run sits between two in-process blocks.
@@ -157,12 +164,18 @@ def main() -> None:
                     r["served_p50_ms"] = statistics.median(client)
                     r["served_inside_p50_ms"] = statistics.median(inside)
                     before = inproc_block(a.requests // 2)
+                    before8 = inproc_batched(a.requests // 2)
                 ips, p50, p95, mean_b = loaded(url, a.task, bodies, a.requests, a.clients)
                 r[f"batch{mb}"] = {"ips": ips, "p50_ms": p50, "p95_ms": p95, "mean_batch": mean_b}
                 if mb == 8:
                     after = inproc_block(a.requests // 2)
                     r["inproc_ips"] = 1000 / statistics.mean(before + after)
                     r["saturated_ratio"] = ips / r["inproc_ips"]
+                    # the same batch size on both sides: in-process calls with 8 images
+                    r["inproc_b8_ips"] = 2 / (before8 + inproc_batched(a.requests // 2))
+                    r["saturated_ratio_b8"] = ips / r["inproc_b8_ips"]
+                else:
+                    r["saturated_ratio_b1"] = ips / r["inproc_ips"]
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -175,6 +188,9 @@ def main() -> None:
             "served_p50_ms",
             "served_inside_p50_ms",
             "saturated_ratio",
+            "inproc_b8_ips",
+            "saturated_ratio_b8",
+            "saturated_ratio_b1",
         )
     }
     on = {k: statistics.median(r["batch8"][k] for r in rounds) for k in rounds[0]["batch8"]}
@@ -184,6 +200,10 @@ def main() -> None:
             r["served_p50_ms"] - r["inproc_p50_ms"] for r in rounds
         ),
         "saturated_throughput_ratio": med["saturated_ratio"],
+        "saturated_ratio_same_batch": {
+            "8": med["saturated_ratio_b8"],
+            "1": med["saturated_ratio_b1"],
+        },
         "batching_throughput_ratio": on["ips"] / off["ips"],
         "batching_p95_ratio": on["p95_ms"] / off["p95_ms"],
         "medians": {**med, "batching_on": on, "batching_off": off},
@@ -205,6 +225,11 @@ def main() -> None:
         f"saturated ({a.clients} clients), batching on:  {on['ips']:.1f} img/s "
         f"({summary['saturated_throughput_ratio']:.2f}x in-process), p95 {on['p95_ms']:.0f} ms,"
         f" mean batch {on['mean_batch']:.1f}"
+    )
+    print(
+        f"same batch size on both sides: served max-batch 8 / in-process batch 8 "
+        f"({med['inproc_b8_ips']:.1f} img/s) = {med['saturated_ratio_b8']:.2f}x; served batch 1 /"
+        f" in-process batch 1 = {med['saturated_ratio_b1']:.2f}x"
     )
     print(
         f"saturated ({a.clients} clients), batching off: {off['ips']:.1f} img/s, p95 "

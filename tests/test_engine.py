@@ -79,6 +79,20 @@ def test_resume_gives_identical_weights(shapes_yaml, tmp_path):
     ] == [1, 2]
 
 
+def test_bf16_on_cpu_and_validation_every_n_epochs(shapes_yaml, tmp_path):
+    cfg = _cfg(shapes_yaml, tmp_path, model="fcn8s_slim", epochs=3, bf16=True, val_every=2)
+    logs: list[str] = []
+    train(cfg, make_evaluator, log=logs.append)
+    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["epoch"] for ln in lines] == [1, 2, 3]
+    # validated after epoch 2 and after the last one, not after epoch 1
+    assert ["sem_seg/mIoU" in ln for ln in lines] == [False, True, True]
+    assert all(0.0 <= ln["train_loss"] < 10 for ln in lines)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    assert load_checkpoint(tmp_path / "best.pt")["meta"]["metrics"]["epoch"] in (2, 3)
+    assert any("epoch 1/3" in m and "mIoU" not in m for m in logs)
+
+
 def test_transfer_across_class_counts(tmp_path):
     src = build_model("fcn8s", 5)
     dst = build_model("fcn8s", 2)

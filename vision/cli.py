@@ -67,6 +67,14 @@ def _train_commands(sub) -> None:
         t.add_argument("--workers", type=int, default=2)
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--no-amp", dest="amp", action="store_false", help="disable AMP on CUDA")
+        t.add_argument(
+            "--bf16",
+            action="store_true",
+            help="bfloat16 autocast on the CPU (1.4-1.6x faster on CPUs with AVX512-BF16)",
+        )
+        t.add_argument(
+            "--val-every", type=int, default=1, help="validate every N epochs and after the last"
+        )
         t.add_argument("--channels-last", action="store_true")
         t.add_argument(
             "--resume",
@@ -139,6 +147,8 @@ def cmd_train(a) -> int:
         workers=a.workers,
         seed=a.seed,
         amp=a.amp,
+        bf16=a.bf16,
+        val_every=a.val_every,
         channels_last=a.channels_last,
         resume=a.resume,
         weights=a.weights,

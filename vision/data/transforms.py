@@ -19,10 +19,9 @@ from vision.data.sample import IGNORE_INDEX, Sample
 
 
 def _geometry(size: int, train: bool) -> list:
-    ops: list = []
-    if train:
-        ops += [A.RandomScale(scale_limit=(-0.3, 0.2), p=0.7)]
-    ops += [
+    # no scale jitter: a random rescale before the longest-side resize would be undone by it
+    # (it was, until this was noticed), and the built-in set already spans object sizes
+    ops: list = [
         A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_LINEAR),
         A.PadIfNeeded(
             size,
@@ -45,7 +44,7 @@ def _geometry(size: int, train: bool) -> list:
 @dataclass
 class DetectionTransform:
     """Resize the longest side to ``size`` and pad to a square (top-left), with train-time
-    scale jitter, flips and colour jitter."""
+    flips and colour jitter."""
 
     size: int
     train: bool = False

@@ -44,7 +44,7 @@ def train_one_epoch(
     epoch: int,
     epochs: int,
     clip: float = 0.0,
-    amp: bool = False,
+    amp: torch.dtype | None = None,
     channels_last: bool = False,
     writer=None,
     step: int = 0,
@@ -65,7 +65,7 @@ def train_one_epoch(
         if max_iters is not None and i >= max_iters:
             break
         images, targets = _to(device, images, targets, task, channels_last)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             if task == "detection":
                 losses = model(images, targets)
                 loss = sum(losses.values())
@@ -107,7 +107,7 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model, loader, evaluator, task: str, device, amp: bool = False) -> dict:
+def evaluate(model, loader, evaluator, task: str, device, amp: torch.dtype | None = None) -> dict:
     """Run the model over ``loader`` (evaluation targets) and return ``evaluator.evaluate()``.
     Predictions are mapped back to each image's original size before scoring."""
     model.eval()
@@ -116,7 +116,7 @@ def evaluate(model, loader, evaluator, task: str, device, amp: bool = False) -> 
         loader, desc="validate", disable=not is_main(), leave=False, mininterval=2.0
     ):
         images = images.to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out = model(images)
         outputs = to_original(task, out, targets)
         inputs = [{"image_id": t["image_id"]} for t in targets]

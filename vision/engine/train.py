@@ -67,7 +67,9 @@ class TrainConfig:
     clip: float = 0.0
     workers: int = 2
     seed: int = 0
-    amp: bool = True  # used on CUDA only
+    amp: bool = True  # float16 autocast + gradient scaling, on CUDA only
+    bf16: bool = False  # bfloat16 autocast on the CPU (fast with AVX512-BF16 or AMX)
+    val_every: int = 1  # validate every N epochs (and always after the last)
     channels_last: bool = False
     resume: str | None = None
     weights: str | None = None
@@ -122,6 +124,17 @@ def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     return factor
 
 
+def _autocast_dtype(cfg: TrainConfig, device: torch.device, log: Callable) -> torch.dtype | None:
+    """float16 on CUDA (with gradient scaling), bfloat16 on the CPU when asked, else None."""
+    if device.type == "cuda" and cfg.amp:
+        return torch.float16
+    if device.type == "cpu" and cfg.bf16:
+        if not torch.cpu._is_avx512_bf16_supported():
+            log("[train] --bf16: this CPU has no native bfloat16 (AVX512-BF16): may be slower")
+        return torch.bfloat16
+    return None
+
+
 def _optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -171,13 +184,13 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     meta = model.meta
-    amp = cfg.amp and device.type == "cuda"
+    amp = _autocast_dtype(cfg, device, log)
     net = DistributedDataParallel(model) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(cfg, params)
     iters = cfg.max_iters or len(train_dl)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, cfg.epochs * iters))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     evaluator = make_evaluator(val_r, names, cfg.task)
     start, best, step = 0, -math.inf, 0
     if cfg.resume:
@@ -225,25 +238,22 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             cfg.max_iters,
         )
         step = stats.pop("steps")
-        t0 = time.perf_counter()
-        results = evaluate(model, val_dl, evaluator, cfg.task, device, amp)
-        task_key, metric = PRIMARY[cfg.task]
-        value = results[task_key][metric]
-        value = -math.inf if value is None or math.isnan(value) else value
-        summary = {
-            "epoch": epoch + 1,
-            **stats,
-            "val_time_s": time.perf_counter() - t0,
-            **_flatten(results),
-        }
-        is_best = value > best
-        best = max(best, value)
-        meta.metrics = {
-            "primary": f"{task_key}/{metric}",
-            "value": value,
-            "epoch": epoch + 1,
-            **_flatten(results),
-        }
+        summary, is_best = {"epoch": epoch + 1, **stats}, False
+        if (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs:
+            t0 = time.perf_counter()
+            results = evaluate(model, val_dl, evaluator, cfg.task, device, amp)
+            task_key, metric = PRIMARY[cfg.task]
+            value = results[task_key][metric]
+            value = -math.inf if value is None or math.isnan(value) else value
+            summary.update({"val_time_s": time.perf_counter() - t0, **_flatten(results)})
+            is_best = value > best
+            best = max(best, value)
+            meta.metrics = {
+                "primary": f"{task_key}/{metric}",
+                "value": value,
+                "epoch": epoch + 1,
+                **_flatten(results),
+            }
         ck = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -264,10 +274,10 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
                 f.write(json.dumps(summary) + "\n")
             for k, v in summary.items():
                 writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+            score = f", {task_key} {metric} {value:.4f}" if "val_time_s" in summary else ""
             log(
                 f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.4f}, "
-                f"{stats['images_per_s']:.1f} img/s, {task_key} {metric} {value:.4f}"
-                f"{' (best)' if is_best else ''}"
+                f"{stats['images_per_s']:.1f} img/s{score}{' (best)' if is_best else ''}"
             )
         if world > 1:
             (out / f"rank{rank}_metrics.json").write_text(json.dumps(summary))
