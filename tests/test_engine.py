@@ -142,3 +142,23 @@ def test_torchrun_two_gloo_processes(shapes_yaml, tmp_path, command, model, key,
     m0 = json.loads((tmp_path / "rank0_metrics.json").read_text())
     m1 = json.loads((tmp_path / "rank1_metrics.json").read_text())
     assert m0[key] == m1[key]  # gathered across ranks: both see the whole validation split
+
+
+def test_dice_loss_ignores_ignored_pixels_and_is_zero_when_perfect():
+    from vision.engine.losses import segmentation_loss, soft_dice
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 5, (2, 16, 16), generator=g)
+    target[0, :4] = 255
+    perfect = torch.nn.functional.one_hot(target.clamp(0, 4), 5).permute(0, 3, 1, 2) * 40.0
+    assert float(soft_dice(perfect, target)) < 1e-3
+    noisy = torch.randn(2, 5, 16, 16, generator=g)
+    changed = noisy.clone()
+    changed[0, :, :4] = 100 * torch.randn(5, 4, 16, generator=g)  # only ignored pixels
+    a, b = (
+        segmentation_loss(noisy, target, "ce+dice"),
+        segmentation_loss(changed, target, "ce+dice"),
+    )
+    assert float(a) > 1.0 and torch.allclose(a, b)
+    with pytest.raises(ValueError, match="expected one of"):
+        segmentation_loss(noisy, target, "focal")

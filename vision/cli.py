@@ -75,6 +75,9 @@ def _train_commands(sub) -> None:
         t.add_argument(
             "--val-every", type=int, default=1, help="validate every N epochs and after the last"
         )
+        t.add_argument(
+            "--seg-loss", default="ce", choices=["ce", "ce+dice"], help="segmentation loss"
+        )
         t.add_argument("--channels-last", action="store_true")
         t.add_argument(
             "--resume",
@@ -149,6 +152,7 @@ def cmd_train(a) -> int:
         amp=a.amp,
         bf16=a.bf16,
         val_every=a.val_every,
+        seg_loss=a.seg_loss,
         channels_last=a.channels_last,
         resume=a.resume,
         weights=a.weights,

@@ -7,11 +7,10 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from vision.data.sample import IGNORE_INDEX
 from vision.engine.distributed import is_main
+from vision.engine.losses import segmentation_loss
 from vision.predictor import to_original
 
 
@@ -49,6 +48,7 @@ def train_one_epoch(
     writer=None,
     step: int = 0,
     max_iters: int | None = None,
+    seg_loss: str = "ce",
 ) -> dict:
     """Train for one epoch; stops with a message naming the step if the loss is not finite."""
     model.train()
@@ -70,7 +70,7 @@ def train_one_epoch(
                 losses = model(images, targets)
                 loss = sum(losses.values())
             else:
-                loss = F.cross_entropy(model(images), targets, ignore_index=IGNORE_INDEX)
+                loss = segmentation_loss(model(images), targets, seg_loss)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {epoch + 1}, step {i} (global step {step}): "

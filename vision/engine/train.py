@@ -70,6 +70,7 @@ class TrainConfig:
     amp: bool = True  # float16 autocast + gradient scaling, on CUDA only
     bf16: bool = False  # bfloat16 autocast on the CPU (fast with AVX512-BF16 or AMX)
     val_every: int = 1  # validate every N epochs (and always after the last)
+    seg_loss: str = "ce"  # or "ce+dice"
     channels_last: bool = False
     resume: str | None = None
     weights: str | None = None
@@ -236,6 +237,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             writer,
             step,
             cfg.max_iters,
+            cfg.seg_loss,
         )
         step = stats.pop("steps")
         summary, is_best = {"epoch": epoch + 1, **stats}, False
