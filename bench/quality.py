@@ -47,8 +47,10 @@ SEG = {
     "warmup_iters": 50,
 }
 # the slim backbone (half of ResNet-18's widths) learns as much per epoch and runs 3x faster,
-# so it gets 3x the epochs in the same minutes; small batches and a high rate learn fastest here
-SLIM = {**SEG, "img_size": 128, "lr": 1e-2, "warmup_iters": 100}
+# so it gets 3x the epochs in the same minutes; small batches and a high rate learn fastest
+# here; cross-entropy + Dice: fcn8s_slim 0.738 vs 0.720 (CE) in the same 9 epochs,
+# dilated_slim 0.401 vs 0.342 in 4
+SLIM = {**SEG, "img_size": 128, "lr": 1e-2, "warmup_iters": 100, "seg_loss": "ce+dice"}
 UPSAMPLING = [
     {
         **SEG,

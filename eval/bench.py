@@ -31,10 +31,13 @@ from eval.fps import measure
 from eval.runner import dataset_hash, evaluate_model, git_commit, sample_images
 from vision.config import load_config
 from vision.data.build import build_dataset
+from vision.engine.train import TrainConfig
 from vision.errors import DataError
 from vision.predictor import Predictor
 
 PRIMARY = {"detection": ("coco", "AP"), "segmentation": ("seg", "mIoU")}
+# what a suite's train recipe may set (the suite decides task, data and run folder)
+RECIPE_KEYS = set(TrainConfig.__dataclass_fields__) - {"task", "data", "out"}
 
 
 def load_suite(path: Path | str) -> dict:
@@ -49,6 +52,13 @@ def load_suite(path: Path | str) -> dict:
         if "name" not in m or not ({"checkpoint", "train"} & set(m)):
             raise DataError(
                 f"{path} models[{i}]", "a name and a checkpoint or a train recipe", repr(m)
+            )
+        unknown = sorted(set(m.get("train") or {}) - RECIPE_KEYS)
+        if unknown:
+            raise DataError(
+                f"{path} models[{i}].train",
+                f"training options among {sorted(RECIPE_KEYS)}",
+                f"unknown {unknown}",
             )
     suite.setdefault("options", {})
     suite["source"] = str(path)

@@ -26,8 +26,7 @@ def train_recipe(recipe: dict) -> None:
     from vision.engine.train import TrainConfig, train
     from vision.models import model_task
 
-    fields = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
-    train(TrainConfig(task=model_task(recipe["model"]), **fields), make_evaluator)
+    train(TrainConfig(task=model_task(recipe["model"]), **recipe), make_evaluator)
 
 
 def run(

@@ -148,3 +148,13 @@ def test_interrupted_training_is_resumed_not_mistaken_for_done(shapes_yaml, tmp_
     lines.clear()  # finished now: reused as it is, no training
     assert _checkpoint(spec, str(shapes_yaml), "shapes", tmp_path, None, lines.append) == got
     assert lines == []
+
+
+def test_a_misspelt_recipe_option_is_an_error_not_ignored(suite):
+    from eval.bench import load_suite
+    from vision.errors import DataError
+
+    assert load_suite(suite)["models"][0]["train"]["epochs"] == 1
+    suite.write_text(suite.read_text().replace("warmup_iters: 0", "seg_los: ce+dice", 1))
+    with pytest.raises(DataError, match=r"models\[0\]\.train.*unknown \['seg_los'\]"):
+        load_suite(suite)
