@@ -57,19 +57,15 @@ class Batcher:
         """Run ``fn(*args)`` on the inference thread and wait (warm-up before serving)."""
         return self._pool.submit(fn, *args).result()
 
-    async def run(self, fn: Callable, *args):
-        """Run ``fn(*args)`` on the inference thread (post-processing: it is torch work too,
-        and on the event loop it would block requests and start a second OpenMP team that
-        competes with the model's for the same cores)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    async def submit(self, x):
-        """Queue one item (a resized image); returns its model output, the batch size used,
-        the forward time and the time it waited in the queue."""
+    async def submit(self, x, post: Callable | None = None):
+        """Queue one item (a resized image); returns its model output (or ``post(output)``,
+        run on the inference thread right after the batch's forward pass, so a batch costs one
+        thread hop, not one per request), the batch size used, the forward time, the time it
+        waited in the queue and the time ``post`` took."""
         self._ensure()
         fut = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait((x, fut, time.perf_counter()))
+            self.queue.put_nowait((x, post, fut, time.perf_counter()))
         except asyncio.QueueFull:
             raise ClientError(
                 503,
@@ -95,18 +91,35 @@ class Batcher:
                     items.append(await asyncio.wait_for(self.queue.get(), timeout))
                 except TimeoutError:
                     break
-            x = [it[0] for it in items]
             t0 = time.perf_counter()
             try:
-                outs = await loop.run_in_executor(self._pool, self.infer, x)
+                outs, ms = await loop.run_in_executor(self._pool, self._batch, items)
             except Exception as e:  # the model failed: every waiting request learns why
-                for _, fut, _ in items:
+                for _, _, fut, _ in items:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
-            ms = (time.perf_counter() - t0) * 1000
             if self.on_batch:
                 self.on_batch(len(items), ms)
-            for i, (_, fut, queued_at) in enumerate(items):
-                if not fut.done():
-                    fut.set_result((outs[i], len(items), ms, (t0 - queued_at) * 1000))
+            for (_, _, fut, queued_at), (out, post_ms) in zip(items, outs, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(out, BaseException):  # this request's post-processing failed
+                    fut.set_exception(out)
+                else:
+                    fut.set_result((out, len(items), ms, (t0 - queued_at) * 1000, post_ms))
+
+    def _batch(self, items: list) -> tuple[list, float]:
+        """On the inference thread: one forward pass, then each item's ``post``."""
+        t0 = time.perf_counter()
+        outs = self.infer([it[0] for it in items])
+        ms = (time.perf_counter() - t0) * 1000
+        done = []
+        for (_, post, _, _), out in zip(items, outs, strict=True):
+            t1 = time.perf_counter()
+            try:
+                res = post(out) if post is not None else out
+            except Exception as e:  # noqa: BLE001 - handed to that request alone
+                res = e
+            done.append((res, (time.perf_counter() - t1) * 1000))
+        return done, ms

@@ -14,6 +14,8 @@ import io
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import bentoml
@@ -121,6 +123,7 @@ class VisionService:
         # every torch op of this process (loading, warm-up, forward, post-processing) runs on
         # this one thread, shared by both tasks, so the process has a single OpenMP team
         self.infer_pool = inference_thread()
+        self.decode_pool = ThreadPoolExecutor(1, thread_name_prefix="vision-decode")
         self.threads = self.infer_pool.submit(self._set_threads).result()
         for task in STORE:
             pred, info = self.infer_pool.submit(_load, task, self.device).result()
@@ -178,12 +181,14 @@ class VisionService:
                 raise ClientError(503, f"no {task} model is loaded on this server")
             pred = self.models[task]
             opts = params(pred)
-            # decoding and resizing run off the event loop, so a big upload stalls no one else
-            t1, x, info = await asyncio.to_thread(self._prepare, pred, image)
+            # decoding and resizing run off the event loop, so a big upload stalls no one else;
+            # one decode thread: more would only fight the inference thread for the cores
+            loop = asyncio.get_running_loop()
+            t1, x, info = await loop.run_in_executor(self.decode_pool, self._prepare, pred, image)
             t2 = time.perf_counter()
-            out, batch, infer_ms, queue_ms = await self.batchers[task].submit(x[0])
-            t3 = time.perf_counter()
-            rendered = await self.batchers[task].run(self._finish, task, pred, out, info, opts)
+            rendered, batch, infer_ms, queue_ms, post_ms = await self.batchers[task].submit(
+                x[0], partial(self._finish, task, pred, info=info, opts=opts)
+            )
             t4 = time.perf_counter()
         except ClientError as e:
             REQUESTS.labels(endpoint=endpoint, status=str(e.status)).inc()
@@ -200,7 +205,7 @@ class VisionService:
                 "preprocess": (t2 - t1) * 1000,
                 "queue": queue_ms,
                 "inference": infer_ms,
-                "postprocess": (t4 - t3) * 1000,
+                "postprocess": post_ms,
                 "total": (t4 - t0) * 1000,
             },
         }
@@ -216,7 +221,7 @@ class VisionService:
         return t1, x, info
 
     @classmethod
-    def _finish(cls, task: str, pred: Predictor, out, info: list[dict], opts: dict) -> dict:
+    def _finish(cls, task: str, pred: Predictor, out, *, info: list[dict], opts: dict) -> dict:
         """Post-process one model output to original pixels and render the answer."""
         raw = [out] if task == "detection" else out.unsqueeze(0)
         res = pred.postprocess(raw, info, **opts.get("post", {}))[0]
