@@ -53,10 +53,6 @@ class Batcher:
             self.queue = asyncio.Queue(self.max_queue)
             self._task = asyncio.get_running_loop().create_task(self._worker())
 
-    def run_sync(self, fn: Callable, *args):
-        """Run ``fn(*args)`` on the inference thread and wait (warm-up before serving)."""
-        return self._pool.submit(fn, *args).result()
-
     async def submit(self, x, post: Callable | None = None):
         """Queue one item (a resized image); returns its model output (or ``post(output)``,
         run on the inference thread right after the batch's forward pass, so a batch costs one

@@ -140,7 +140,7 @@ class VisionService:
             )
             warm = [np.zeros((pred.size, pred.size, 3), np.uint8)] * 2
             # warm-up before we report ready: allocations and the OpenMP team are made now
-            self.batchers[task].run_sync(pred, warm)
+            self.infer_pool.submit(pred, warm).result()
         if not self.models:
             raise RuntimeError(
                 "no model to serve: expected vision-detector/vision-segmenter in"

@@ -11,7 +11,7 @@ SEG_LOSSES = ("ce", "ce+dice")
 
 
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 − mean soft Dice over the classes present in the batch's labels or predictions.
+    """1 − mean soft Dice over the classes present in the batch's labels.
 
     ``logits`` (N, C, H, W), ``target`` (N, H, W) with ``IGNORE_INDEX`` for pixels that count
     for nothing. Each class weighs the same, as in mIoU, so small classes are not drowned by

@@ -240,22 +240,24 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             cfg.seg_loss,
         )
         step = stats.pop("steps")
-        summary, is_best = {"epoch": epoch + 1, **stats}, False
+        summary, is_best, score = {"epoch": epoch + 1, **stats}, False, ""
         if (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs:
             t0 = time.perf_counter()
             results = evaluate(model, val_dl, evaluator, cfg.task, device, amp)
             task_key, metric = PRIMARY[cfg.task]
             value = results[task_key][metric]
             value = -math.inf if value is None or math.isnan(value) else value
-            summary.update({"val_time_s": time.perf_counter() - t0, **_flatten(results)})
+            flat = _flatten(results)
+            summary.update({"val_time_s": time.perf_counter() - t0, **flat})
             is_best = value > best
             best = max(best, value)
             meta.metrics = {
                 "primary": f"{task_key}/{metric}",
                 "value": value,
                 "epoch": epoch + 1,
-                **_flatten(results),
+                **flat,
             }
+            score = f", {task_key} {metric} {value:.4f}"
         ck = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -276,7 +278,6 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
                 f.write(json.dumps(summary) + "\n")
             for k, v in summary.items():
                 writer.add_scalar(f"epoch/{k}", v, epoch + 1)
-            score = f", {task_key} {metric} {value:.4f}" if "val_time_s" in summary else ""
             log(
                 f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.4f}, "
                 f"{stats['images_per_s']:.1f} img/s{score}{' (best)' if is_best else ''}"
