@@ -138,7 +138,9 @@ def main() -> None:
     server_env = dict(kv.split("=", 1) for kv in a.server_env)
     torch.set_num_threads(a.threads)
     images = [p.read_bytes() for p in sorted(Path(a.images).glob("*.jpg"))[-32:]]
-    pred = Predictor.from_checkpoint(a.checkpoint)
+    # the baseline runs where and as the server does: CUDA in float16 when there is a GPU
+    cuda = torch.cuda.is_available()
+    pred = Predictor.from_checkpoint(a.checkpoint, "cuda" if cuda else "cpu", half=cuda)
     for b in images[:5]:
         pred([pred.decode(b)])
 
@@ -236,7 +238,7 @@ def main() -> None:
         "threads": a.threads,
         "clients": a.clients,
         "requests": a.requests,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "task": a.task,
         "server_env": server_env,
     }

@@ -7,7 +7,10 @@ A suite is a flat YAML file::
     models:
       - {name: fcos_r18, checkpoint: runs/fcos_r18/best.pt}
       - {name: fcn8s, train: {model: fcn8s, epochs: 3, img_size: 160}}   # trained if missing
-    options: {fps_batch: [1, 8], fps_iters: 20, split: val}
+    options: {fps_batch: [1, 8], fps_iters: 20, split: val, device: auto, half: false}
+
+``device``: ``auto`` (CUDA when present, else CPU; the default), ``cpu`` or ``cuda[:N]``;
+``half``: float16 inference on CUDA.
 
 Every (dataset, model) pair of matching task is evaluated under every protocol of its task,
 timed with the FPS protocol, and its parameters and FLOPs (``torch.utils.flop_counter``) are
@@ -68,7 +71,8 @@ def load_suite(path: Path | str) -> dict:
 def count_flops(predictor: Predictor) -> int:
     """FLOPs of one forward pass at the model's input size (NMS and other non-matmul work not
     counted), by torch's own counter."""
-    x = torch.rand(1, 3, predictor.size, predictor.size, device=predictor.device)
+    dtype = torch.float16 if predictor.half else torch.float32
+    x = torch.rand(1, 3, predictor.size, predictor.size, device=predictor.device, dtype=dtype)
     with FlopCounterMode(display=False) as fc:
         predictor.infer(x)
     return int(fc.get_total_flops())
@@ -96,7 +100,9 @@ def run_suite(
                 results.append(json.loads(path.read_text()))
                 continue
             ckpt = _checkpoint(spec, data, cfg.name, out, train_fn, log)
-            predictor = Predictor.from_checkpoint(ckpt, opts.get("device", "cpu"))
+            predictor = Predictor.from_checkpoint(
+                ckpt, opts.get("device", "auto"), half=bool(opts.get("half", False))
+            )
             task = predictor.task
             if task not in (t for t in ("detection", "segmentation") if getattr(cfg, t)):
                 log(f"[bench] {cfg.name} × {spec['name']}: dataset has no {task} split, skipped")

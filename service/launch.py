@@ -26,10 +26,11 @@ def start_server(
     """``bentoml serve service.service:VisionService`` with ``env`` added to the environment;
     returns the process and its URL once ``/readyz`` answers 200 (raises if it never does)."""
     port = port or free_port()
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
     proc = subprocess.Popen(
         [
-            bentoml,
+            sys.executable,  # `-m bentoml`: works however bentoml was installed (venv, --target)
+            "-m",
+            "bentoml",
             "serve",
             "service.service:VisionService",
             "--host",

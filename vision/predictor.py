@@ -20,6 +20,17 @@ from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
 
 
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` → the first CUDA device when there is one, else the CPU; otherwise as given
+    (``cpu``, ``cuda``, ``cuda:1``), refused with a clear message when CUDA is asked but absent."""
+    if str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: expected 'auto' or 'cpu' here (no CUDA device), got {spec!r}")
+    return dev
+
+
 class Predictor:
     def __init__(
         self,
@@ -28,7 +39,7 @@ class Predictor:
         half: bool = False,
         channels_last: bool = False,
     ):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.half = half and self.device.type == "cuda"
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
