@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from service.batching import Batcher, inference_thread
-from service.uploads import ClientError, Limits, decode_upload, parse_number
+from service.uploads import ClientError, Limits, decode_upload, parse_bool, parse_number
 from vision.predictor import Predictor
 
 STORE = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
@@ -274,8 +274,10 @@ class VisionService:
         image: Path,
         score_threshold: float | str | None = None,
         max_detections: float | str | None = None,
+        agnostic_nms: bool | str | None = None,
     ) -> dict:
-        """Boxes in original pixels: ``{box: [x1, y1, x2, y2], score, label, class_id}``."""
+        """Boxes in original pixels: ``{box: [x1, y1, x2, y2], score, label, class_id}``;
+        ``agnostic_nms=true``: one label per object."""
 
         def params(pred):
             return {
@@ -284,6 +286,7 @@ class VisionService:
                     "max_detections": int(
                         parse_number(max_detections, "max_detections", 1, 1000, 100, integer=True)
                     ),
+                    "agnostic_nms": parse_bool(agnostic_nms, "agnostic_nms", False),
                 }
             }
 

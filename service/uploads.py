@@ -98,6 +98,22 @@ def decode_upload(data: bytes, limits: Limits, field: str = "image") -> np.ndarr
         ) from e
 
 
+def parse_bool(value, name: str, default: bool) -> bool:
+    """A form/query flag: true/false, 1/0, yes/no, on/off (any case); otherwise a 422."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise ClientError(
+        422, f"'{name}': expected true or false (or 1/0, yes/no, on/off), got {value!r}", field=name
+    )
+
+
 def parse_number(
     value, name: str, lo: float, hi: float, default: float, integer: bool = False
 ) -> float:

@@ -54,6 +54,7 @@ def test_detector_forward_backward_predict(name):
         assert o["boxes"].shape[1] == 4 and len(o["scores"]) == len(o["labels"])
         assert (o["labels"] >= 0).all() and (o["labels"] < 3).all()
     assert model.meta.task == "detection"
+    assert 0.0 < model.nms_iou <= 1.0  # what class-agnostic NMS reuses
 
 
 @pytest.mark.parametrize("factor", [2, 8, 16, 32])
@@ -114,3 +115,32 @@ def test_command_line_defaults_are_the_registry_defaults():
     from vision.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
     assert [d for _, _, d in TRAIN_DEFAULTS] == [DEFAULT_DETECTOR, DEFAULT_SEGMENTER]
+
+
+def test_class_agnostic_nms_keeps_one_label_per_object():
+    from vision.predictor import to_original
+
+    # the same object answered as class 0 (0.9) and class 1 (0.6), plus a separate box
+    raw = [
+        {
+            "boxes": torch.tensor([[10.0, 10, 50, 50], [11, 10, 50, 51], [60, 60, 90, 90]]),
+            "scores": torch.tensor([0.9, 0.6, 0.5]),
+            "labels": torch.tensor([0, 1, 1]),
+        }
+    ]
+    info = [{"orig_size": (100, 100), "scale": 1.0}]
+    per_class = to_original("detection", raw, info)[0]
+    assert per_class["labels"].tolist() == [0, 1, 1]
+    one = to_original("detection", raw, info, agnostic_iou=0.6)[0]
+    assert one["labels"].tolist() == [0, 1] and one["scores"].tolist() == pytest.approx([0.9, 0.5])
+    assert len(to_original("detection", raw, info, 0.95, agnostic_iou=0.6)[0]["boxes"]) == 0
+
+
+def test_resolve_device():
+    from vision.predictor import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from service.batching import Batcher
-from service.uploads import ClientError, Limits, decode_upload, parse_number
+from service.uploads import ClientError, Limits, decode_upload, parse_bool, parse_number
 
 
 def _png(w, h) -> bytes:
@@ -38,6 +38,14 @@ def test_upload_errors(shapes_dir):
         with pytest.raises(ClientError) as e:
             decode_upload(data, lim)
         assert e.value.status == status and words in e.value.detail["error"], e.value.detail
+
+
+def test_parse_bool():
+    assert parse_bool("TRUE", "f", False) and not parse_bool("0", "f", True)
+    assert parse_bool(None, "f", True) and not parse_bool("", "f", False)
+    with pytest.raises(ClientError) as e:
+        parse_bool("maybe", "f", False)
+    assert e.value.status == 422 and "'f'" in e.value.detail["error"]
 
 
 def test_parse_number():
@@ -95,6 +103,7 @@ def test_endpoints_and_errors_in_process(svc, shapes_dir, tmp_path, tiny_checkpo
     img = shapes_dir / "VOC/JPEGImages/000050.jpg"
     status, body = _call(svc, "detect", img, score_threshold=0.05)
     assert status == 200 and body["model"] == "fcos_r18"
+    body_det = body
     ref = Predictor.from_checkpoint(tiny_checkpoints["detection"])(
         [np.asarray(Image.open(img).convert("RGB"))], score_threshold=0.05
     )[0]
@@ -117,6 +126,9 @@ def test_endpoints_and_errors_in_process(svc, shapes_dir, tmp_path, tiny_checkpo
         (tmp_path / name).write_bytes(data)
         assert _call(svc, "detect", tmp_path / name)[0] == want, name
     assert _call(svc, "detect", img, score_threshold="high")[0] == 422
+    assert _call(svc, "detect", img, agnostic_nms="sometimes")[0] == 422
+    status, one = _call(svc, "detect", img, score_threshold=0.05, agnostic_nms="true")
+    assert status == 200 and len(one["detections"]) <= len(body_det["detections"])
     assert _call(svc, "segment", img, mask_format="svg")[0] == 422
     info = svc.info()
     assert set(info["models"]) == {"detection", "segmentation"} and info["device"] == "cpu"

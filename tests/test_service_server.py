@@ -139,7 +139,7 @@ def test_web_page_in_headless_chromium(server, shapes_dir, tmp_path):
     expected = httpx.post(
         server + "/detect",
         files={"image": (img.name, img.read_bytes())},
-        data={"score_threshold": "0.05"},
+        data={"score_threshold": "0.05", "agnostic_nms": "true"},  # the page's defaults
     ).json()["detections"]
     assert expected, "the test needs an image with detections"
     with sync_playwright() as p:

@@ -49,6 +49,14 @@ class Detector(nn.Module):
             o["labels"] = o["labels"] - self.label_offset
         return out
 
+    @property
+    def nms_iou(self) -> float:
+        """IoU threshold of the model's own per-class NMS (class-agnostic NMS reuses it)."""
+        for owner in (self.net, getattr(self.net, "roi_heads", None)):
+            if owner is not None and hasattr(owner, "nms_thresh"):
+                return float(owner.nms_thresh)
+        return 0.5
+
     @torch.inference_mode()
     def predict(self, images) -> list[dict]:
         """Detections per image: ``boxes`` (x1y1x2y2 in input pixels), ``scores``, ``labels``."""
