@@ -1,7 +1,8 @@
 """The trained models on CUDA (float32 and float16) against the CPU: metrics, agreement, speed.
 
-    python bench/gpu_check.py --checkpoint reports/default/runs/shapes__fcos_r18/best.pt \
-        --checkpoint reports/default/runs/shapes__fcn8s_slim/best.pt [--out bench/results/gpu.json]
+    python bench/gpu_check.py --checkpoint reports/default_gpu/runs/shapes__fcos_r18/best.pt \
+        --checkpoint reports/default_gpu/runs/shapes__fcn8s_slim/best.pt \
+        [--out bench/results/gpu.json]
 
 For each checkpoint and each of ``cpu`` float32 (the reference), ``cuda`` float32 and ``cuda``
 float16: the validation metrics of its task (the same evaluators as the leaderboard), how far

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one command, on a machine with CUDA (figures: README, "On a GPU"):
 #   bash bench/gpu_check.sh [OUT]          (PY=python3 picks another interpreter)
-# 1. the main job without serving: float16-AMP training of the default models, their benchmark
-#    on CUDA, the report and the promotion
+# 1. the main job without serving: float16-AMP training of the default models with the GPU
+#    recipes (about 10 minutes on an H100), their benchmark on CUDA, the report and the promotion
 # 2. bench/gpu_check.py: metrics, agreement and speed on CUDA float32 / float16 against the CPU
 # 3. bench/service_speed.py for both tasks: the REST service on the GPU (float16)
 # 4. torchrun: a short training run in an NCCL process group
@@ -15,9 +15,10 @@ export PYTHONUNBUFFERED=1
 # the full logs go to $OUT; the terminal gets the summary lines
 quiet() { tr '\r' '\n' | grep -a -E '^\[(main|bench|train|gpu|promote)\]|rror|^(in-process|served|saturated|same batch)' || true; }
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('[gpu]', torch.__version__, torch.cuda.get_device_name())"
-RUNS=reports/default/runs
+REPORT=reports/default_gpu  # on CUDA the main job runs bench/suites/default_gpu.yaml
+RUNS=$REPORT/runs
 "$PY" -m vision.cli main --no-serve 2>&1 | tee "$OUT/main.log" | quiet
-cp reports/default/leaderboard.json reports/default/leaderboard.md "$OUT/" 2>/dev/null || true
+cp $REPORT/leaderboard.json $REPORT/leaderboard.md "$OUT/" 2>/dev/null || true
 "$PY" bench/gpu_check.py --checkpoint $RUNS/shapes__fcos_r18/best.pt \
     --checkpoint $RUNS/shapes__fcn8s_slim/best.pt --out "$OUT/gpu_check.json" 2>&1 | quiet
 "$PY" bench/service_speed.py --task detect --checkpoint $RUNS/shapes__fcos_r18/best.pt \

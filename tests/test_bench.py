@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -158,3 +159,19 @@ def test_a_misspelt_recipe_option_is_an_error_not_ignored(suite):
     suite.write_text(suite.read_text().replace("warmup_iters: 0", "seg_los: ce+dice", 1))
     with pytest.raises(DataError, match=r"models\[0\]\.train.*unknown \['seg_los'\]"):
         load_suite(suite)
+
+
+def test_main_job_suites_train_the_registry_defaults():
+    """Both suites of the main job (CPU, and the GPU recipes picked when CUDA is present) load,
+    name only known training options, and train the registry's default models."""
+    import torch
+
+    from eval.bench import load_suite
+    from vision.cli import MAIN_SUITES, main_suite
+    from vision.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+
+    root = Path(__file__).resolve().parents[1]
+    for path in MAIN_SUITES:
+        models = [m["train"]["model"] for m in load_suite(root / path)["models"]]
+        assert models == [DEFAULT_DETECTOR, DEFAULT_SEGMENTER], path
+    assert main_suite() == MAIN_SUITES[int(torch.cuda.is_available())]
