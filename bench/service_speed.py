@@ -138,9 +138,10 @@ def main() -> None:
     server_env = dict(kv.split("=", 1) for kv in a.server_env)
     torch.set_num_threads(a.threads)
     images = [p.read_bytes() for p in sorted(Path(a.images).glob("*.jpg"))[-32:]]
-    # the baseline runs where and as the server does: CUDA in float16 when there is a GPU
+    # the baseline runs where and as the server does (CUDA when there is a GPU; VISION_HALF)
     cuda = torch.cuda.is_available()
-    pred = Predictor.from_checkpoint(a.checkpoint, "cuda" if cuda else "cpu", half=cuda)
+    half = cuda and {**os.environ, **server_env}.get("VISION_HALF", "0") == "1"
+    pred = Predictor.from_checkpoint(a.checkpoint, "cuda" if cuda else "cpu", half=half)
     for b in images[:5]:
         pred([pred.decode(b)])
 

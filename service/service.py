@@ -3,7 +3,8 @@
 Models come from the BentoML store (``vision-detector:latest``, ``vision-segmenter:latest``,
 put there by ``vision promote``) or from checkpoint paths in ``VISION_DETECTOR_CKPT`` /
 ``VISION_SEGMENTER_CKPT``. They are loaded once per worker and warmed up before ``/readyz``
-says ready. On CUDA they run in half precision; on the CPU in float32.
+says ready. On CUDA they run in float32 unless ``VISION_HALF=1`` (on an H100 float16 was no
+faster for the default models: ``bench/records/h100_2026-11-22/gpu_check.json``).
 """
 
 from __future__ import annotations
@@ -78,8 +79,13 @@ class BodyLimit:
         return await self.app(scope, receive, send)
 
 
+def half_precision() -> bool:
+    """float16 inference on CUDA, asked for with ``VISION_HALF=1``."""
+    return os.environ.get("VISION_HALF", "0") == "1"
+
+
 def _load(task: str, device: str) -> tuple[Predictor | None, dict]:
-    half = device == "cuda"
+    half = device == "cuda" and half_precision()
     path = os.environ.get(CKPT_ENV[task])
     if path:
         return Predictor.from_checkpoint(path, device, half=half), {"version": path}
@@ -330,7 +336,7 @@ class VisionService:
                     "models": models,
                     "device": self.device,
                     "threads": self.threads,
-                    "half_precision": self.device == "cuda",
+                    "half_precision": self.device == "cuda" and half_precision(),
                     "limits": self.limits.__dict__,
                 },
                 default=str,
