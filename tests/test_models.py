@@ -144,3 +144,17 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("h, w", [(301, 389), (11, 9)])  # up (fractional weights) and down
+def test_segmentation_masks_of_huge_images_are_made_in_strips(monkeypatch, h, w):
+    """The strip path (bounded memory) gives the class map of one whole bilinear resize."""
+    import vision.predictor as vp
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 17, 23) * 3
+    whole = vp.upsample_argmax(logits, h, w)
+    monkeypatch.setattr(vp, "STRIP_ELEMENTS", 5 * w * 7)  # strips of 7 rows
+    strips = vp.upsample_argmax(logits, h, w)
+    assert strips.shape == (h, w) and strips.dtype == torch.uint8
+    assert (strips == whole).float().mean() > 0.9999

@@ -152,7 +152,41 @@ def to_original(
             results.append({"boxes": boxes[:n], "scores": scores[:n], "labels": labels[:n]})
         else:
             rh, rw = max(1, round(h * inf["scale"])), max(1, round(w * inf["scale"]))
-            logits = raw[j : j + 1, :, :rh, :rw].float()
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            results.append({"mask": logits.argmax(1)[0].to(torch.uint8).cpu()})
+            results.append({"mask": upsample_argmax(raw[j, :, :rh, :rw], h, w).cpu()})
     return results
+
+
+# above this many upsampled logits (classes x pixels) the mask is made in strips of rows
+STRIP_ELEMENTS = 1 << 22
+
+
+def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Class map ``(h, w)`` uint8 of ``(K, rh, rw)`` logits upsampled bilinearly
+    (``align_corners=False``). Large outputs (a 40-megapixel upload: 800 MB of float32 logits
+    for 5 classes at once) are made a strip of rows at a time with the same interpolation
+    weights, so memory stays near ``STRIP_ELEMENTS`` floats whatever the image size."""
+    k, rh, rw = logits.shape
+    logits = logits.float()
+    if k * h * w <= STRIP_ELEMENTS:
+        up = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
+        return up[0].argmax(0).to(torch.uint8)
+    y0, y1, wy = _bilinear_taps(rh, h, logits.device)
+    x0, x1, wx = _bilinear_taps(rw, w, logits.device)
+    out = torch.empty((h, w), dtype=torch.uint8, device=logits.device)
+    step = max(1, STRIP_ELEMENTS // (k * w))
+    for s in range(0, h, step):
+        rows = slice(s, min(s + step, h))
+        a = wy[rows, None]
+        strip = logits[:, y0[rows]] * (1 - a) + logits[:, y1[rows]] * a  # (K, n, rw)
+        strip = strip[:, :, x0] * (1 - wx) + strip[:, :, x1] * wx  # (K, n, w)
+        out[rows] = strip.argmax(0).to(torch.uint8)
+    return out
+
+
+def _bilinear_taps(n_in: int, n_out: int, device) -> tuple[torch.Tensor, ...]:
+    """Source indices and weights of bilinear resizing ``n_in`` → ``n_out`` as torch computes
+    them with ``align_corners=False`` (negative source coordinates clamp to 0)."""
+    src = ((torch.arange(n_out, device=device) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    return lo, hi, src - lo
