@@ -184,4 +184,4 @@ def _epochs_done(last: Path) -> int:
         return 0
     from vision.engine.checkpoint import load_checkpoint
 
-    return int(load_checkpoint(last).get("epoch", 0))
+    return int(load_checkpoint(last, mmap=True).get("epoch", 0))  # tensors are not read

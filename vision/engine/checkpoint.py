@@ -64,12 +64,13 @@ def save_checkpoint(obj: dict, path: Path | str) -> None:
             os.unlink(tmp)
 
 
-def load_checkpoint(path: Path | str) -> dict:
-    """Read a checkpoint with ``weights_only=True``: pickles that carry code are refused."""
+def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
+    """Read a checkpoint with ``weights_only=True``: pickles that carry code are refused.
+    ``mmap``: map the tensors instead of reading them (to look at a few fields quickly)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: expected a file, got nothing there")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
