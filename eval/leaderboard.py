@@ -125,6 +125,7 @@ def write_suite_report(
         f"<h1>Benchmark: {html.escape(str(suite.get('name')))}</h1>",
         f"<p class=small>Rule: {html.escape(RULE)}.</p>",
     ]
+    shown: set[str] = set()  # a dataset's health table appears once, under its first task
     for task, by_data in boards.items():
         for dataset, rows in by_data.items():
             metric = rows[0]["primary_metric"]
@@ -135,7 +136,11 @@ def write_suite_report(
                 _table(_rows(rows), HEAD),
                 _pareto_svg(rows, metric),
             ]
-            body += _dataset_section(out, dataset, rows, (health or {}).get(dataset))
+            first = dataset not in shown
+            shown.add(dataset)
+            body += _dataset_section(
+                out, dataset, rows, (health or {}).get(dataset) if first else None
+            )
     if data["comparison"]:
         comp = [
             [c["pair"], c["change"], fmt(c.get("primary_delta")), fmt(c.get("latency_delta_ms"), 1)]
@@ -178,7 +183,8 @@ def _pareto_svg(rows: list[dict], metric: str) -> str:
 
 
 def _dataset_section(out: Path, dataset: str, rows: list[dict], health: dict | None) -> list:
-    body = [f"<h3>{html.escape(dataset)}: dataset health and per-class results</h3>"]
+    what = "dataset health and per-class results" if health else "per-class results"
+    body = [f"<h3>{html.escape(dataset)}: {what}</h3>"]
     if health:
         hrows = [
             [

@@ -93,3 +93,44 @@ def test_bench_fps_protocol(tmp_path):
     env = fps["environment"]
     assert env["threads"] == 1 and env["torch"].startswith("2.14.1")
     assert "img/s" in r.stdout
+
+
+def test_suite_page_shows_a_datasets_health_once(tmp_path):
+    """A dataset benchmarked for two tasks gets its health table once, per-class tables twice."""
+    from eval.leaderboard import write_suite_report
+
+    common = {"dataset": "shapes", "latency_ms_p50": 5.0, "latency_ms_p95": 6.0}
+    common.update({"throughput": 100.0, "params": 1e6, "flops": 1e9})
+    results = [
+        {
+            **common,
+            "task": "detection",
+            "model": "det",
+            "pair": "shapes__det",
+            "primary_metric": "coco/AP",
+            "primary": 0.5,
+            "metrics": {"coco": {"per_class": {"a": 0.5}}, "voc07": {"per_class": {"a": 0.6}}},
+        },
+        {
+            **common,
+            "task": "segmentation",
+            "model": "seg",
+            "pair": "shapes__seg",
+            "primary_metric": "seg/mIoU",
+            "primary": 0.7,
+            "metrics": {"seg": {"per_class_iou": {"background": 0.9, "a": 0.5}}},
+        },
+    ]
+    health = {
+        "shapes": {
+            "ok": True,
+            "errors": [],
+            "warnings": [],
+            "splits": {
+                "val": {"images": 2, "objects": 3, "size_buckets": {}, "skipped": {"total": 0}}
+            },
+        }
+    }
+    write_suite_report(tmp_path, {"name": "t"}, results, health)
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("dataset health") == 1 and page.count("per-class results") == 2
