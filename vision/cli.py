@@ -224,7 +224,6 @@ def main_suite() -> str:
 def cmd_main(a) -> int:
     """The main job: dataset → train the defaults → benchmark report → promote → serve."""
     import os
-    import shutil
     import time
 
     from vision.config import load_config
@@ -269,10 +268,11 @@ def cmd_main(a) -> int:
         f"http://127.0.0.1:{port}/detect",
         flush=True,
     )
-    bentoml = shutil.which("bentoml") or str(Path(sys.executable).with_name("bentoml"))
+    # `python -m bentoml`: works however bentoml was installed (venv, pip --target)
     os.execv(
-        bentoml,
-        [bentoml, "serve", "service.service:VisionService", "--host", a.host, "--port", port],
+        sys.executable,
+        [sys.executable, "-m", "bentoml", "serve", "service.service:VisionService"]
+        + ["--host", a.host, "--port", port],
     )
     return 0
 
