@@ -64,13 +64,16 @@ def main() -> int:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "runs": [],
     }
+    readers: dict[str, object] = {}  # one per task: every device reads the same images
     for ckpt in a.checkpoint:
         ref = None
         for name in a.devices.split(","):
             device, half = name.removesuffix("-half"), name.endswith("-half")
             pred = Predictor.from_checkpoint(ckpt, device, half=half)
-            reader = build_dataset(cfg, pred.task, "val")
-            reader.limit(a.limit)
+            if pred.task not in readers:
+                readers[pred.task] = build_dataset(cfg, pred.task, "val")
+                readers[pred.task].limit(a.limit)
+            reader = readers[pred.task]
             t0 = time.perf_counter()
             res = evaluate_model(pred, reader, cfg.names)
             seconds = time.perf_counter() - t0

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.launch import start_server  # noqa: E402
+from service.launch import half_precision, start_server  # noqa: E402
 from vision.predictor import Predictor  # noqa: E402
 
 
@@ -140,7 +140,7 @@ def main() -> None:
     images = [p.read_bytes() for p in sorted(Path(a.images).glob("*.jpg"))[-32:]]
     # the baseline runs where and as the server does (CUDA when there is a GPU; VISION_HALF)
     cuda = torch.cuda.is_available()
-    half = cuda and {**os.environ, **server_env}.get("VISION_HALF", "0") == "1"
+    half = cuda and half_precision({**os.environ, **server_env})
     pred = Predictor.from_checkpoint(a.checkpoint, "cuda" if cuda else "cpu", half=half)
     for b in images[:5]:
         pred([pred.decode(b)])

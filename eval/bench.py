@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
@@ -71,8 +72,8 @@ def load_suite(path: Path | str) -> dict:
 def count_flops(predictor: Predictor) -> int:
     """FLOPs of one forward pass at the model's input size (NMS and other non-matmul work not
     counted), by torch's own counter."""
-    dtype = torch.float16 if predictor.half else torch.float32
-    x = torch.rand(1, 3, predictor.size, predictor.size, device=predictor.device, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = predictor.to_tensor([rng.integers(0, 256, (predictor.size,) * 2 + (3,), np.uint8)])
     with FlopCounterMode(display=False) as fc:
         predictor.infer(x)
     return int(fc.get_total_flops())

@@ -1,4 +1,5 @@
-"""Start ``bentoml serve`` for the vision service on 127.0.0.1 and wait until it is ready."""
+"""How the vision service is started: its ``bentoml serve`` command line, the settings it reads
+from the environment, and a launcher for tests and benchmarks (127.0.0.1, waits for ready)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_argv(host: str, port: int | str) -> list[str]:
+    """``python -m bentoml serve ...``: works however bentoml was installed (venv, --target)."""
+    app = "service.service:VisionService"
+    return [sys.executable, "-m", "bentoml", "serve", app, "--host", host, "--port", str(port)]
+
+
+def half_precision(env: Mapping[str, str] = os.environ) -> bool:
+    """float16 inference on CUDA, asked for with ``VISION_HALF=1``."""
+    return env.get("VISION_HALF", "0") == "1"
 
 
 def free_port() -> int:
@@ -27,17 +40,7 @@ def start_server(
     returns the process and its URL once ``/readyz`` answers 200 (raises if it never does)."""
     port = port or free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,  # `-m bentoml`: works however bentoml was installed (venv, --target)
-            "-m",
-            "bentoml",
-            "serve",
-            "service.service:VisionService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        serve_argv("127.0.0.1", port),
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,

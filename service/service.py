@@ -29,6 +29,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from service.batching import Batcher, inference_thread
+from service.launch import half_precision
 from service.uploads import ClientError, Limits, decode_upload, parse_bool, parse_number
 from vision.predictor import Predictor
 
@@ -79,13 +80,7 @@ class BodyLimit:
         return await self.app(scope, receive, send)
 
 
-def half_precision() -> bool:
-    """float16 inference on CUDA, asked for with ``VISION_HALF=1``."""
-    return os.environ.get("VISION_HALF", "0") == "1"
-
-
-def _load(task: str, device: str) -> tuple[Predictor | None, dict]:
-    half = device == "cuda" and half_precision()
+def _load(task: str, device: str, half: bool) -> tuple[Predictor | None, dict]:
     path = os.environ.get(CKPT_ENV[task])
     if path:
         return Predictor.from_checkpoint(path, device, half=half), {"version": path}
@@ -119,6 +114,7 @@ class VisionService:
     def __init__(self) -> None:
         self.ready = False
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.half = self.device == "cuda" and half_precision()
         self.limits = Limits.from_env()
         self.models: dict[str, Predictor] = {}
         self.model_info: dict[str, dict] = {}
@@ -132,7 +128,7 @@ class VisionService:
         self.decode_pool = ThreadPoolExecutor(1, thread_name_prefix="vision-decode")
         self.threads = self.infer_pool.submit(self._set_threads).result()
         for task in STORE:
-            pred, info = self.infer_pool.submit(_load, task, self.device).result()
+            pred, info = self.infer_pool.submit(_load, task, self.device, self.half).result()
             if pred is None:
                 continue
             self.models[task], self.model_info[task] = pred, info
@@ -336,7 +332,7 @@ class VisionService:
                     "models": models,
                     "device": self.device,
                     "threads": self.threads,
-                    "half_precision": self.device == "cuda" and half_precision(),
+                    "half_precision": self.half,
                     "limits": self.limits.__dict__,
                 },
                 default=str,

@@ -268,12 +268,10 @@ def cmd_main(a) -> int:
         f"http://127.0.0.1:{port}/detect",
         flush=True,
     )
-    # `python -m bentoml`: works however bentoml was installed (venv, pip --target)
-    os.execv(
-        sys.executable,
-        [sys.executable, "-m", "bentoml", "serve", "service.service:VisionService"]
-        + ["--host", a.host, "--port", port],
-    )
+    from service.launch import serve_argv
+
+    argv = serve_argv(a.host, port)
+    os.execv(argv[0], argv)
     return 0
 
 
