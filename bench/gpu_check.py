@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval.bench import PRIMARY  # noqa: E402
 from eval.fps import measure  # noqa: E402
 from eval.iou import box_iou  # noqa: E402
-from eval.runner import evaluate_model  # noqa: E402
+from eval.metrics import PRIMARY, primary_value, score  # noqa: E402
 from vision.config import load_config  # noqa: E402
 from vision.data.build import build_dataset  # noqa: E402
 from vision.predictor import Predictor  # noqa: E402
@@ -75,18 +74,18 @@ def main() -> int:
                 readers[pred.task].limit(a.limit)
             reader = readers[pred.task]
             t0 = time.perf_counter()
-            res = evaluate_model(pred, reader, cfg.names)
+            metrics, kept = score(pred, reader, cfg.names, keep=len(reader))
+            preds = [{k: v.numpy() for k, v in r.items()} for r in kept]
             seconds = time.perf_counter() - t0
-            key, metric = PRIMARY[pred.task]
-            ref = ref if ref is not None else res["predictions"]
+            ref = ref if ref is not None else preds
             images = [s.path.read_bytes() for s in reader.samples[:64]]
             fps = measure(pred, images, batches, 5, 30)
             row = {
                 "model": pred.meta.name,
                 "device": name,
-                "primary": f"{key}/{metric}",
-                "value": res["metrics"][key][metric],
-                "agreement_with_cpu": agreement(pred.task, ref, res["predictions"]),
+                "primary": PRIMARY[pred.task],
+                "value": primary_value(pred.task, metrics),
+                "agreement_with_cpu": agreement(pred.task, ref, preds),
                 "eval_seconds": round(seconds, 2),
                 "fps": [
                     {

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.fps import measure  # noqa: E402
-from vision.cli import make_evaluator  # noqa: E402
+from eval.metrics import PRIMARY, build_evaluator  # noqa: E402
 from vision.engine.train import TrainConfig, train  # noqa: E402
 from vision.predictor import Predictor  # noqa: E402
 
@@ -113,7 +113,6 @@ SUITES = {
         {**DET, "data": "raccoon", "epochs": 30, "img_size": 224, "bf16": False, "val_every": 1}
     ],
 }
-PRIMARY = {"detection": "bbox/AP", "segmentation": "sem_seg/mIoU"}
 
 
 def run_one(spec: dict, out_root: Path, workers: int) -> dict:
@@ -126,7 +125,7 @@ def run_one(spec: dict, out_root: Path, workers: int) -> dict:
         **{k: v for k, v in spec.items() if k != "data"},
     )
     t0 = time.perf_counter()
-    summary = train(cfg, make_evaluator)
+    summary = train(cfg, build_evaluator)
     wall = time.perf_counter() - t0
     pred = Predictor.from_checkpoint(out_root / name / "last.pt")
     jpgs = [
@@ -144,16 +143,9 @@ def run_one(spec: dict, out_root: Path, workers: int) -> dict:
         "ms_per_image_p50": fps["total_ms"]["p50"],
         "inference_ms_p50": fps["stages_ms"]["inference"]["p50"],
     }
-    if spec["task"] == "detection":
-        from eval.runner import detection_metrics, predict_dataset
-        from vision.config import load_config
-        from vision.data.build import build_dataset
-
-        dcfg = load_config(cfg.data)
-        reader = build_dataset(dcfg, "detection", "val")
-        m = detection_metrics(reader, predict_dataset(pred, reader), dcfg.names)
-        result["voc07_mAP"], result["voc12_mAP"] = m["voc07"]["mAP"], m["voc12"]["mAP"]
-        result["coco_AP50"] = m["coco"]["AP50"]
+    if spec["task"] == "detection":  # validation scored every protocol of the task
+        result["voc07_mAP"], result["voc12_mAP"] = summary["voc07/mAP"], summary["voc12/mAP"]
+        result["coco_AP50"] = summary["coco/AP50"]
     return result
 
 

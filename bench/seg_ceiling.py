@@ -61,7 +61,7 @@ def main() -> None:
                     [{"mask": m.numpy(), "image_id": i}],
                     [{"mask": oracle_mask(m, k, size, stride).numpy()}],
                 )
-            res = ev.evaluate()["sem_seg"]
+            res = ev.evaluate()["seg"]
             rows.append(
                 {"size": size, "stride": stride, "grid": size // stride, "mIoU": res["mIoU"]}
             )

@@ -13,7 +13,14 @@ class Evaluator:
 
     ``evaluate`` returns ``{task: {metric: value}}`` with NaN for undefined metrics, and is
     collective under ``torch.distributed``: every rank must call it and gets the same result.
+    ``primary`` names the metric that ranks models (``"task/metric"``, e.g. ``coco/AP``);
+    ``scalars(results)`` is the flat ``{"task/metric": number}`` view logs and checkpoints keep.
     """
+
+    primary: str = ""
+
+    def scalars(self, results: dict[str, dict[str, Any]]) -> dict[str, float]:
+        return flatten(results)
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -28,8 +35,9 @@ class Evaluator:
 class Evaluators(Evaluator):
     """Runs several evaluators; refuses two that report the same task key."""
 
-    def __init__(self, evaluators: list[Evaluator]):
+    def __init__(self, evaluators: list[Evaluator], primary: str | None = None):
         self.evaluators = list(evaluators)
+        self.primary = primary or next((e.primary for e in self.evaluators if e.primary), "")
 
     def reset(self) -> None:
         for e in self.evaluators:
@@ -59,6 +67,18 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def flatten(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``{task: {metric: value}}`` → ``{"task/metric": value}`` for the scalar values (numbers,
+    and ``None``, the JSON form of NaN); nested tables such as per-class results and curves
+    are left out."""
+    return {
+        f"{task}/{k}": v
+        for task, m in results.items()
+        for k, v in m.items()
+        if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    }
 
 
 def nan_to_none(x: Any) -> Any:

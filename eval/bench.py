@@ -12,17 +12,18 @@ A suite is a flat YAML file::
 ``device``: ``auto`` (CUDA when present, else CPU; the default), ``cpu`` or ``cuda[:N]``;
 ``half``: float16 inference on CUDA.
 
-Every (dataset, model) pair of matching task is evaluated under every protocol of its task,
-timed with the FPS protocol, and its parameters and FLOPs (``torch.utils.flop_counter``) are
-counted. Each finished pair is written to ``OUT/pairs/`` at once: an interrupted run, started
-again, only computes the missing pairs.
+Every (dataset, model) pair of matching task is evaluated under every protocol of its task
+(``eval.metrics``), timed with the FPS protocol, and its parameters and FLOPs
+(``torch.utils.flop_counter``) are counted (``evaluate_pair``). Each finished pair is written to
+``OUT/pairs/`` at once (``save_pair``): an interrupted run, started again, only computes the
+missing pairs. Running a suite (training missing checkpoints, then every pair) is the command
+layer's orchestration (``app.orchestrate``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,15 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from eval.base import nan_to_none
+from eval.draw import sample_images
 from eval.fps import measure
-from eval.runner import dataset_hash, evaluate_model, git_commit, sample_images
-from vision.config import load_config
+from eval.metrics import PRIMARY, primary_value, score
+from eval.provenance import dataset_hash, git_commit
 from vision.data.build import build_dataset
 from vision.engine.train import TrainConfig
 from vision.errors import DataError
 from vision.predictor import Predictor
 
-PRIMARY = {"detection": ("coco", "AP"), "segmentation": ("seg", "mIoU")}
 # what a suite's train recipe may set (the suite decides task, data and run folder)
 RECIPE_KEYS = set(TrainConfig.__dataclass_fields__) - {"task", "data", "out"}
 
@@ -83,106 +84,54 @@ def pair_key(dataset: str, model: str) -> str:
     return f"{Path(dataset).stem}__{model}"
 
 
-def run_suite(
-    suite: dict, out: Path | str, train_fn: Callable | None = None, log: Callable = print
-) -> list[dict]:
-    """Evaluate every pair not already in ``out/pairs``; returns all pair results."""
-    out = Path(out)
-    (out / "pairs").mkdir(parents=True, exist_ok=True)
-    opts = suite["options"]
-    split = opts.get("split", "val")
-    results = []
-    for data in suite["datasets"]:
-        cfg = load_config(data)
-        for spec in suite["models"]:
-            path = out / "pairs" / f"{pair_key(data, spec['name'])}.json"
-            if path.is_file():
-                log(f"[bench] {cfg.name} × {spec['name']}: done earlier, reused")
-                results.append(json.loads(path.read_text()))
-                continue
-            ckpt = _checkpoint(spec, data, cfg.name, out, train_fn, log)
-            predictor = Predictor.from_checkpoint(
-                ckpt, opts.get("device", "auto"), half=bool(opts.get("half", False))
-            )
-            task = predictor.task
-            if task not in (t for t in ("detection", "segmentation") if getattr(cfg, t)):
-                log(f"[bench] {cfg.name} × {spec['name']}: dataset has no {task} split, skipped")
-                continue
-            reader = build_dataset(cfg, task, split)
-            reader.limit(opts.get("limit"))
-            log(f"[bench] {cfg.name} × {spec['name']}: evaluating {len(reader)} images")
-            t0 = time.perf_counter()
-            res = evaluate_model(predictor, reader, cfg.names)
-            images = [s.path.read_bytes() for s in reader.samples[:32]]
-            fps = measure(
-                predictor,
-                images,
-                tuple(opts.get("fps_batch", [1, 8])),
-                opts.get("fps_warmup", 3),
-                opts.get("fps_iters", 20),
-            )
-            key, metric = PRIMARY[task]
-            result = {
-                "pair": pair_key(data, spec["name"]),
-                "dataset": cfg.name,
-                "model": spec["name"],
-                "task": task,
-                "checkpoint": str(ckpt),
-                "primary_metric": f"{key}/{metric}",
-                "primary": res["metrics"][key][metric],
-                "metrics": res["metrics"],
-                "latency_ms_p50": fps["runs"][0]["total_ms"]["p50"],
-                "latency_ms_p95": fps["runs"][0]["total_ms"]["p95"],
-                "throughput": max(r["images_per_s"] for r in fps["runs"]),
-                "fps": fps,
-                "params": sum(p.numel() for p in predictor.model.parameters()),
-                "flops": count_flops(predictor),
-                "eval_time_s": time.perf_counter() - t0,
-                "dataset_hash": dataset_hash(reader),
-                "git_commit": git_commit(),
-                "class_names": cfg.names,
-            }
-            samples = sample_images(reader, res["predictions"], cfg.names, task, n=4)
-            np_samples = out / "pairs" / f"{pair_key(data, spec['name'])}.samples.pt"
-            torch.save([torch.from_numpy(s.copy()) for s in samples], np_samples)
-            path.write_text(json.dumps(nan_to_none(result)))  # written last: the pair is done
-            results.append(json.loads(path.read_text()))
-    return results
+def evaluate_pair(
+    predictor: Predictor, cfg, data: str, name: str, ckpt: Path | str, opts: dict
+) -> tuple[dict, list[np.ndarray]]:
+    """One (dataset, model) pair: every metric of its task on the suite's split, the FPS
+    protocol, parameters and FLOPs. Returns the pair result and drawn samples."""
+    task = predictor.task
+    reader = build_dataset(cfg, task, opts.get("split", "val"))
+    reader.limit(opts.get("limit"))
+    t0 = time.perf_counter()
+    metrics, kept = score(predictor, reader, cfg.names, keep=4)
+    images = [s.path.read_bytes() for s in reader.samples[:32]]
+    fps = measure(
+        predictor,
+        images,
+        tuple(opts.get("fps_batch", [1, 8])),
+        opts.get("fps_warmup", 3),
+        opts.get("fps_iters", 20),
+    )
+    result = {
+        "pair": pair_key(data, name),
+        "dataset": cfg.name,
+        "model": name,
+        "task": task,
+        "checkpoint": str(ckpt),
+        "primary_metric": PRIMARY[task],
+        "primary": primary_value(task, metrics),
+        "metrics": metrics,
+        "latency_ms_p50": fps["runs"][0]["total_ms"]["p50"],
+        "latency_ms_p95": fps["runs"][0]["total_ms"]["p95"],
+        "throughput": max(r["images_per_s"] for r in fps["runs"]),
+        "fps": fps,
+        "params": sum(p.numel() for p in predictor.model.parameters()),
+        "flops": count_flops(predictor),
+        "eval_time_s": time.perf_counter() - t0,
+        "dataset_hash": dataset_hash(reader),
+        "git_commit": git_commit(),
+        "class_names": cfg.names,
+    }
+    return result, sample_images(reader, kept, cfg.names, task, n=4)
 
 
-def _checkpoint(spec: dict, data: str, dataset: str, out: Path, train_fn, log) -> Path:
-    """The pair's checkpoint: given, trained earlier in this report, or trained now on
-    ``data`` (the suite's dataset entry: a name or a YAML path)."""
-    if "checkpoint" in spec and Path(spec["checkpoint"]).is_file():
-        return Path(spec["checkpoint"])
-    if "train" not in spec:
-        raise DataError(
-            f"suite model {spec['name']}",
-            "an existing checkpoint file",
-            repr(spec.get("checkpoint")),
-            "or give a 'train' recipe",
-        )
-    run_dir = out / "runs" / f"{dataset}__{spec['name']}"
-    done = _epochs_done(run_dir / "last.pt")
-    wanted = int(spec["train"].get("epochs", 1))
-    if done >= wanted and (run_dir / "best.pt").is_file():
-        return run_dir / "best.pt"
-    if train_fn is None:
-        raise DataError(f"suite model {spec['name']}", "a trained checkpoint", "none")
-    recipe = {**spec["train"], "data": data, "out": str(run_dir)}
-    if done:  # an interrupted run: continue it instead of mistaking its best.pt for the result
-        log(f"[bench] resuming {spec['name']} on {dataset} at epoch {done}/{wanted}")
-        recipe["resume"] = "auto"
-    else:
-        log(f"[bench] training {spec['name']} on {dataset} ({spec['train']})")
-    train_fn(recipe)
-    return run_dir / "best.pt"
-
-
-def _epochs_done(last: Path) -> int:
-    """Epochs a run folder's ``last.pt`` has finished (0 when there is none)."""
-    if not last.is_file():
-        return 0
-    from vision.engine.checkpoint import load_checkpoint
-
-    return int(load_checkpoint(last, mmap=True).get("epoch", 0))  # tensors are not read
+def save_pair(out: Path, result: dict, samples: list[np.ndarray]) -> dict:
+    """Write a finished pair (its samples first, the JSON last: a pair with a JSON is done)."""
+    pairs = Path(out) / "pairs"
+    pairs.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        [torch.from_numpy(s.copy()) for s in samples], pairs / f"{result['pair']}.samples.pt"
+    )
+    path = pairs / f"{result['pair']}.json"
+    path.write_text(json.dumps(nan_to_none(result)))
+    return json.loads(path.read_text())

@@ -84,10 +84,10 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
 
 
-def _load_gt(gt: dict | str | Path) -> tuple[dict, bool]:
+def _load_gt(gt: dict | str | Path, iou_type: str) -> tuple[dict, bool]:
     """The GT dict and whether it is ours to modify (the engines add keys to annotations)."""
     if isinstance(gt, (str, Path)):
-        return load_coco_json(gt), True
+        return load_coco_json(gt, evaluate=iou_type), True
     return gt, False
 
 
@@ -198,7 +198,7 @@ def coco_evaluate(
     """
     if iou_type not in ("bbox", "segm"):
         raise DataError("iou_type", "'bbox' or 'segm'", repr(iou_type))
-    gt, owned = _load_gt(gt)
+    gt, owned = _load_gt(gt, iou_type)
     if not owned:  # shallow copies are enough: the engines only add keys to annotations
         gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
     dt = _load_dt(dt, gt, iou_type)
@@ -233,8 +233,12 @@ def _empty_result(gt: dict, max_dets) -> dict[str, Any]:
     return out
 
 
+KEY = {"bbox": "coco", "segm": "coco_segm"}  # the result key of each IoU type
+
+
 class COCOEvaluator(Evaluator):
-    """COCO bbox (and optionally segm) evaluation of a model's outputs.
+    """COCO bbox (and optionally segm) evaluation of a model's outputs, reported under
+    ``coco`` (bbox) and ``coco_segm``.
 
     ``gt`` is the COCO dict of the evaluated split (see ``coco_gt_from_dataset``); ``cat_ids[k]``
     is the category id of contiguous label ``k``. ``process`` takes ``inputs`` with
@@ -252,6 +256,7 @@ class COCOEvaluator(Evaluator):
         id_map: dict | None = None,
     ):
         self.gt, self.iou_types, self.engine, self.max_dets = gt, tuple(iou_types), engine, max_dets
+        self.primary = f"{KEY[self.iou_types[0]]}/AP"
         self.cat_ids = cat_ids or sorted(c["id"] for c in gt["categories"])
         self.id_map = id_map or {}
         self.reset()
@@ -290,7 +295,7 @@ class COCOEvaluator(Evaluator):
     def evaluate(self) -> dict[str, dict[str, Any]]:
         dets = [d for part in gather(self._dets) for d in part]
         return {
-            t: coco_evaluate(self.gt, dets, t, self.engine, max_dets=self.max_dets)
+            KEY[t]: coco_evaluate(self.gt, dets, t, self.engine, max_dets=self.max_dets)
             for t in self.iou_types
         }
 

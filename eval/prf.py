@@ -63,8 +63,22 @@ def precision_recall(
     """Per-class and overall TP/FP/FN, precision, recall and F1 at ``conf`` and ``iou``;
     the F1-optimal confidence; PR curves sampled at ``curve_points`` recall levels."""
     matches = match_all(gts, dets, len(names), iou, plus_one)
+    return prf_from_matches(matches, names, conf, iou, curve_points)
+
+
+def prf_from_matches(
+    matches: list[ClassMatches],
+    names: list[str],
+    conf: float = 0.5,
+    iou: float = 0.5,
+    curve_points: int = 101,
+) -> dict:
+    """Pooled ``precision``, ``recall``, ``F1``, ``TP``/``FP``/``FN`` at ``conf``; ``best_F1``
+    and its confidence ``best_F1_conf``; ``per_class`` counts and rates; ``pr_curves``."""
     per_class = {n: _prf(*_counts(m, conf)) for n, m in zip(names, matches, strict=True)}
     pooled = np.sum([[c["tp"], c["fp"], c["fn"]] for c in per_class.values()], axis=0)
+    overall = _prf(*(int(v) for v in pooled))
+    best = best_f1(matches)
     curves = {}
     grid = np.linspace(0, 1, curve_points)
     for n, m in zip(names, matches, strict=True):
@@ -79,11 +93,16 @@ def precision_recall(
             "precision": env[idx[idx < len(rec)]].tolist(),
         }
     return {
-        "conf": conf,
-        "iou": iou,
+        "precision": overall["precision"],
+        "recall": overall["recall"],
+        "F1": overall["f1"],
+        "TP": overall["tp"],
+        "FP": overall["fp"],
+        "FN": overall["fn"],
+        "best_F1": best["f1"],
+        "best_F1_conf": best["conf"],
+        "settings": {"conf": conf, "iou": iou},
         "per_class": per_class,
-        "overall": _prf(*(int(v) for v in pooled)),
-        "best_f1": best_f1(matches),
         "pr_curves": curves,
         "protocol": f"P/R/F1 at confidence >= {conf}, IoU >= {iou}, VOC devkit matching",
     }

@@ -165,13 +165,12 @@ def headline_rows(task: str, metrics: dict) -> list[list[str]]:
             ["mAP (VOC07)", fmt(v7["mAP"]), v7["protocol"]],
             ["mAP (VOC12)", fmt(v12["mAP"]), v12["protocol"]],
         ]
-        o = prf["overall"]
-        rows += [[k, fmt(o[k]), prf["protocol"]] for k in ("precision", "recall", "f1")]
+        rows += [[k, fmt(prf[k]), prf["protocol"]] for k in ("precision", "recall", "F1")]
         rows.append(
             [
                 "best-F1 confidence",
-                fmt(prf["best_f1"]["conf"], 3),
-                f"F1 {fmt(prf['best_f1']['f1'])} at that confidence",
+                fmt(prf["best_F1_conf"], 3),
+                f"F1 {fmt(prf['best_F1'])} at that confidence",
             ]
         )
         return rows

@@ -78,7 +78,10 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 class SegEvaluator(Evaluator):
-    """mIoU family for a segmenter: ``inputs[i]['mask']`` vs ``outputs[i]['mask']`` (indices)."""
+    """mIoU family for a segmenter, reported under ``seg``: ``inputs[i]['mask']`` vs
+    ``outputs[i]['mask']`` (class indices); the result also holds the ``confusion`` matrix."""
+
+    primary = "seg/mIoU"
 
     def __init__(self, num_classes: int, names: list[str] | None = None, ignore_index: int = 255):
         self.num_classes, self.names, self.ignore_index = num_classes, names, ignore_index
@@ -92,7 +95,8 @@ class SegEvaluator(Evaluator):
             self.cm.update(inp["mask"], out["mask"], where=str(inp.get("image_id", "mask")))
 
     def evaluate(self) -> dict:
-        return {"sem_seg": seg_metrics(self.cm.reduce(), self.names)}
+        hist = self.cm.reduce()
+        return {"seg": {**seg_metrics(hist, self.names), "confusion": hist.tolist()}}
 
 
 def evaluate_folders(

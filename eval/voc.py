@@ -12,11 +12,21 @@ duplicate FP; otherwise it is FP. Recall divides by the number of non-difficult 
 ``plus_one=False`` is the same thing for boxes already in the 0-based continuous convention of
 ``vision.data`` (``x1 = xmin - 1``), so both give the devkit's numbers.
 
-AP: ``voc07`` is the VOC2007 11-point interpolation (mean over recall thresholds 0, 0.1 … 1
-of the maximal precision at recall ≥ t; thresholds are the decimals k/10 — the devkit's
-floating ``0:0.1:1`` can differ from them in the last bit, which matters only when a recall
-equals a tenth exactly); ``voc12`` is VOC2010+ all-point (area under the monotone precision
-envelope). A class without (non-difficult) ground truth has AP NaN and is left out of mAP.
+AP: ``voc07`` is the VOC2007 11-point interpolation (mean over recall thresholds t = 0, 0.1
+… 1 of the maximal precision at recall ≥ t); ``voc12`` is VOC2010+ all-point (area under the
+monotone precision envelope). A class without (non-difficult) ground truth has AP NaN and is
+left out of mAP.
+
+The eleven VOC07 thresholds are floating-point numbers, and which ones matters whenever a
+class's recall is exactly 3/10, 6/10 or 7/10 (say 3 of 10 objects found):
+
+- ``thresholds="python"`` (default): ``np.arange(0, 1.1, 0.1)`` as the Python ports everyone
+  runs (py-faster-rcnn ``voc_eval.py``, detectron2, mmdetection) build them; its 0.3, 0.6 and
+  0.7 are ``0.30000000000000004``, ``0.6000000000000001``, ``0.7000000000000001``. These are
+  the numbers papers report.
+- ``thresholds="matlab"``: the official devkit's ``0:0.1:1``; MATLAB's colon operator builds
+  the first half upwards from 0 and the second half downwards from 1, giving
+  ``0.30000000000000004``, ``0.6`` and ``0.7``.
 
 Versus COCO: VOC uses a single IoU threshold, no area ranges, no detection cap, difficult
 objects instead of crowd regions, and interpolates differently (COCO samples 101 recall
@@ -30,13 +40,26 @@ from dataclasses import dataclass
 import numpy as np
 
 METRICS = ("voc07", "voc12")
+THRESHOLDS = ("python", "matlab")
 
 
-def voc_ap(rec: np.ndarray, prec: np.ndarray, metric: str = "voc12") -> float:
+def voc07_thresholds(kind: str = "python") -> np.ndarray:
+    """The eleven recall thresholds of VOC07 AP, as the Python ports or the MATLAB devkit
+    compute them (see the module notes)."""
+    if kind == "python":
+        return np.arange(0.0, 1.1, 0.1)
+    if kind == "matlab":  # colon operator: a + k*d up to the middle, then b - (n - k)*d
+        return np.array([k * 0.1 if k <= 5 else 1.0 - (10 - k) * 0.1 for k in range(11)])
+    raise ValueError(f"VOC07 thresholds: expected one of {THRESHOLDS}, got {kind!r}")
+
+
+def voc_ap(
+    rec: np.ndarray, prec: np.ndarray, metric: str = "voc12", thresholds: str = "python"
+) -> float:
     """AP from a recall/precision curve (detections in score order)."""
     if metric == "voc07":
         ap = 0.0
-        for t in np.arange(11) / 10.0:  # exact decimals k/10 (linspace gives 0.30000000000000004)
+        for t in voc07_thresholds(thresholds):
             sel = prec[rec >= t]
             ap += (sel.max() if sel.size else 0.0) / 11.0
         return float(ap)
@@ -133,14 +156,27 @@ def voc_evaluate(
     iou: float = 0.5,
     metric: str = "voc12",
     plus_one: bool = True,
+    thresholds: str = "python",
 ) -> dict:
     """VOC AP per class and mAP.
 
     ``gts``: ``{image_id: {"boxes": (G, 4), "labels": (G,), "difficult": (G,)}}`` with
     contiguous labels into ``names``; ``dets``: ``[{"image_id", "label", "box" (x1y1x2y2),
-    "score"}]``. Image ids may be strings (file stems) or ints.
+    "score"}]``. Image ids may be strings (file stems) or ints. ``thresholds``: the VOC07
+    recall thresholds (``python`` or ``matlab``, see the module notes).
     """
     matches = match_all(gts, dets, len(names), iou, plus_one)
+    return voc_from_matches(matches, names, iou, metric, thresholds)
+
+
+def voc_from_matches(
+    matches: list[ClassMatches],
+    names: list[str],
+    iou: float = 0.5,
+    metric: str = "voc12",
+    thresholds: str = "python",
+) -> dict:
+    """Per-class AP and mAP from each class's matches (see ``voc_evaluate``)."""
     per_class = {}
     for k, name in enumerate(names):
         m = matches[k]
@@ -148,9 +184,13 @@ def voc_evaluate(
             per_class[name] = float("nan")
             continue
         rec, prec = m.curve()
-        per_class[name] = voc_ap(rec, prec, metric)
+        per_class[name] = voc_ap(rec, prec, metric, thresholds)
     vals = np.array([v for v in per_class.values() if not np.isnan(v)])
-    label = "VOC2007 11-point" if metric == "voc07" else "VOC2010+ all-point"
+    label = (
+        f"VOC2007 11-point ({thresholds} thresholds)"
+        if metric == "voc07"
+        else ("VOC2010+ all-point")
+    )
     return {
         "mAP": float(vals.mean()) if vals.size else float("nan"),
         "per_class": per_class,

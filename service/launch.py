@@ -14,6 +14,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+# where each task's model comes from: the BentoML store's name (``NAME:latest``, or the tag in
+# ``TAG_ENV``) unless a checkpoint path is given in ``CKPT_ENV``
+STORE = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
+CKPT_ENV = {"detection": "VISION_DETECTOR_CKPT", "segmentation": "VISION_SEGMENTER_CKPT"}
+TAG_ENV = {"detection": "VISION_DETECTOR_MODEL", "segmentation": "VISION_SEGMENTER_MODEL"}
 
 
 def serve_argv(host: str, port: int | str) -> list[str]:

@@ -14,10 +14,10 @@ from pathlib import Path
 import bentoml
 import torch
 
+from eval.base import flatten, nan_to_none
 from eval.leaderboard import RULE
+from service.launch import STORE
 from vision.engine.checkpoint import load_checkpoint
-
-STORE_NAMES = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
 
 
 def choose_best(results: list[dict]) -> dict[str, dict]:
@@ -52,14 +52,13 @@ def promote(results: list[dict], report_id: str, log=print) -> dict[str, str]:
             "primary_metric": r["primary_metric"],
             "primary": r["primary"],
             "latency_ms_p50": r["latency_ms_p50"],
+            "metrics": nan_to_none(flatten(r["metrics"])),  # the keys of eval.metrics
             "report_id": report_id,
             "git_commit": r.get("git_commit", "unknown"),
             "rule": RULE,
             "model_kwargs": json.dumps(ck.get("args", {}).get("model_kwargs", {})),
         }
-        with bentoml.models.create(
-            STORE_NAMES[task], labels={"task": task}, metadata=metadata
-        ) as bm:
+        with bentoml.models.create(STORE[task], labels={"task": task}, metadata=metadata) as bm:
             # weights and metadata only: optimizer and RNG state are training concerns
             slim = {"model": ck["model"], "meta": meta, "args": ck.get("args", {})}
             torch.save(slim, Path(bm.path) / "model.pt")

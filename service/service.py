@@ -10,8 +10,6 @@ faster for the default models: ``bench/records/h100_2026-11-22/gpu_check.json``)
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import os
 import time
@@ -23,19 +21,17 @@ import bentoml
 import numpy as np
 import prometheus_client
 import torch
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from service.batching import Batcher, inference_thread
-from service.launch import half_precision
-from service.uploads import ClientError, Limits, decode_upload, parse_bool, parse_number
+from service.launch import CKPT_ENV, STORE, TAG_ENV, half_precision
+from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
+from vision.data.io import ImageError
+from vision.postprocess import MASK_FORMATS
 from vision.predictor import Predictor
 
-STORE = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
-CKPT_ENV = {"detection": "VISION_DETECTOR_CKPT", "segmentation": "VISION_SEGMENTER_CKPT"}
-TAG_ENV = {"detection": "VISION_DETECTOR_MODEL", "segmentation": "VISION_SEGMENTER_MODEL"}
 WEB = Path(__file__).parent / "web"
 
 INFER_MS = prometheus_client.Histogram(
@@ -83,7 +79,8 @@ class BodyLimit:
 def _load(task: str, device: str, half: bool) -> tuple[Predictor | None, dict]:
     path = os.environ.get(CKPT_ENV[task])
     if path:
-        return Predictor.from_checkpoint(path, device, half=half), {"version": path}
+        # the file name only: responses never show server paths
+        return Predictor.from_checkpoint(path, device, half=half), {"version": Path(path).name}
     tag = os.environ.get(TAG_ENV[task], f"{STORE[task]}:latest")
     try:
         bm = bentoml.models.get(tag)
@@ -91,6 +88,12 @@ def _load(task: str, device: str, half: bool) -> tuple[Predictor | None, dict]:
         return None, {}
     info = {"version": str(bm.tag), **bm.info.metadata}
     return Predictor.from_checkpoint(bm.path_of("model.pt"), device, half=half), info
+
+
+def _answer(pred: Predictor, raw, *, info: dict, finish: dict, render: dict) -> dict:
+    """On the inference thread, right after the batch's forward pass: one image's raw output
+    → its result in original pixels → JSON-ready data."""
+    return pred.render(pred.finish(raw, info, **finish), **render)
 
 
 def _ui_app() -> Starlette:
@@ -133,7 +136,7 @@ class VisionService:
                 continue
             self.models[task], self.model_info[task] = pred, info
             self.batchers[task] = Batcher(
-                self._forward(pred),
+                pred.forward,
                 max_batch,
                 max_wait,
                 max_queue,
@@ -162,13 +165,6 @@ class VisionService:
         return self.ready
 
     @staticmethod
-    def _forward(pred: Predictor):
-        def forward(resized: list[np.ndarray]):
-            return pred.infer(pred.to_tensor(resized))
-
-        return forward
-
-    @staticmethod
     def _observer(task: str):
         def observe(n: int, ms: float) -> None:
             BATCH.labels(task=task).observe(n)
@@ -177,25 +173,28 @@ class VisionService:
         return observe
 
     async def _run(self, task: str, image: Path, endpoint: str, params) -> JSONResponse:
+        """Upload → JSON through the Predictor: ``prepare`` on the decode thread, then
+        ``forward`` (batched across requests), ``finish`` and ``render`` on the inference
+        thread."""
         t0 = time.perf_counter()
         try:
             if task not in self.models:
                 raise ClientError(503, f"no {task} model is loaded on this server")
             pred = self.models[task]
-            opts = params(pred)
+            finish, render = params()
             # decoding and resizing run off the event loop, so a big upload stalls no one else;
             # one decode thread: more would only fight the inference thread for the cores
             loop = asyncio.get_running_loop()
             t1, x, info = await loop.run_in_executor(self.decode_pool, self._prepare, pred, image)
             t2 = time.perf_counter()
-            rendered, batch, infer_ms, queue_ms, post_ms = await self.batchers[task].submit(
-                x[0], partial(self._finish, task, pred, info=info, opts=opts)
+            answer, batch, infer_ms, queue_ms, post_ms = await self.batchers[task].submit(
+                x, partial(_answer, pred, info=info, finish=finish, render=render)
             )
             t4 = time.perf_counter()
         except ClientError as e:
             REQUESTS.labels(endpoint=endpoint, status=str(e.status)).inc()
             return JSONResponse(e.detail, status_code=e.status)
-        h, w = info[0]["orig_size"]
+        h, w = info["orig_size"]
         body = {
             "model": pred.meta.name,
             "version": self.model_info[task].get("version"),
@@ -210,65 +209,19 @@ class VisionService:
                 "postprocess": post_ms,
                 "total": (t4 - t0) * 1000,
             },
+            **answer,
         }
-        body.update(rendered)
         REQUESTS.labels(endpoint=endpoint, status="200").inc()
         return JSONResponse(body)
 
     def _prepare(self, pred: Predictor, image: Path):
         data = Path(image).read_bytes() if image is not None else b""
-        img = decode_upload(data, self.limits)
         t1 = time.perf_counter()
-        x, info = pred.resize([img])  # NumPy only: torch work stays on the inference thread
+        try:
+            x, info = pred.prepare(data, self.limits)  # NumPy only: torch stays on one thread
+        except ImageError as e:
+            raise image_error(e) from None
         return t1, x, info
-
-    @classmethod
-    def _finish(cls, task: str, pred: Predictor, out, *, info: list[dict], opts: dict) -> dict:
-        """Post-process one model output to original pixels and render the answer."""
-        raw = [out] if task == "detection" else out.unsqueeze(0)
-        res = pred.postprocess(raw, info, **opts.get("post", {}))[0]
-        return cls._render(task, pred, res, opts)
-
-    @staticmethod
-    def _render(task: str, pred: Predictor, res: dict, opts: dict) -> dict:
-        names = pred.meta.class_names
-        if task == "detection":
-            return {
-                "detections": [
-                    {
-                        "box": [round(float(v), 3) for v in b],
-                        "score": round(float(s), 5),
-                        "label": names[int(k)],
-                        "class_id": int(k),
-                    }
-                    for b, s, k in zip(
-                        res["boxes"].tolist(),
-                        res["scores"].tolist(),
-                        res["labels"].tolist(),
-                        strict=True,
-                    )
-                ]
-            }
-        mask = res["mask"].numpy()
-        counts = np.bincount(mask.ravel(), minlength=len(names) + 1)
-        classes = ["background", *names]
-        out = {
-            "classes": classes,
-            "pixel_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
-        }
-        if opts["mask_format"] == "png":
-            buf = io.BytesIO()
-            Image.fromarray(mask).save(buf, "PNG")
-            out["mask"] = {"format": "png", "data": base64.b64encode(buf.getvalue()).decode()}
-        else:
-            from pycocotools import mask as mask_utils
-
-            rles = {}
-            for k in np.flatnonzero(counts):
-                rle = mask_utils.encode(np.asfortranarray((mask == k).astype(np.uint8)))
-                rles[classes[k]] = {"size": rle["size"], "counts": rle["counts"].decode()}
-            out["mask"] = {"format": "rle", "per_class": rles}
-        return out
 
     @bentoml.api(route="/detect")
     async def detect(
@@ -281,16 +234,15 @@ class VisionService:
         """Boxes in original pixels: ``{box: [x1, y1, x2, y2], score, label, class_id}``;
         ``agnostic_nms=true``: one label per object."""
 
-        def params(pred):
-            return {
-                "post": {
-                    "score_threshold": parse_number(score_threshold, "score_threshold", 0, 1, 0.25),
-                    "max_detections": int(
-                        parse_number(max_detections, "max_detections", 1, 1000, 100, integer=True)
-                    ),
-                    "agnostic_nms": parse_bool(agnostic_nms, "agnostic_nms", False),
-                }
+        def params():
+            finish = {
+                "score_threshold": parse_number(score_threshold, "score_threshold", 0, 1, 0.25),
+                "max_detections": parse_number(
+                    max_detections, "max_detections", 1, 1000, 100, integer=True
+                ),
+                "agnostic_nms": parse_bool(agnostic_nms, "agnostic_nms", False),
             }
+            return finish, {}
 
         return await self._run("detection", image, "detect", params)
 
@@ -298,20 +250,22 @@ class VisionService:
     async def segment(self, image: Path, mask_format: str = "png") -> dict:
         """Per-class pixel counts and the class-index mask as PNG (base64) or COCO RLE."""
 
-        def params(pred):
-            if mask_format not in ("png", "rle"):
+        def params():
+            if mask_format not in MASK_FORMATS:
                 raise ClientError(
                     422,
-                    f"'mask_format': expected 'png' or 'rle', got {mask_format!r}",
+                    f"'mask_format': expected one of {list(MASK_FORMATS)}, got {mask_format!r}",
                     field="mask_format",
                 )
-            return {"mask_format": mask_format}
+            return {}, {"mask_format": mask_format}
 
         return await self._run("segmentation", image, "segment", params)
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
-        """Loaded models: classes, input size, metrics from the benchmark report, device."""
+        """Loaded models: classes, input size, device, and their scores under the keys of
+        ``eval.metrics`` (``coco/AP``, ``seg/mIoU``...): ``metrics`` from the checkpoint's last
+        validation, ``report`` from the benchmark report that promoted it (store models)."""
         models = {}
         for task, pred in self.models.items():
             meta = self.model_info[task]
@@ -323,7 +277,7 @@ class VisionService:
                 "metrics": pred.meta.metrics,
                 "report": {
                     k: meta.get(k)
-                    for k in ("report_id", "primary_metric", "primary", "latency_ms_p50")
+                    for k in ("report_id", "primary_metric", "primary", "latency_ms_p50", "metrics")
                 },
             }
         return json.loads(

@@ -1,18 +1,18 @@
-"""Uploaded images: size, type and pixel-count checks, then decoding. Every failure is a
-``ClientError`` with the HTTP status it deserves and a message saying what was expected."""
+"""Client errors of the REST service: the HTTP status each mistake deserves, and request
+parameters parsed with messages that say what was expected. Images are decoded by the
+project's one decoder (``vision.data.io.decode_image``, through ``Predictor.prepare``) with
+the upload limits; its ``ImageError`` becomes a ``ClientError`` here."""
 
 from __future__ import annotations
 
-import io
-import os
-from dataclasses import dataclass
+import math
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from vision.data.io import DecodeLimits, ImageError
 
-ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
-OTHER_IMAGE_MAGIC = {b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+Limits = DecodeLimits  # the upload limits: VISION_MAX_BYTES, VISION_MAX_PIXELS
+
+# HTTP status of each ImageError reason
+STATUS = {"empty": 400, "corrupt": 400, "too_large": 413, "unsupported": 415, "unusable": 422}
 
 
 class ClientError(Exception):
@@ -23,79 +23,14 @@ class ClientError(Exception):
         self.status, self.detail = status, {"error": error, **detail}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Upload limits; ``from_env`` reads ``VISION_MAX_BYTES`` and ``VISION_MAX_PIXELS``."""
-
-    max_bytes: int = 20 * 2**20
-    max_pixels: int = 40_000_000
-
-    @classmethod
-    def from_env(cls) -> Limits:
-        return cls(
-            int(os.environ.get("VISION_MAX_BYTES", cls.max_bytes)),
-            int(os.environ.get("VISION_MAX_PIXELS", cls.max_pixels)),
-        )
-
-
-def sniff(data: bytes) -> str | None:
-    for magic, fmt in MAGIC.items():
-        if data.startswith(magic):
-            return fmt
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
-def decode_upload(data: bytes, limits: Limits, field: str = "image") -> np.ndarray:
-    """Validate and decode an uploaded image to RGB uint8 (EXIF orientation applied)."""
-    if not data:
-        raise ClientError(
-            400, f"'{field}' is empty: expected a JPEG, PNG or WebP file", field=field
-        )
-    if len(data) > limits.max_bytes:
-        raise ClientError(
-            413,
-            f"'{field}' is {len(data)} bytes: the limit is {limits.max_bytes} bytes",
-            field=field,
-            limit=limits.max_bytes,
-        )
-    fmt = sniff(data)
-    if fmt is None:
-        other = next((f for m, f in OTHER_IMAGE_MAGIC.items() if data.startswith(m)), None)
-        got = f"a {other} image" if other else "data that is not a JPEG, PNG or WebP image"
-        raise ClientError(
-            415,
-            f"'{field}': expected image/jpeg, image/png or image/webp, got {got}",
-            field=field,
-            accepted=sorted(ACCEPTED.values()),
-        )
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > limits.max_pixels:
-                raise ClientError(
-                    413,
-                    f"'{field}' is {w}x{h} = {w * h} pixels: the limit is "
-                    f"{limits.max_pixels} pixels",
-                    field=field,
-                    limit=limits.max_pixels,
-                )
-            im.load()
-            img = ImageOps.exif_transpose(im).convert("RGB")
-            return np.asarray(img)
-    except ClientError:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as e:
-        raise ClientError(
-            400, f"'{field}' could not be decoded as {fmt}: {type(e).__name__}: {e}", field=field
-        ) from e
+def image_error(e: ImageError, field: str = "image") -> ClientError:
+    """The client error of an image that could not be used."""
+    return ClientError(
+        STATUS.get(e.reason, 400),
+        f"'{field}': expected {e.expected}, got {e.got}",
+        field=field,
+        **e.detail,
+    )
 
 
 def parse_bool(value, name: str, default: bool) -> bool:
@@ -117,19 +52,20 @@ def parse_bool(value, name: str, default: bool) -> bool:
 def parse_number(
     value, name: str, lo: float, hi: float, default: float, integer: bool = False
 ) -> float:
-    """A query/form parameter as a number in ``[lo, hi]``; otherwise a 422 naming it."""
+    """A query/form parameter as a finite number in ``[lo, hi]``; otherwise a 422 naming it."""
     if value is None or value == "":
         return default
+    kind = "an integer" if integer else "a number"
     try:
         v = float(value)
-        if integer and v != int(v):
-            raise ValueError
-        v = int(v) if integer else v
-    except (TypeError, ValueError):
-        kind = "an integer" if integer else "a number"
+    except (TypeError, ValueError, OverflowError):
+        v = math.nan
+    if not math.isfinite(v) or (integer and v != math.floor(v)):
         raise ClientError(
-            422, f"'{name}': expected {kind} in [{lo}, {hi}], got {value!r}", field=name
-        ) from None
+            422, f"'{name}': expected {kind} in [{lo}, {hi}], got {str(value)[:40]!r}", field=name
+        )
     if not lo <= v <= hi:
-        raise ClientError(422, f"'{name}': expected a value in [{lo}, {hi}], got {v}", field=name)
-    return v
+        raise ClientError(
+            422, f"'{name}': expected {kind} in [{lo}, {hi}], got {str(value)[:40]}", field=name
+        )
+    return int(v) if integer else v

@@ -47,7 +47,7 @@ def shapes_yaml(shapes_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(shapes_yaml, tmp_path_factory) -> dict[str, Path]:
     """A briefly trained detector and segmenter (real training, tiny budget)."""
-    from vision.cli import make_evaluator
+    from eval.metrics import build_evaluator as make_evaluator
     from vision.engine.train import TrainConfig, train
 
     out = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-VISION = [sys.executable, "-m", "vision.cli"]
+VISION = [sys.executable, "-m", "app"]
 
 
 @pytest.fixture
@@ -119,8 +119,7 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
 
 
 def test_interrupted_training_is_resumed_not_mistaken_for_done(shapes_yaml, tmp_path):
-    from eval.bench import _checkpoint
-    from service.cli import train_recipe
+    from app.orchestrate import checkpoint_for, train_recipe
     from vision.engine.checkpoint import load_checkpoint
 
     recipe = {
@@ -140,14 +139,14 @@ def test_interrupted_training_is_resumed_not_mistaken_for_done(shapes_yaml, tmp_
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1  # killed after one epoch
     assert (run_dir / "best.pt").is_file()
     lines: list[str] = []
-    got = _checkpoint(spec, str(shapes_yaml), "shapes", tmp_path, train_recipe, lines.append)
+    got = checkpoint_for(spec, str(shapes_yaml), "shapes", tmp_path, train_recipe, lines.append)
     assert got == run_dir / "best.pt"
     assert any("resuming fcn32s on shapes at epoch 1/2" in ln for ln in lines), lines
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
     best = load_checkpoint(got)
     assert "optimizer" not in best and best["meta"]["task"] == "segmentation"
     lines.clear()  # finished now: reused as it is, no training
-    assert _checkpoint(spec, str(shapes_yaml), "shapes", tmp_path, None, lines.append) == got
+    assert checkpoint_for(spec, str(shapes_yaml), "shapes", tmp_path, None, lines.append) == got
     assert lines == []
 
 
@@ -166,8 +165,8 @@ def test_main_job_suites_train_the_registry_defaults():
     name only known training options, and train the registry's default models."""
     import torch
 
+    from app.orchestrate import MAIN_SUITES, main_suite
     from eval.bench import load_suite
-    from vision.cli import MAIN_SUITES, main_suite
     from vision.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
     root = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from vision.cli import make_evaluator
+from eval.metrics import build_evaluator as make_evaluator
 from vision.engine.checkpoint import load_checkpoint, load_matching
 from vision.engine.train import TrainConfig, train
 from vision.models import build_model
@@ -86,7 +86,7 @@ def test_bf16_on_cpu_and_validation_every_n_epochs(shapes_yaml, tmp_path):
     lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [ln["epoch"] for ln in lines] == [1, 2, 3]
     # validated after epoch 2 and after the last one, not after epoch 1
-    assert ["sem_seg/mIoU" in ln for ln in lines] == [False, True, True]
+    assert ["seg/mIoU" in ln for ln in lines] == [False, True, True]
     assert all(0.0 <= ln["train_loss"] < 10 for ln in lines)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
     assert load_checkpoint(tmp_path / "best.pt")["meta"]["metrics"]["epoch"] in (2, 3)
@@ -113,7 +113,7 @@ def test_non_finite_loss_stops_with_the_step(shapes_yaml, tmp_path):
 
 @pytest.mark.parametrize(
     "command,model,key,port",
-    [("segment", "fcn32s", "sem_seg/mIoU", 29561), ("detect", "fcos_r18", "bbox/AP50", 29562)],
+    [("segment", "fcn32s", "seg/mIoU", 29561), ("detect", "fcos_r18", "coco/AP50", 29562)],
 )
 def test_torchrun_two_gloo_processes(shapes_yaml, tmp_path, command, model, key, port):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -126,7 +126,7 @@ def test_torchrun_two_gloo_processes(shapes_yaml, tmp_path, command, model, key,
         "--nproc_per_node=2",
         f"--master_port={port}",
         "-m",
-        "vision.cli",
+        "app",
         "train",
         command,
         "--data",

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-VISION = [sys.executable, "-m", "vision.cli"]
+VISION = [sys.executable, "-m", "app"]
 FAKE = "coco/cocoapi_val2014_fake100"
 
 
@@ -182,3 +182,27 @@ def test_coco_bad_predictions(real, tmp_path):
             text=True,
         )
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("engine", ["faster", "pycocotools"])
+def test_coco_ground_truth_needs_only_what_evaluation_reads(real, tmp_path, engine):
+    """Images without file_name (bbox: without sizes too) are evaluated as pycocotools and
+    faster-coco-eval evaluate them; what evaluation truly needs is a clear error."""
+    from eval.coco import coco_evaluate
+    from vision.errors import DataError
+
+    expected = json.loads((real / FAKE / "expected_stats_pycocotools.json").read_text())
+    gt = json.loads((real / FAKE / "instances_val2014_100.json").read_text())
+    dt = real / FAKE / "results/instances_val2014_fakebbox100_results.json"
+    lean = {**gt, "images": [{"id": im["id"]} for im in gt["images"]]}
+    (tmp_path / "lean.json").write_text(json.dumps(lean))
+    got = coco_evaluate(tmp_path / "lean.json", dt, "bbox", engine)
+    for name, value in zip(expected["stats_order"], expected["bbox"], strict=True):
+        assert got[name] == pytest.approx(value, abs=1e-9), name
+    with pytest.raises(DataError, match="field 'width'"):  # polygons become masks at image size
+        coco_evaluate(tmp_path / "lean.json", dt, "segm", engine)
+    no_area = {**lean, "annotations": [dict(a) for a in gt["annotations"]]}
+    del no_area["annotations"][3]["area"]
+    (tmp_path / "no_area.json").write_text(json.dumps(no_area))
+    with pytest.raises(DataError, match=r"annotations\[3\].*'area'"):
+        coco_evaluate(tmp_path / "no_area.json", dt, "bbox", engine)

@@ -30,7 +30,7 @@ def test_composite_refuses_duplicate_tasks():
 
     both = Evaluators([SegEvaluator(2), Fake(2)])
     both.process([{"mask": np.zeros((2, 2), int)}], [{"mask": np.zeros((2, 2), int)}])
-    with pytest.raises(ValueError, match="sem_seg"):
+    with pytest.raises(ValueError, match="seg"):
         both.evaluate()
     assert nan_to_none({"a": [math.nan, 1.0]}) == {"a": [None, 1.0]}
 
@@ -57,5 +57,6 @@ def test_coco_evaluator_on_perfect_outputs(shapes_cfg, iou_types):
             out["masks"] = reader.instance_masks(i).astype(bool)
         ev.process([{"image_id": s.image_id}], [out])
     res = ev.evaluate()
-    for t in iou_types:
-        assert res[t]["AP"] == pytest.approx(1.0) and res[t]["AP50"] == pytest.approx(1.0)
+    assert set(res) == {{"bbox": "coco", "segm": "coco_segm"}[t] for t in iou_types}
+    for key in res:
+        assert res[key]["AP"] == pytest.approx(1.0) and res[key]["AP50"] == pytest.approx(1.0)

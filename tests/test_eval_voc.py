@@ -14,8 +14,16 @@ from hypothesis import strategies as st
 from eval.prf import detection_outcomes, precision_recall
 from eval.voc import voc_evaluate
 
+# The eleven VOC07 recall thresholds as the references hold them, written out as literals:
+# the Python ports' np.arange(0, 1.1, 0.1), and the MATLAB devkit's 0:0.1:1 (colon operator:
+# first half k*0.1, second half 1 - (10 - k)*0.1)
+PY_THRESHOLDS = [0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6000000000000001,
+                 0.7000000000000001, 0.8, 0.9, 1.0]  # fmt: skip
+MATLAB_THRESHOLDS = [0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+THRESHOLDS = {"python": PY_THRESHOLDS, "matlab": MATLAB_THRESHOLDS}
 
-def brute_force_ap(gts, dets, k, iou, metric, plus_one):
+
+def brute_force_ap(gts, dets, k, iou, metric, plus_one, thresholds="python"):
     """The devkit's loop, one detection at a time, written without vectorization."""
     one = 1.0 if plus_one else 0.0
     gt = {
@@ -67,7 +75,7 @@ def brute_force_ap(gts, dets, k, iou, metric, plus_one):
     prec = tp / np.maximum(tp + fp, 1e-300)
     if metric == "voc07":
         ap = 0.0
-        for t in [i / 10 for i in range(11)]:
+        for t in THRESHOLDS[thresholds]:
             p = [pp for pp, rr in zip(prec, rec, strict=True) if rr >= t]
             ap += (max(p) if p else 0.0) / 11
         return ap
@@ -126,29 +134,51 @@ def problem(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    problem(), st.sampled_from(["voc07", "voc12"]), st.sampled_from([0.3, 0.5, 0.7]), st.booleans()
+    problem(),
+    st.sampled_from(["voc07", "voc12"]),
+    st.sampled_from([0.3, 0.5, 0.7]),
+    st.booleans(),
+    st.sampled_from(["python", "matlab"]),
 )
-def test_voc_ap_matches_brute_force(prob, metric, iou, plus_one):
+def test_voc_ap_matches_brute_force(prob, metric, iou, plus_one, thresholds):
     gts, dets = prob
-    got = voc_evaluate(gts, dets, ["a", "b"], iou, metric, plus_one)
+    got = voc_evaluate(gts, dets, ["a", "b"], iou, metric, plus_one, thresholds)
     for k, name in enumerate(["a", "b"]):
-        want = brute_force_ap(gts, dets, k, iou, metric, plus_one)
+        want = brute_force_ap(gts, dets, k, iou, metric, plus_one, thresholds)
         if np.isnan(want):
             assert np.isnan(got["per_class"][name])
         else:
             assert got["per_class"][name] == pytest.approx(want, abs=1e-12)
 
 
-def test_voc07_recall_exactly_a_tenth():
-    """10 GT boxes, 3 found first: recall 0.3 exactly must count at the t = 0.3 threshold."""
+def test_voc07_thresholds_where_recall_is_exactly_k_tenths():
+    """10 objects: 3 found at precision 1, then a false positive, then 3 more (recall 0.6),
+    another false positive, one more (0.7). 3/10, 6/10 and 7/10 fall on the thresholds: the
+    Python ports' 0.30000000000000004, 0.6000000000000001, 0.7000000000000001 lie just above
+    them, the MATLAB devkit's 0.6 and 0.7 on them."""
     boxes = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(10)], float)
     gts = {"a": {"boxes": boxes, "labels": np.zeros(10, np.int64), "difficult": np.zeros(10, bool)}}
+    miss = [200.0, 200.0, 210.0, 210.0]
+    order = [boxes[0], boxes[1], boxes[2], miss, boxes[3], boxes[4], boxes[5], miss, boxes[6]]
     dets = [
-        {"image_id": "a", "label": 0, "box": boxes[i].tolist(), "score": 1 - i / 100}
-        for i in range(3)
+        {"image_id": "a", "label": 0, "box": list(b), "score": 1 - i / 100}
+        for i, b in enumerate(order)
     ]
-    ap = voc_evaluate(gts, dets, ["x"], metric="voc07")["per_class"]["x"]
-    assert ap == pytest.approx(4 / 11)  # t = 0, 0.1, 0.2, 0.3 have precision 1
+    got = {
+        t: voc_evaluate(gts, dets, ["x"], metric="voc07", thresholds=t)["per_class"]["x"]
+        for t in THRESHOLDS
+    }
+    for t, want_thr in THRESHOLDS.items():
+        assert got[t] == brute_force_ap(gts, dets, 0, 0.5, "voc07", True, t)
+        prec = np.array([1, 1, 1, 3 / 4, 4 / 5, 5 / 6, 6 / 7, 6 / 8, 7 / 9])  # by hand
+        rec = np.array([1, 2, 3, 3, 4, 5, 6, 6, 7]) / 10
+        assert got[t] == pytest.approx(
+            sum(max(prec[rec >= thr], default=0.0) for thr in want_thr) / 11, rel=1e-12
+        )
+    # t = 0.3: both need recall 0.4 (6/7, not 1); t = 0.6: Python needs 0.7 (7/9), MATLAB
+    # takes 0.6 (6/7); t = 0.7: Python finds nothing above 0.7 (0), MATLAB takes 0.7 (7/9)
+    assert got["python"] == pytest.approx((3 + 3 * 6 / 7 + 7 / 9) / 11)
+    assert got["matlab"] == pytest.approx((3 + 4 * 6 / 7 + 7 / 9) / 11)
 
 
 def test_voc_edge_cases():
@@ -212,12 +242,11 @@ def test_worked_example_precision_recall():
     outcomes = detection_outcomes(gts, dets, ["obj"], iou=0.5)
     assert [tp for _, tp in outcomes] == [True, False, True, False, True, False, True]
     r = precision_recall(gts, dets, ["obj"], conf=0.5, iou=0.5)
-    o = r["overall"]
-    assert (o["tp"], o["fp"], o["fn"]) == (3, 3, 1)
-    assert o["precision"] == pytest.approx(0.5) and o["recall"] == pytest.approx(0.75)
-    assert o["f1"] == pytest.approx(0.6)
-    best = r["best_f1"]  # at 0.30 all four boxes are found: P=4/7, R=1, F1=8/11
-    assert best["conf"] == pytest.approx(0.30) and best["f1"] == pytest.approx(8 / 11)
+    assert (r["TP"], r["FP"], r["FN"]) == (3, 3, 1)
+    assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.75)
+    assert r["F1"] == pytest.approx(0.6)
+    # at 0.30 all four boxes are found: P=4/7, R=1, F1=8/11
+    assert r["best_F1_conf"] == pytest.approx(0.30) and r["best_F1"] == pytest.approx(8 / 11)
     assert r["pr_curves"]["obj"]["precision"][0] == pytest.approx(1.0)
 
 
@@ -243,7 +272,7 @@ def test_voc_cli(real, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "vision.cli",
+        "app",
         "eval",
         "voc",
         "--annotations",
@@ -263,6 +292,25 @@ def test_voc_cli(real, tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(dets))
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "'beer'" in r.stderr and "Traceback" not in r.stderr
+    # the reference scripts' way: score a given class list, or leave unknown classes out
+    r = subprocess.run([*cmd, "--ignore-unknown"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert got["skipped"] == {"ground_truth_other_classes": 0, "detections_unknown_class": 1}
+    assert "1 detections of unknown classes" in r.stdout and got["mAP"] < 1.0  # one can missed
+    (tmp_path / "classes.txt").write_text("\n".join([*names, "beer"]))
+    r = subprocess.run(
+        [*cmd, "--classes", str(tmp_path / "classes.txt")], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert got["per_class"]["beer"] is None and got["skipped"]["detections_unknown_class"] == 0
+    (tmp_path / "cans.txt").write_text("can\n")  # other classes' objects are not scored
+    r = subprocess.run([*cmd, "--classes", str(tmp_path / "cans.txt"), "--ignore-unknown"],
+                       capture_output=True, text=True)  # fmt: skip
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert r.returncode == 0 and list(got["per_class"]) == ["can"], r.stderr
+    assert got["skipped"]["ground_truth_other_classes"] > 0
     dets[0]["category"], dets[0]["image_id"] = "can", "nope"
     (tmp_path / "d.json").write_text(json.dumps(dets))
     r = subprocess.run(cmd, capture_output=True, text=True)

@@ -111,29 +111,27 @@ def test_checkpoint_with_code_is_refused(tmp_path):
 
 
 def test_command_line_defaults_are_the_registry_defaults():
-    from vision.cli import TRAIN_DEFAULTS
+    from app.train import TRAIN_DEFAULTS
     from vision.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
     assert [d for _, _, d in TRAIN_DEFAULTS] == [DEFAULT_DETECTOR, DEFAULT_SEGMENTER]
 
 
 def test_class_agnostic_nms_keeps_one_label_per_object():
-    from vision.predictor import to_original
+    from vision.postprocess import detections_to_original as to_original
 
     # the same object answered as class 0 (0.9) and class 1 (0.6), plus a separate box
-    raw = [
-        {
-            "boxes": torch.tensor([[10.0, 10, 50, 50], [11, 10, 50, 51], [60, 60, 90, 90]]),
-            "scores": torch.tensor([0.9, 0.6, 0.5]),
-            "labels": torch.tensor([0, 1, 1]),
-        }
-    ]
-    info = [{"orig_size": (100, 100), "scale": 1.0}]
-    per_class = to_original("detection", raw, info)[0]
+    raw = {
+        "boxes": torch.tensor([[10.0, 10, 50, 50], [11, 10, 50, 51], [60, 60, 90, 90]]),
+        "scores": torch.tensor([0.9, 0.6, 0.5]),
+        "labels": torch.tensor([0, 1, 1]),
+    }
+    info = {"orig_size": (100, 100), "scale": 1.0}
+    per_class = to_original(raw, info)
     assert per_class["labels"].tolist() == [0, 1, 1]
-    one = to_original("detection", raw, info, agnostic_iou=0.6)[0]
+    one = to_original(raw, info, agnostic_iou=0.6)
     assert one["labels"].tolist() == [0, 1] and one["scores"].tolist() == pytest.approx([0.9, 0.5])
-    assert len(to_original("detection", raw, info, 0.95, agnostic_iou=0.6)[0]["boxes"]) == 0
+    assert len(to_original(raw, info, 0.95, agnostic_iou=0.6)["boxes"]) == 0
 
 
 def test_resolve_device():
@@ -149,7 +147,7 @@ def test_resolve_device():
 @pytest.mark.parametrize("h, w", [(301, 389), (11, 9)])  # up (fractional weights) and down
 def test_segmentation_masks_of_huge_images_are_made_in_strips(monkeypatch, h, w):
     """The strip path (bounded memory) gives the class map of one whole bilinear resize."""
-    import vision.predictor as vp
+    import vision.postprocess as vp
 
     torch.manual_seed(0)
     logits = torch.randn(5, 17, 23) * 3

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-VISION = [sys.executable, "-m", "vision.cli"]
+VISION = [sys.executable, "-m", "app"]
 
 
 @pytest.fixture(params=["detection", "segmentation"])

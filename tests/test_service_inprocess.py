@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from service.batching import Batcher
-from service.uploads import ClientError, Limits, decode_upload, parse_bool, parse_number
+from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
+from vision.data.io import ImageError, decode_image
 
 
 def _png(w, h) -> bytes:
@@ -25,7 +26,7 @@ def _png(w, h) -> bytes:
 def test_upload_errors(shapes_dir):
     jpg = (shapes_dir / "VOC/JPEGImages/000001.jpg").read_bytes()
     lim = Limits(max_bytes=len(jpg) * 4, max_pixels=1_000_000)
-    assert decode_upload(jpg, lim).shape[2] == 3
+    assert decode_image(jpg, lim).shape[2] == 3
     cases = [
         (b"", 400, "empty"),
         (b"hello, world\n", 415, "expected image/jpeg"),
@@ -35,9 +36,10 @@ def test_upload_errors(shapes_dir):
         (_png(2000, 1000), 413, "pixels"),
     ]
     for data, status, words in cases:
-        with pytest.raises(ClientError) as e:
-            decode_upload(data, lim)
-        assert e.value.status == status and words in e.value.detail["error"], e.value.detail
+        with pytest.raises(ImageError) as e:
+            decode_image(data, lim)
+        err = image_error(e.value)
+        assert err.status == status and words in err.detail["error"], err.detail
 
 
 def test_parse_bool():

@@ -1,13 +1,25 @@
-"""Dataset configs: flat YAML files in the repository's ``datasets/`` folder.
+"""Dataset configs: flat YAML files, found by name.
 
 A config names the dataset's format (``voc`` or ``coco``), its root (relative to the data root
-given by ``$VISION_DATASETS``, default ``./datasets``; ``{repo}`` expands to the repository
-folder), its class names, and one entry per task
-and split. VOC splits are ``ImageSets`` list files; COCO splits are ``{images, annotations}``.
+given by ``$VISION_DATASETS``, default ``./datasets``; ``{repo}`` expands to the folder above
+the config's own folder, the repository for the shipped configs), its class names, and one
+entry per task and split. VOC splits are ``ImageSets`` list files; COCO splits are
+``{images, annotations}``.
+
+``load_config(NAME)`` looks for ``NAME.yaml`` in this order (the first found wins):
+
+1. the data root, ``$VISION_DATASETS`` (default ``./datasets``): your own configs beside
+   your data;
+2. the configs shipped with the package (the repository's ``datasets/*.yaml``, installed as
+   the package data ``vision.dataset_configs``, so an installed wheel or a Bento finds them
+   without the source tree).
+
+A path ending in ``.yaml``/``.yml`` is read as given.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +28,28 @@ import yaml
 
 from vision.errors import DataError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "datasets"
 FORMATS = ("voc", "coco")
 TASKS = ("detection", "segmentation")
+
+
+def shipped_config_dir() -> Path:
+    """The folder of the shipped dataset configs (package data, or the checkout's
+    ``datasets/``)."""
+    spec = importlib.util.find_spec("vision.dataset_configs")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if Path(loc).is_dir():
+            return Path(loc)
+    return Path(__file__).resolve().parents[1] / "datasets"
 
 
 def data_root() -> Path:
     """The folder datasets live under: ``$VISION_DATASETS`` or ``./datasets``."""
     return Path(os.environ.get("VISION_DATASETS", "datasets")).expanduser()
+
+
+def config_search_path() -> list[Path]:
+    """Where ``load_config`` looks for ``NAME.yaml``, in order."""
+    return [data_root(), shipped_config_dir()]
 
 
 @dataclass
@@ -54,19 +80,30 @@ class DatasetConfig:
 
 
 def known_datasets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in config_search_path() for p in d.glob("*.yaml")})
+
+
+def find_config(name: str) -> Path | None:
+    """The first ``NAME.yaml`` on the search path, or None."""
+    for folder in config_search_path():
+        p = folder / f"{name}.yaml"
+        if p.is_file():
+            return p
+    return None
 
 
 def load_config(name_or_path: str | Path) -> DatasetConfig:
-    """Load ``datasets/<name>.yaml`` or a YAML path. Unknown names list the known ones."""
+    """Load a dataset config by name (see the search order above) or from a YAML path.
+    Unknown names list the known ones and where they were looked for."""
     p = Path(name_or_path)
     if p.suffix not in (".yaml", ".yml"):
-        p = CONFIG_DIR / f"{name_or_path}.yaml"
+        p = find_config(str(name_or_path)) or p
     if not p.is_file():
         raise DataError(
             "dataset config",
             f"a YAML file or one of the known datasets {known_datasets()}",
             repr(str(name_or_path)),
+            f"looked in {[str(d) for d in config_search_path()]}",
         )
     raw = yaml.safe_load(p.read_text()) or {}
     return parse_config(raw, source=p)
@@ -82,7 +119,8 @@ def parse_config(raw: dict, source: Path | None = None) -> DatasetConfig:
     names = raw["names"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
         raise DataError(f"{where}: names", "a non-empty list of class names", repr(names))
-    root = Path(str(raw["root"]).replace("{repo}", str(CONFIG_DIR.parent))).expanduser()
+    repo = (source.resolve().parent.parent if source else Path.cwd()).as_posix()
+    root = Path(str(raw["root"]).replace("{repo}", repo)).expanduser()
     if not root.is_absolute():
         root = data_root() / root
     known = {"name", "format", "root", "names", *TASKS}

@@ -1,24 +1,39 @@
-"""The inference pipeline, in four timed stages: decode → preprocess → infer → postprocess.
+"""The inference API: decode → preprocess → infer → postprocess, for one image or a batch.
 
-Used by evaluation, by the FPS protocol and by the REST service, so all three run the same
-code. Images are resized so the longest side is the model's input size and padded at the
-bottom/right (as in evaluation during training); outputs are mapped back to original pixels.
+Training validation, ``vision eval run``, benchmark suites, the FPS protocol and the REST
+service all run these same stages. Images are resized so the longest side is the model's input
+size and padded at the bottom/right; outputs are mapped back to original pixels.
+
+Batch use (evaluation, FPS): ``decode``, ``preprocess`` (= ``resize`` + ``to_tensor``),
+``infer``, ``postprocess``, or simply ``predictor(images)``.
+
+Serving (one image per request, batched across requests): ``prepare(bytes)`` on a decode
+thread (NumPy only), ``forward(arrays)`` then ``finish(raw, info)`` and ``render(result)`` on
+the one inference thread. The caller never needs to know a task's output layout.
+
+``infer`` calls ``self.backend`` (the torch module by default): deployable backends (compiled
+torch, ONNX Runtime) plug in there and return the same raw outputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torchvision.ops import nms
 
-from vision.data.io import decode_image, read_image
+from vision.data.io import DecodeLimits, ImageError, decode_image, read_image
 from vision.data.transforms import _geometry
 from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
+from vision.postprocess import (
+    detections_to_original,
+    mask_to_original,
+    render_detections,
+    render_mask,
+)
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -33,21 +48,31 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
 
 class Predictor:
+    """A model (or a deployable backend of it) with its pre- and post-processing.
+
+    ``half``: float16 weights on CUDA; ``autocast``: run ``infer`` under ``torch.autocast``
+    with this dtype (bfloat16 on the CPU, as training validates with ``--bf16``).
+    """
+
     def __init__(
         self,
         model: torch.nn.Module,
         device: str | torch.device = "cpu",
         half: bool = False,
         channels_last: bool = False,
+        autocast: torch.dtype | None = None,
+        backend: Callable | None = None,
     ):
         self.device = resolve_device(device)
         self.half = half and self.device.type == "cuda"
         self.channels_last = channels_last
+        self.autocast = autocast
         self.model = model.eval().to(self.device)
         if self.half:
             self.model.half()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.backend = backend or self.model
         self.meta = model.meta
         self.task = model.meta.task
         self.size = model.meta.input_size
@@ -69,11 +94,12 @@ class Predictor:
         model.meta.metrics = meta.get("metrics", {})
         return cls(model, device, **kw)
 
+    # -- batch stages --------------------------------------------------------------------
     @staticmethod
-    def decode(data: bytes | str | Path) -> np.ndarray:
-        """Image bytes or a path → RGB uint8, EXIF orientation applied."""
-        if isinstance(data, (bytes, bytearray)):
-            return decode_image(bytes(data))
+    def decode(data: bytes | str | Path, limits: DecodeLimits | None = None) -> np.ndarray:
+        """Image bytes or a path → RGB uint8 (the project's one decoder, see ``vision.data.io``)."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return decode_image(bytes(data), limits)
         return read_image(data)
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
@@ -85,8 +111,17 @@ class Predictor:
         out, info = [], []
         for img in images:
             h, w = img.shape[:2]
+            scale = self.size / max(h, w)
+            if round(min(h, w) * scale) < 1:
+                raise ImageError(
+                    "unusable",
+                    "image",
+                    f"an image whose shorter side is at least 1 pixel after resizing the "
+                    f"longer side to {self.size}",
+                    f"{w}x{h}",
+                )
             out.append(np.ascontiguousarray(self._resize(image=img)["image"]))
-            info.append({"orig_size": (h, w), "scale": self.size / max(h, w)})
+            info.append({"orig_size": (h, w), "scale": scale})
         return out, info
 
     def to_tensor(self, resized: list[np.ndarray]) -> torch.Tensor:
@@ -103,90 +138,51 @@ class Predictor:
     @torch.inference_mode()
     def infer(self, x: torch.Tensor):
         """The model call (torchvision detectors run their NMS inside it)."""
-        return self.model(x)
+        if self.autocast is None:
+            return self.backend(x)
+        with torch.autocast(self.device.type, dtype=self.autocast):
+            return self.backend(x)
 
-    def postprocess(
+    def split(self, raw) -> list:
+        """A batch's raw output → one raw output per image."""
+        return list(raw) if self.task == "detection" else list(raw.unbind(0))
+
+    def postprocess(self, raw, info: list[dict], **opts) -> list[dict]:
+        return [self.finish(r, i, **opts) for r, i in zip(self.split(raw), info, strict=True)]
+
+    def __call__(self, images: list[np.ndarray], **opts) -> list[dict]:
+        x, info = self.preprocess(images)
+        return self.postprocess(self.infer(x), info, **opts)
+
+    # -- serving: one image per request ------------------------------------------------------
+    def prepare(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[np.ndarray, dict]:
+        """Bytes → (letterboxed array, info). NumPy only: safe on a decode thread."""
+        arrays, info = self.resize([self.decode(data, limits)])
+        return arrays[0], info[0]
+
+    def forward(self, arrays: list[np.ndarray]) -> list:
+        """Letterboxed arrays → one raw output per image (on the inference thread)."""
+        return self.split(self.infer(self.to_tensor(arrays)))
+
+    def finish(
         self,
         raw,
-        info: list[dict],
+        info: dict,
         score_threshold: float = 0.0,
         max_detections: int | None = None,
         agnostic_nms: bool = False,
-    ) -> list[dict]:
-        """To original pixels. ``agnostic_nms``: one label per object (boxes of any class that
-        overlap a higher-scoring one beyond the model's NMS IoU are dropped); off by default,
-        since per-class NMS scores higher on COCO AP (wrong-class duplicates still add recall)."""
-        iou = self.model.nms_iou if agnostic_nms and self.task == "detection" else None
-        return to_original(self.task, raw, info, score_threshold, max_detections, iou)
+    ) -> dict:
+        """One image's raw output → result in original pixels. Detection options:
+        ``score_threshold``, ``max_detections``, ``agnostic_nms`` (one label per object: boxes
+        of any class overlapping a higher-scoring one beyond the model's NMS IoU are dropped;
+        off by default, since per-class NMS scores higher on COCO AP)."""
+        if self.task == "detection":
+            iou = self.model.nms_iou if agnostic_nms else None
+            return detections_to_original(raw, info, score_threshold, max_detections, iou)
+        return mask_to_original(raw, info)
 
-    def __call__(self, images: list[np.ndarray], **kw) -> list[dict]:
-        x, info = self.preprocess(images)
-        return self.postprocess(self.infer(x), info, **kw)
-
-
-def to_original(
-    task: str,
-    raw,
-    info: list[dict],
-    score_threshold: float = 0.0,
-    max_detections: int | None = None,
-    agnostic_iou: float | None = None,
-) -> list[dict]:
-    """Map a batch of model outputs back to each image's original pixels. ``info[j]`` holds
-    ``orig_size`` (h, w) and ``scale`` (longest-side resize, padding at the bottom/right).
-    ``agnostic_iou``: also run NMS across classes at this IoU (detection)."""
-    results = []
-    for j, inf in enumerate(info):
-        h, w = inf["orig_size"]
-        if task == "detection":
-            o = raw[j]
-            keep = (o["scores"] >= score_threshold).nonzero().flatten()
-            if agnostic_iou is not None and len(keep):
-                kept = nms(o["boxes"][keep].float(), o["scores"][keep].float(), agnostic_iou)
-                keep = keep[kept]
-            boxes = (o["boxes"][keep].float() / inf["scale"]).cpu()
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            scores, labels = o["scores"][keep].float().cpu(), o["labels"][keep].cpu()
-            n = max_detections
-            results.append({"boxes": boxes[:n], "scores": scores[:n], "labels": labels[:n]})
-        else:
-            rh, rw = max(1, round(h * inf["scale"])), max(1, round(w * inf["scale"]))
-            results.append({"mask": upsample_argmax(raw[j, :, :rh, :rw], h, w).cpu()})
-    return results
-
-
-# above this many upsampled logits (classes x pixels) the mask is made in strips of rows
-STRIP_ELEMENTS = 1 << 22
-
-
-def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Class map ``(h, w)`` uint8 of ``(K, rh, rw)`` logits upsampled bilinearly
-    (``align_corners=False``). Large outputs (a 40-megapixel upload: 800 MB of float32 logits
-    for 5 classes at once) are made a strip of rows at a time with the same interpolation
-    weights, so memory stays near ``STRIP_ELEMENTS`` floats whatever the image size."""
-    k, rh, rw = logits.shape
-    logits = logits.float()
-    if k * h * w <= STRIP_ELEMENTS:
-        up = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
-        return up[0].argmax(0).to(torch.uint8)
-    y0, y1, wy = _bilinear_taps(rh, h, logits.device)
-    x0, x1, wx = _bilinear_taps(rw, w, logits.device)
-    out = torch.empty((h, w), dtype=torch.uint8, device=logits.device)
-    step = max(1, STRIP_ELEMENTS // (k * w))
-    for s in range(0, h, step):
-        rows = slice(s, min(s + step, h))
-        a = wy[rows, None]
-        strip = logits[:, y0[rows]] * (1 - a) + logits[:, y1[rows]] * a  # (K, n, rw)
-        strip = strip[:, :, x0] * (1 - wx) + strip[:, :, x1] * wx  # (K, n, w)
-        out[rows] = strip.argmax(0).to(torch.uint8)
-    return out
-
-
-def _bilinear_taps(n_in: int, n_out: int, device) -> tuple[torch.Tensor, ...]:
-    """Source indices and weights of bilinear resizing ``n_in`` → ``n_out`` as torch computes
-    them with ``align_corners=False`` (negative source coordinates clamp to 0)."""
-    src = ((torch.arange(n_out, device=device) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    lo = src.floor().long().clamp(max=n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    return lo, hi, src - lo
+    def render(self, result: dict, mask_format: str = "png") -> dict:
+        """A result as JSON-ready data (detections, or class counts and the mask)."""
+        if self.task == "detection":
+            return render_detections(result, self.meta.class_names)
+        return render_mask(result, self.meta.class_names, mask_format)

@@ -35,8 +35,21 @@ def _check(obj: dict, fields: dict, where: str) -> None:
             )
 
 
-def load_coco_json(path: Path | str) -> dict:
-    """Load and validate a COCO instances file (ids must be integers, as pycocotools needs)."""
+# what COCO evaluation reads (pycocotools and faster-coco-eval): image ids, sizes only to turn
+# polygons into masks; annotation ids, areas (for the area ranges) and the geometry scored
+_EVAL_IMAGE_FIELDS = {"bbox": {"id": int}, "segm": {"id": int, "width": int, "height": int}}
+_EVAL_ANN_FIELDS = {
+    "bbox": {"id": int, "image_id": int, "category_id": int, "area": Number, "bbox": list},
+    "segm": {"id": int, "image_id": int, "category_id": int, "area": Number},
+}
+
+
+def load_coco_json(path: Path | str, evaluate: str | None = None) -> dict:
+    """Load and validate a COCO instances file (ids must be integers, as pycocotools needs).
+
+    ``evaluate='bbox'|'segm'``: ground truth for COCO evaluation, which needs less than reading
+    the images does (no ``file_name``; image sizes only for ``segm``), but an ``area`` per
+    annotation and the geometry being scored."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "a COCO annotations JSON file", "no such file")
@@ -51,15 +64,25 @@ def load_coco_json(path: Path | str) -> dict:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(str(path), f"a list '{key}'", repr(type(data.get(key)).__name__))
+    image_fields = _EVAL_IMAGE_FIELDS[evaluate] if evaluate else _IMAGE_FIELDS
+    ann_fields = _EVAL_ANN_FIELDS[evaluate] if evaluate else _ANN_FIELDS
     for i, img in enumerate(data["images"]):
-        _check(img, _IMAGE_FIELDS, f"{path} images[{i}] (id={img.get('id')!r})")
+        _check(img, image_fields, f"{path} images[{i}] (id={img.get('id')!r})")
     for i, cat in enumerate(data["categories"]):
         _check(cat, {"id": int, "name": str}, f"{path} categories[{i}]")
     for i, ann in enumerate(data["annotations"]):
         where = f"{path} annotations[{i}] (id={ann.get('id')!r})"
-        _check(ann, _ANN_FIELDS, where)
-        bbox = ann["bbox"]
-        if len(bbox) != 4 or not all(isinstance(v, Number) for v in bbox):
+        _check(ann, ann_fields, where)
+        if evaluate == "segm" and "segmentation" not in ann:
+            raise DataError(
+                where, "field 'segmentation' (polygons or RLE)", f"fields {sorted(ann)}"
+            )
+        bbox = ann.get("bbox")
+        if (bbox is not None or evaluate != "segm") and (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, Number) for v in bbox)
+        ):
             raise DataError(f"{where} field 'bbox'", "[x, y, width, height] numbers", repr(bbox))
     return data
 

@@ -1,15 +1,71 @@
-"""Reading images and masks from disk with errors that name the file."""
+"""Reading images and masks, with errors that name the file or field.
+
+``decode_image`` is the one image decoder of the project: dataset readers, the predictor, the
+FPS protocol and the REST service all call it (the service with upload limits). It turns
+images as people send them into RGB uint8:
+
+- EXIF orientations 1-8 are applied, so pixels (and boxes) are in the orientation the user
+  sees; malformed EXIF is a decoding error, not a crash;
+- 16-bit greyscale is scaled to 8 bits (``v * 255 / 65535``, rounded), not clipped;
+- CMYK JPEG is converted to RGB;
+- transparency (RGBA, LA, palette with a transparent index) is composited on ``BACKGROUND``
+  (white, as the image shows on a page);
+- animated PNG/WebP/GIF: the first frame.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from vision.data.colormap import rgb_to_index
 from vision.errors import DataError
+
+BACKGROUND = (255, 255, 255)
+FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+_OTHER_MAGIC = {b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+class ImageError(DataError):
+    """An image that cannot be used; ``reason`` is one of ``empty``, ``too_large``,
+    ``unsupported``, ``corrupt`` (the service maps it to an HTTP status)."""
+
+    def __init__(self, reason: str, where: str, expected: str, got: str, **detail):
+        super().__init__(where, expected, got)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What an upload may be: encoded bytes, decoded pixels, and which formats.
+    ``from_env`` reads ``VISION_MAX_BYTES`` and ``VISION_MAX_PIXELS``."""
+
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    formats: tuple[str, ...] = tuple(FORMATS)
+
+    @classmethod
+    def from_env(cls) -> DecodeLimits:
+        return cls(
+            int(os.environ.get("VISION_MAX_BYTES", cls.max_bytes)),
+            int(os.environ.get("VISION_MAX_PIXELS", cls.max_pixels)),
+        )
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format from the first bytes: JPEG, PNG, WEBP, GIF, BMP, TIFF or None."""
+    for magic, fmt in {**_MAGIC, **_OTHER_MAGIC}.items():
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
 
 
 def read_image(path: Path | str, exif: bool = True) -> np.ndarray:
@@ -17,19 +73,75 @@ def read_image(path: Path | str, exif: bool = True) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "an image file", "no such file")
-    return decode_image(path.read_bytes(), exif, where=str(path))
+    return decode_image(path.read_bytes(), exif=exif, where=str(path))
 
 
-def decode_image(data: bytes, exif: bool = True, where: str = "image") -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8 ``(H, W, 3)``; EXIF orientation applied."""
+def decode_image(
+    data: bytes,
+    limits: DecodeLimits | None = None,
+    where: str = "image",
+    exif: bool = True,
+) -> np.ndarray:
+    """Encoded bytes → RGB uint8 ``(H, W, 3)``. With ``limits`` (uploads) the size, the
+    pixel count and the format are checked first; every failure is an ``ImageError``."""
+    if not data:
+        raise ImageError("empty", where, "a JPEG, PNG or WebP image", "empty data")
+    fmt = sniff(data)
+    if limits is not None:
+        _check_upload(data, fmt, limits, where)
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size  # read from the header: nothing is decoded yet
+            if limits is not None and w * h > limits.max_pixels:
+                raise ImageError(
+                    "too_large",
+                    where,
+                    f"at most {limits.max_pixels} pixels",
+                    f"{w}x{h} = {w * h} pixels",
+                    limit=limits.max_pixels,
+                )
+            im.seek(0)  # animations: the first frame
             im.load()
             if exif:
                 im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(where, "a readable JPEG/PNG image", f"{type(e).__name__}: {e}") from e
+            return to_rgb(im)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure is the data's fault
+        raise ImageError(
+            "corrupt", where, f"a readable {fmt or 'JPEG/PNG'} image", f"{type(e).__name__}: {e}"
+        ) from e
+
+
+def _check_upload(data: bytes, fmt: str | None, limits: DecodeLimits, where: str) -> None:
+    if len(data) > limits.max_bytes:
+        raise ImageError(
+            "too_large",
+            where,
+            f"at most {limits.max_bytes} bytes",
+            f"{len(data)} bytes",
+            limit=limits.max_bytes,
+        )
+    if fmt not in limits.formats:
+        got = f"a {fmt} image" if fmt else "data that is not a JPEG, PNG or WebP image"
+        accepted = sorted(FORMATS[f] for f in limits.formats)
+        raise ImageError("unsupported", where, " or ".join(accepted), got, accepted=accepted)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded Pillow image of any mode → RGB uint8 (see the module notes)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode != "F" else 1.0
+        grey = np.clip(np.rint(a * 255.0 / top), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (*BACKGROUND, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"))
 
 
 def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255) -> np.ndarray:
@@ -48,7 +160,9 @@ def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255)
                     raise DataError(str(path), "mask values <= 255", f"max {arr.max()}")
                 return arr.astype(np.uint8)
             rgb = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure names the file
         raise DataError(str(path), "a readable PNG mask", f"{type(e).__name__}: {e}") from e
     try:
         return rgb_to_index(rgb, num_classes, ignore_index, where=str(path))

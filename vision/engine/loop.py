@@ -7,11 +7,12 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
-from vision.engine.distributed import is_main
+from vision.engine.distributed import is_main, world_size
 from vision.engine.losses import segmentation_loss
-from vision.predictor import to_original
+from vision.predictor import Predictor
 
 
 def _interval() -> float:
@@ -106,22 +107,27 @@ def train_one_epoch(
     }
 
 
-@torch.inference_mode()
-def evaluate(model, loader, evaluator, task: str, device, amp: torch.dtype | None = None) -> dict:
-    """Run the model over ``loader`` (evaluation targets) and return ``evaluator.evaluate()``.
-    Predictions are mapped back to each image's original size before scoring."""
-    model.eval()
+def evaluate(
+    predictor: Predictor, reader, evaluator, batch: int = 8, keep: int = 0
+) -> tuple[dict, list[dict]]:
+    """The one evaluation pass (training validation, ``vision eval run``, suites): this rank's
+    shard of ``reader`` (items ``rank, rank + world, ...``) through ``predictor`` in batches,
+    each batch's results in original pixels handed to ``evaluator.process``. Returns
+    ``evaluator.evaluate()`` (collective under ``torch.distributed``) and the first ``keep``
+    results of this rank (for drawn samples).
+
+    ``inputs[i]`` holds ``image_id`` and, for segmentation, the original-size ``mask``."""
+    predictor.model.eval()
     evaluator.reset()
-    for images, targets in tqdm(
-        loader, desc="validate", disable=not is_main(), leave=False, mininterval=2.0
-    ):
-        images = images.to(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(images)
-        outputs = to_original(task, out, targets)
-        inputs = [{"image_id": t["image_id"]} for t in targets]
-        if task == "segmentation":
-            for i, t in zip(inputs, targets, strict=True):
-                i["mask"] = t["orig_mask"]
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    idx = list(range(rank, len(reader), world_size()))
+    kept: list[dict] = []
+    seg = predictor.task == "segmentation"
+    steps = range(0, len(idx), batch)
+    for i in tqdm(steps, desc="validate", disable=not is_main(), leave=False, mininterval=2.0):
+        samples = [reader[j] for j in idx[i : i + batch]]
+        outputs = predictor([s.image for s in samples])
+        inputs = [{"image_id": s.image_id, **({"mask": s.mask} if seg else {})} for s in samples]
         evaluator.process(inputs, outputs)
-    return evaluator.evaluate()
+        kept += outputs[: max(keep - len(kept), 0)]
+    return evaluator.evaluate(), kept

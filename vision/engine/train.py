@@ -3,11 +3,14 @@
     vision train detect  --data datasets/shapes.yaml --model fcos_r18 --epochs 12 \\
         --img-size 192 --batch 16 --out runs/fcos_r18
     vision train segment --data datasets/shapes.yaml --model fcn8s --epochs 8 --out runs/fcn8s
-    torchrun --nproc_per_node=2 -m vision.cli train segment ...     # distributed (gloo/NCCL)
+    torchrun --nproc_per_node=2 -m app train segment ...     # distributed (gloo/NCCL)
 
-Validation each epoch uses an evaluator handed in by the caller (the command line passes the
-evaluation suite's COCO or segmentation evaluator); the run folder receives ``args.json``,
-``metrics.jsonl``, TensorBoard scalars (``tb/``), ``last.pt`` and ``best.pt``.
+Validation runs the one evaluation pass (``vision.engine.loop.evaluate``: the run's model
+behind a ``Predictor``, as ``vision eval run`` and suites score checkpoints) into an evaluator
+built by the caller's ``make_evaluator(task, val_reader, class_names)`` (the command line
+passes ``eval.metrics.build_evaluator``); the evaluator names its primary metric
+(``evaluator.primary``, e.g. ``coco/AP``), which chooses ``best.pt``. The run folder receives
+``args.json``, ``metrics.jsonl``, TensorBoard scalars (``tb/``), ``last.pt`` and ``best.pt``.
 ``last.pt`` holds everything needed to resume; ``best.pt`` only the weights, metadata and
 recipe (a third of the size with AdamW), which is all evaluation, prediction and promotion read.
 """
@@ -31,7 +34,6 @@ from vision.data.transforms import (
     SegmentationTransform,
     TransformedDataset,
     collate_detection,
-    collate_eval,
     collate_segmentation,
 )
 from vision.engine.checkpoint import (
@@ -44,8 +46,8 @@ from vision.engine.checkpoint import (
 from vision.engine.distributed import ShardSampler, init_distributed, is_main
 from vision.engine.loop import evaluate, train_one_epoch
 from vision.models import build_model, load_weights
+from vision.predictor import Predictor
 
-PRIMARY = {"detection": ("bbox", "AP"), "segmentation": ("sem_seg", "mIoU")}
 BEST_KEYS = ("model", "epoch", "step", "best", "meta", "args")
 
 
@@ -91,8 +93,6 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
     val_r.limit(cfg.limit_val)
     tf = DetectionTransform if det else SegmentationTransform
     train_ds = TransformedDataset(train_r, tf(cfg.img_size, train=True), seed=cfg.seed)
-    eval_tf = tf(cfg.img_size, train=False) if det else tf(cfg.img_size, with_target=True)
-    val_ds = TransformedDataset(val_r, eval_tf)
     sampler = ShardSampler(len(train_ds), shuffle=True, seed=cfg.seed)
     kw = {"num_workers": cfg.workers, "persistent_workers": False}
     train_dl = torch.utils.data.DataLoader(
@@ -103,14 +103,7 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
         collate_fn=collate_detection if det else collate_segmentation,
         **kw,
     )
-    val_dl = torch.utils.data.DataLoader(
-        val_ds,
-        cfg.batch,
-        collate_fn=collate_eval,
-        sampler=ShardSampler(len(val_ds), shuffle=False),
-        **kw,
-    )
-    return train_r, val_r, train_ds, sampler, train_dl, val_dl
+    return train_r, val_r, train_ds, sampler, train_dl
 
 
 def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
@@ -146,17 +139,8 @@ def _optimizer(cfg: TrainConfig, params):
     raise ValueError(f"optimizer: expected 'adamw' or 'sgd', got {cfg.optimizer!r}")
 
 
-def _flatten(results: dict) -> dict:
-    return {
-        f"{task}/{k}": v
-        for task, m in results.items()
-        for k, v in m.items()
-        if isinstance(v, (int, float))
-    }
-
-
 def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> dict:
-    """Run training. ``make_evaluator(val_reader, class_names, task)`` builds the validation
+    """Run training. ``make_evaluator(task, val_reader, class_names)`` builds the validation
     evaluator. Returns the final summary (also written to ``metrics.jsonl``)."""
     rank, world, device = init_distributed()
     if cfg.threads:
@@ -164,7 +148,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     dcfg = load_config(cfg.data)
-    train_r, val_r, train_ds, sampler, train_dl, val_dl = _loaders(cfg, dcfg)
+    train_r, val_r, train_ds, sampler, train_dl = _loaders(cfg, dcfg)
     names = dcfg.names
     model = build_model(
         cfg.model, len(names), class_names=names, input_size=cfg.img_size, **cfg.model_kwargs
@@ -192,7 +176,9 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     iters = cfg.max_iters or len(train_dl)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, cfg.epochs * iters))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    evaluator = make_evaluator(val_r, names, cfg.task)
+    evaluator = make_evaluator(cfg.task, val_r, names)
+    primary = evaluator.primary
+    predictor = Predictor(model, device, autocast=amp)  # validation: the inference path
     start, best, step = 0, -math.inf, 0
     if cfg.resume:
         ck = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume)
@@ -202,7 +188,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         scaler.load_state_dict(ck["scaler"])
         start, best, step = ck["epoch"], ck["best"], ck["step"]
         set_rng_state(ck["rng"])
-        log(f"[train] resumed from epoch {start} (best {PRIMARY[cfg.task][1]} {best:.4f})")
+        log(f"[train] resumed from epoch {start} (best {primary} {best:.4f})")
     writer = None
     out.mkdir(parents=True, exist_ok=True)
     if is_main():
@@ -243,21 +229,15 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         summary, is_best, score = {"epoch": epoch + 1, **stats}, False, ""
         if (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs:
             t0 = time.perf_counter()
-            results = evaluate(model, val_dl, evaluator, cfg.task, device, amp)
-            task_key, metric = PRIMARY[cfg.task]
-            value = results[task_key][metric]
+            results, _ = evaluate(predictor, val_r, evaluator, cfg.batch)
+            flat = evaluator.scalars(results)
+            value = flat[primary]
             value = -math.inf if value is None or math.isnan(value) else value
-            flat = _flatten(results)
             summary.update({"val_time_s": time.perf_counter() - t0, **flat})
             is_best = value > best
             best = max(best, value)
-            meta.metrics = {
-                "primary": f"{task_key}/{metric}",
-                "value": value,
-                "epoch": epoch + 1,
-                **flat,
-            }
-            score = f", {task_key} {metric} {value:.4f}"
+            meta.metrics = {"primary": primary, "value": value, "epoch": epoch + 1, **flat}
+            score = f", {primary} {value:.4f}"
         ck = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

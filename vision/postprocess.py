@@ -1,0 +1,129 @@
+"""One image's model output → original pixels → a JSON-ready answer.
+
+``info`` (made by ``Predictor.resize``) holds ``orig_size`` (h, w) and ``scale`` (longest-side
+resize, padding at the bottom/right). Results are dicts of CPU tensors: detection ``boxes``
+(x1y1x2y2, original pixels), ``scores``, ``labels``; segmentation ``mask`` (uint8 class map,
+``0`` = background, ``k + 1`` = class ``k``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.ops import nms
+
+MASK_FORMATS = ("png", "rle")
+
+
+def detections_to_original(
+    out: dict,
+    info: dict,
+    score_threshold: float = 0.0,
+    max_detections: int | None = None,
+    agnostic_iou: float | None = None,
+) -> dict:
+    """Boxes above ``score_threshold`` in original pixels, best first, at most
+    ``max_detections``; ``agnostic_iou``: also suppress overlaps across classes at that IoU."""
+    h, w = info["orig_size"]
+    keep = (out["scores"] >= score_threshold).nonzero().flatten()
+    if agnostic_iou is not None and len(keep):
+        kept = nms(out["boxes"][keep].float(), out["scores"][keep].float(), agnostic_iou)
+        keep = keep[kept]
+    boxes = (out["boxes"][keep].float() / info["scale"]).cpu()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    scores, labels = out["scores"][keep].float().cpu(), out["labels"][keep].cpu()
+    n = max_detections
+    return {"boxes": boxes[:n], "scores": scores[:n], "labels": labels[:n]}
+
+
+def mask_to_original(logits: torch.Tensor, info: dict) -> dict:
+    """The class map at the original size from one image's ``(K, S, S)`` padded logits."""
+    h, w = info["orig_size"]
+    rh, rw = max(1, round(h * info["scale"])), max(1, round(w * info["scale"]))
+    return {"mask": upsample_argmax(logits[:, :rh, :rw], h, w).cpu()}
+
+
+# above this many upsampled logits (classes x pixels) the mask is made in strips of rows
+STRIP_ELEMENTS = 1 << 22
+
+
+def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Class map ``(h, w)`` uint8 of ``(K, rh, rw)`` logits upsampled bilinearly
+    (``align_corners=False``). Large outputs (a 40-megapixel upload: 800 MB of float32 logits
+    for 5 classes at once) are made a strip of rows at a time with the same interpolation
+    weights, so memory stays near ``STRIP_ELEMENTS`` floats whatever the image size."""
+    k, rh, rw = logits.shape
+    logits = logits.float()
+    if k * h * w <= STRIP_ELEMENTS:
+        up = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
+        return up[0].argmax(0).to(torch.uint8)
+    y0, y1, wy = _bilinear_taps(rh, h, logits.device)
+    x0, x1, wx = _bilinear_taps(rw, w, logits.device)
+    out = torch.empty((h, w), dtype=torch.uint8, device=logits.device)
+    step = max(1, STRIP_ELEMENTS // (k * w))
+    for s in range(0, h, step):
+        rows = slice(s, min(s + step, h))
+        a = wy[rows, None]
+        strip = logits[:, y0[rows]] * (1 - a) + logits[:, y1[rows]] * a  # (K, n, rw)
+        strip = strip[:, :, x0] * (1 - wx) + strip[:, :, x1] * wx  # (K, n, w)
+        out[rows] = strip.argmax(0).to(torch.uint8)
+    return out
+
+
+def _bilinear_taps(n_in: int, n_out: int, device) -> tuple[torch.Tensor, ...]:
+    """Source indices and weights of bilinear resizing ``n_in`` → ``n_out`` as torch computes
+    them with ``align_corners=False`` (negative source coordinates clamp to 0)."""
+    src = ((torch.arange(n_out, device=device) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    return lo, hi, src - lo
+
+
+def render_detections(res: dict, names: list[str]) -> dict:
+    """``{detections: [{box, score, label, class_id}]}``, boxes rounded to 1e-3 px."""
+    return {
+        "detections": [
+            {
+                "box": [round(float(v), 3) for v in b],
+                "score": round(float(s), 5),
+                "label": names[int(k)],
+                "class_id": int(k),
+            }
+            for b, s, k in zip(
+                res["boxes"].tolist(), res["scores"].tolist(), res["labels"].tolist(), strict=True
+            )
+        ]
+    }
+
+
+def render_mask(res: dict, names: list[str], mask_format: str = "png") -> dict:
+    """Classes, per-class pixel counts, and the class map as a PNG (base64) or per-class COCO
+    RLE."""
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"mask_format: expected one of {MASK_FORMATS}, got {mask_format!r}")
+    mask = res["mask"].numpy()
+    classes = ["background", *names]
+    counts = np.bincount(mask.ravel(), minlength=len(classes))
+    out = {
+        "classes": classes,
+        "pixel_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
+    }
+    if mask_format == "png":
+        buf = io.BytesIO()
+        Image.fromarray(mask).save(buf, "PNG")
+        out["mask"] = {"format": "png", "data": base64.b64encode(buf.getvalue()).decode()}
+        return out
+    from pycocotools import mask as mask_utils
+
+    rles = {}
+    for k in np.flatnonzero(counts):
+        rle = mask_utils.encode(np.asfortranarray((mask == k).astype(np.uint8)))
+        rles[classes[k]] = {"size": rle["size"], "counts": rle["counts"].decode()}
+    out["mask"] = {"format": "rle", "per_class": rles}
+    return out
