@@ -32,6 +32,13 @@ def inference_thread() -> ThreadPoolExecutor:
 
 
 class Batcher:
+    """Batches ``submit``-ted items into forward passes on the inference thread.
+
+    ``deadline_s``: an item that waited longer in the queue is answered 503 and not inferred;
+    an item whose request is gone (``gone()`` true, or its future cancelled) is dropped.
+    ``busy_since`` is when the running forward pass started (None when idle): the service's
+    health checks call a pass that runs too long stuck."""
+
     def __init__(
         self,
         infer: Callable[[list], list],
@@ -40,28 +47,32 @@ class Batcher:
         max_queue: int = 64,
         on_batch: Callable[[int, float], None] | None = None,
         pool: ThreadPoolExecutor | None = None,
+        deadline_s: float | None = None,
     ):
         self.infer, self.max_batch, self.max_wait = infer, max_batch, max_wait_ms / 1000
-        self.max_queue = max_queue
+        self.max_queue, self.deadline_s = max_queue, deadline_s
         self.on_batch = on_batch
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._pool = pool or inference_thread()
+        self.busy_since: float | None = None
+        self.dropped = {"client_gone": 0, "deadline": 0}
 
     def _ensure(self) -> None:
         if self._task is None or self._task.done():
             self.queue = asyncio.Queue(self.max_queue)
             self._task = asyncio.get_running_loop().create_task(self._worker())
 
-    async def submit(self, x, post: Callable | None = None):
+    async def submit(self, x, post: Callable | None = None, gone: Callable | None = None):
         """Queue one item (a resized image); returns its model output (or ``post(output)``,
         run on the inference thread right after the batch's forward pass, so a batch costs one
         thread hop, not one per request), the batch size used, the forward time, the time it
-        waited in the queue and the time ``post`` took."""
+        waited in the queue and the time ``post`` took. ``gone``: an async callable that says
+        whether the request's client has left (checked before the item is inferred)."""
         self._ensure()
         fut = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait((x, post, fut, time.perf_counter()))
+            self.queue.put_nowait((x, post, fut, time.perf_counter(), gone))
         except asyncio.QueueFull:
             raise ClientError(
                 503,
@@ -71,33 +82,67 @@ class Batcher:
             ) from None
         return await fut
 
+    def stuck(self, limit_s: float) -> bool:
+        """Whether a forward pass has been running for more than ``limit_s`` seconds."""
+        since = self.busy_since
+        return since is not None and time.perf_counter() - since > limit_s
+
+    async def _collect(self, loop) -> list:
+        first = await self.queue.get()
+        items = [first]
+        while len(items) < self.max_batch and not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        deadline = loop.time() + self.max_wait
+        while len(items) < self.max_batch and self.max_wait > 0:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            try:
+                items.append(await asyncio.wait_for(self.queue.get(), timeout))
+            except TimeoutError:
+                break
+        return items
+
+    async def _live(self, items: list) -> list:
+        """The items still worth inferring: not cancelled, client present, within deadline."""
+        now, live = time.perf_counter(), []
+        for it in items:
+            _, _, fut, queued_at, gone = it
+            if fut.done():
+                self.dropped["client_gone"] += 1
+            elif self.deadline_s is not None and now - queued_at > self.deadline_s:
+                self.dropped["deadline"] += 1
+                fut.set_exception(
+                    ClientError(
+                        503,
+                        f"deadline passed: waited {now - queued_at:.1f} s for inference "
+                        f"(limit {self.deadline_s:g} s); retry shortly",
+                    )
+                )
+            elif gone is not None and await gone():
+                self.dropped["client_gone"] += 1
+                fut.cancel()
+            else:
+                live.append(it)
+        return live
+
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self.queue.get()
-            items = [first]
-            while len(items) < self.max_batch and not self.queue.empty():
-                items.append(self.queue.get_nowait())
-            deadline = loop.time() + self.max_wait
-            while len(items) < self.max_batch and self.max_wait > 0:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    items.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except TimeoutError:
-                    break
+            items = await self._live(await self._collect(loop))
+            if not items:
+                continue
             t0 = time.perf_counter()
             try:
                 outs, ms = await loop.run_in_executor(self._pool, self._batch, items)
             except Exception as e:  # the model failed: every waiting request learns why
-                for _, _, fut, _ in items:
-                    if not fut.done():
-                        fut.set_exception(e)
+                for it in items:
+                    if not it[2].done():
+                        it[2].set_exception(e)
                 continue
             if self.on_batch:
                 self.on_batch(len(items), ms)
-            for (_, _, fut, queued_at), (out, post_ms) in zip(items, outs, strict=True):
+            for (_, _, fut, queued_at, _), (out, post_ms) in zip(items, outs, strict=True):
                 if fut.done():
                     continue
                 if isinstance(out, BaseException):  # this request's post-processing failed
@@ -107,14 +152,17 @@ class Batcher:
 
     def _batch(self, items: list) -> tuple[list, float]:
         """On the inference thread: one forward pass, then each item's ``post``."""
-        t0 = time.perf_counter()
-        outs = self.infer([it[0] for it in items])
+        t0 = self.busy_since = time.perf_counter()
+        try:
+            outs = self.infer([it[0] for it in items])
+        finally:
+            self.busy_since = None
         ms = (time.perf_counter() - t0) * 1000
         done = []
-        for (_, post, _, _), out in zip(items, outs, strict=True):
+        for it, out in zip(items, outs, strict=True):
             t1 = time.perf_counter()
             try:
-                res = post(out) if post is not None else out
+                res = it[1](out) if it[1] is not None else out
             except Exception as e:  # noqa: BLE001 - handed to that request alone
                 res = e
             done.append((res, (time.perf_counter() - t1) * 1000))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from service.batching import Batcher, inference_thread
+from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, half_precision
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
 from vision.data.io import ImageError
@@ -33,6 +35,7 @@ from vision.postprocess import MASK_FORMATS
 from vision.predictor import Predictor
 
 WEB = Path(__file__).parent / "web"
+logger = logging.getLogger("vision.service")
 
 INFER_MS = prometheus_client.Histogram(
     name="vision_inference_latency_ms",
@@ -53,29 +56,6 @@ REQUESTS = prometheus_client.Counter(
 )
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request whose declared body exceeds the limit (413) before
-    reading it."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes + 65536:
-                resp = JSONResponse(
-                    {
-                        "error": f"request body is {int(length)} bytes: the limit "
-                        f"is {self.max_bytes} bytes",
-                        "limit": self.max_bytes,
-                    },
-                    status_code=413,
-                )
-                return await resp(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
 def _load(task: str, device: str, half: bool) -> tuple[Predictor | None, dict]:
     path = os.environ.get(CKPT_ENV[task])
     if path:
@@ -94,6 +74,16 @@ def _answer(pred: Predictor, raw, *, info: dict, finish: dict, render: dict) -> 
     """On the inference thread, right after the batch's forward pass: one image's raw output
     → its result in original pixels → JSON-ready data."""
     return pred.render(pred.finish(raw, info, **finish), **render)
+
+
+def _reply(ctx, endpoint: str, status: int, body: dict, headers: dict | None = None):
+    """A JSON answer with its status (BentoML takes the status of an endpoint that has a
+    context from ``ctx.response``, so it is set there too)."""
+    REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
+    if ctx is not None:
+        ctx.response.status_code = status
+        ctx.response.metadata.update(headers or {})
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _ui_app() -> Starlette:
@@ -125,6 +115,13 @@ class VisionService:
         max_batch = int(os.environ.get("VISION_MAX_BATCH", "8"))
         max_wait = float(os.environ.get("VISION_MAX_WAIT_MS", "0"))
         max_queue = int(os.environ.get("VISION_MAX_QUEUE", "64"))
+        deadline = float(os.environ.get("VISION_DEADLINE_S", "30"))
+        # a forward pass running longer than this makes /livez and /readyz unhealthy
+        self.stuck_s = float(os.environ.get("VISION_STUCK_S", "60"))
+        # fault drills (tests, the soak benchmark): a request header x-vision-fault makes the
+        # next forward pass raise ("raise") or stall ("stall=SECONDS"); off unless asked for
+        self.faults = os.environ.get("VISION_FAULTS", "0") == "1"
+        self._fault: str | None = None
         # every torch op of this process (loading, warm-up, forward, post-processing) runs on
         # this one thread, shared by both tasks, so the process has a single OpenMP team
         self.infer_pool = inference_thread()
@@ -136,12 +133,13 @@ class VisionService:
                 continue
             self.models[task], self.model_info[task] = pred, info
             self.batchers[task] = Batcher(
-                pred.forward,
+                self._forward(pred),
                 max_batch,
                 max_wait,
                 max_queue,
                 self._observer(task),
                 pool=self.infer_pool,
+                deadline_s=deadline,
             )
             warm = [np.zeros((pred.size, pred.size, 3), np.uint8)] * 2
             # warm-up before we report ready: allocations and the OpenMP team are made now
@@ -161,8 +159,25 @@ class VisionService:
             torch.set_num_threads(int(threads))
         return torch.get_num_threads()
 
+    def __is_alive__(self) -> bool:
+        """False while the inference thread is gone or a forward pass is stuck (longer than
+        ``VISION_STUCK_S``); true again once it finishes."""
+        pool_ok = not self.infer_pool._shutdown and not getattr(self.infer_pool, "_broken", False)
+        return pool_ok and not any(b.stuck(self.stuck_s) for b in self.batchers.values())
+
     def __is_ready__(self) -> bool:
-        return self.ready
+        return self.ready and self.__is_alive__()
+
+    def _forward(self, pred: Predictor):
+        def forward(arrays: list[np.ndarray]) -> list:
+            fault, self._fault = self._fault, None
+            if fault == "raise":
+                raise RuntimeError("injected fault: the forward pass raised")
+            if fault and fault.startswith("stall="):
+                time.sleep(float(fault.split("=", 1)[1]))
+            return pred.forward(arrays)
+
+        return forward
 
     @staticmethod
     def _observer(task: str):
@@ -172,7 +187,7 @@ class VisionService:
 
         return observe
 
-    async def _run(self, task: str, image: Path, endpoint: str, params) -> JSONResponse:
+    async def _run(self, task: str, image: Path, endpoint: str, params, ctx=None) -> JSONResponse:
         """Upload → JSON through the Predictor: ``prepare`` on the decode thread, then
         ``forward`` (batched across requests), ``finish`` and ``render`` on the inference
         thread."""
@@ -187,13 +202,22 @@ class VisionService:
             loop = asyncio.get_running_loop()
             t1, x, info = await loop.run_in_executor(self.decode_pool, self._prepare, pred, image)
             t2 = time.perf_counter()
+            gone = ctx.request.is_disconnected if ctx is not None else None
+            if self.faults and ctx is not None:
+                self._fault = ctx.request.headers.get("x-vision-fault") or self._fault
             answer, batch, infer_ms, queue_ms, post_ms = await self.batchers[task].submit(
-                x, partial(_answer, pred, info=info, finish=finish, render=render)
+                x, partial(_answer, pred, info=info, finish=finish, render=render), gone
             )
             t4 = time.perf_counter()
         except ClientError as e:
-            REQUESTS.labels(endpoint=endpoint, status=str(e.status)).inc()
-            return JSONResponse(e.detail, status_code=e.status)
+            retry = {"Retry-After": "1"} if e.status == 503 else {}
+            return _reply(ctx, endpoint, e.status, e.detail, retry)
+        except asyncio.CancelledError:  # the client left before its image was inferred
+            return _reply(ctx, endpoint, 499, {"error": "client closed the request"})
+        except Exception as e:  # noqa: BLE001 - the server's fault: this batch only
+            logger.exception("inference failed")
+            error = {"error": f"inference failed: {type(e).__name__}: {e}"}
+            return _reply(ctx, endpoint, 500, error)
         h, w = info["orig_size"]
         body = {
             "model": pred.meta.name,
@@ -211,8 +235,7 @@ class VisionService:
             },
             **answer,
         }
-        REQUESTS.labels(endpoint=endpoint, status="200").inc()
-        return JSONResponse(body)
+        return _reply(ctx, endpoint, 200, body)
 
     def _prepare(self, pred: Predictor, image: Path):
         data = Path(image).read_bytes() if image is not None else b""
@@ -230,6 +253,7 @@ class VisionService:
         score_threshold: float | str | None = None,
         max_detections: float | str | None = None,
         agnostic_nms: bool | str | None = None,
+        ctx: bentoml.Context = None,
     ) -> dict:
         """Boxes in original pixels: ``{box: [x1, y1, x2, y2], score, label, class_id}``;
         ``agnostic_nms=true``: one label per object."""
@@ -244,10 +268,12 @@ class VisionService:
             }
             return finish, {}
 
-        return await self._run("detection", image, "detect", params)
+        return await self._run("detection", image, "detect", params, ctx)
 
     @bentoml.api(route="/segment")
-    async def segment(self, image: Path, mask_format: str = "png") -> dict:
+    async def segment(
+        self, image: Path, mask_format: str = "png", ctx: bentoml.Context = None
+    ) -> dict:
         """Per-class pixel counts and the class-index mask as PNG (base64) or COCO RLE."""
 
         def params():
@@ -259,7 +285,7 @@ class VisionService:
                 )
             return {}, {"mask_format": mask_format}
 
-        return await self._run("segmentation", image, "segment", params)
+        return await self._run("segmentation", image, "segment", params, ctx)
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
@@ -294,4 +320,9 @@ class VisionService:
         )
 
 
-VisionService.add_asgi_middleware(BodyLimit, max_bytes=Limits.from_env().max_bytes)
+# the image limit plus room for the multipart framing and the other fields
+VisionService.add_asgi_middleware(
+    RequestGuard,
+    max_bytes=Limits.from_env().max_bytes + 65536,
+    max_pending=int(os.environ.get("VISION_MAX_PENDING", "64")),
+)

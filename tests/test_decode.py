@@ -1,0 +1,137 @@
+"""The one image decoder: images as people send them (EXIF orientations, 16-bit, CMYK,
+transparency, animations, broken metadata) and the upload limits."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vision.data.io import BACKGROUND, DecodeLimits, ImageError, decode_image
+
+# Pillow's exif_transpose undoes orientation k with this operation; a file showing the
+# upright picture stores the upright pixels transformed by its inverse
+UNDO = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+INVERSE = {
+    Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
+    Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
+}
+
+
+def upright() -> np.ndarray:
+    """A small picture with no symmetry: any flip or rotation changes it."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (30, 50, 3), np.uint8)
+    img[:5, :10] = (255, 0, 0)
+    return img
+
+
+def oriented_png(img: np.ndarray, k: int) -> bytes:
+    """A PNG whose EXIF orientation is ``k`` and which shows ``img`` upright."""
+    im = Image.fromarray(img)
+    if k != 1:
+        op = UNDO[k]
+        im = im.transpose(INVERSE.get(op, op))
+    exif = Image.Exif()
+    exif[0x0112] = k
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_exif_orientation_gives_the_picture_the_user_sees(k):
+    img = upright()
+    got = decode_image(oriented_png(img, k))
+    assert got.shape == img.shape and np.array_equal(got, img)
+    if k != 1:  # the stored pixels really are different: the orientation was applied
+        assert not np.array_equal(decode_image(oriented_png(img, k), exif=False), img)
+
+
+def _png(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def test_16_bit_grey_is_scaled_not_clipped():
+    a = np.array([[0, 257, 32896, 65535]], np.uint16)
+    im = Image.fromarray(a)
+    assert im.mode.startswith("I;16")
+    got = decode_image(_png(im))
+    assert got[0, :, 0].tolist() == [0, 1, 128, 255] and (got[..., 0] == got[..., 2]).all()
+
+
+def test_cmyk_jpeg_and_transparency_on_the_background():
+    buf = io.BytesIO()
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(buf, "JPEG", quality=95)  # red
+    red = decode_image(buf.getvalue())
+    assert red.shape == (16, 16, 3) and red[..., 0].min() > 240 and red[..., 1:].max() < 15
+    la = Image.new("LA", (4, 4), (0, 0))  # black, fully transparent
+    la.putpixel((0, 0), (0, 255))  # one opaque black pixel
+    got = decode_image(_png(la))
+    assert tuple(got[1, 1]) == BACKGROUND and tuple(got[0, 0]) == (0, 0, 0)
+    p = Image.new("P", (4, 4), 0)
+    p.putpalette([0, 0, 255, 0, 255, 0] + [0] * 762)
+    p.putpixel((3, 3), 1)
+    got = decode_image(_png(p, transparency=0))  # index 0 (blue) is transparent
+    assert tuple(got[0, 0]) == BACKGROUND and tuple(got[3, 3]) == (0, 255, 0)
+
+
+def test_animation_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    assert tuple(decode_image(buf.getvalue())[4, 4]) == (255, 0, 0)
+
+
+def test_broken_metadata_and_data_are_image_errors():
+    buf = io.BytesIO()
+    Image.fromarray(upright()).save(buf, "JPEG")
+    jpg = buf.getvalue()
+    bad_exif = jpg[:2] + b"\xff\xe1\x00\x20Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff" + b"\x00" * 14
+    bad_exif += jpg[2:]
+    try:  # a corrupt EXIF block is ignored or refused, never an unexpected exception
+        assert decode_image(bad_exif).shape == (30, 50, 3)
+    except ImageError as e:
+        assert e.reason == "corrupt"
+    for data, reason in (
+        (b"", "empty"),
+        (jpg[:100], "corrupt"),
+        (b"\x89PNG\r\n\x1a\nxx", "corrupt"),
+    ):
+        with pytest.raises(ImageError) as e:
+            decode_image(data)
+        assert e.value.reason == reason
+
+
+def test_upload_limits():
+    lim = DecodeLimits(max_bytes=10_000, max_pixels=100 * 100)
+    with pytest.raises(ImageError) as e:
+        decode_image(_png(Image.new("L", (200, 200))), lim)  # small file, too many pixels
+    assert e.value.reason == "too_large" and "40000 pixels" in str(e.value)
+    with pytest.raises(ImageError) as e:
+        decode_image(b"GIF89a" + b"\0" * 30, lim)
+    assert e.value.reason == "unsupported" and "GIF" in str(e.value)
+    assert decode_image(_png(Image.new("L", (20, 20))), lim).shape == (20, 20, 3)
+
+
+def test_an_image_that_resizes_to_nothing_is_refused(tiny_checkpoints):
+    from vision.predictor import Predictor
+
+    pred = Predictor.from_checkpoint(tiny_checkpoints["segmentation"])
+    with pytest.raises(ImageError) as e:
+        pred.prepare(_png(Image.new("RGB", (4000, 1))))
+    assert e.value.reason == "unusable" and "4000x1" in str(e.value)
+    arr, info = pred.prepare(_png(Image.new("RGB", (400, 3))))
+    assert arr.shape == (pred.size, pred.size, 3) and info["orig_size"] == (3, 400)
