@@ -106,6 +106,27 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
     assert meta["primary"] == pytest.approx(rows[0]["primary"])
     assert os.path.isfile(meta["file"]) and meta["file"].startswith(env["BENTOML_HOME"])
 
+    # the service loads the promoted model from the store and shows the report's metric keys
+    serve = (
+        "import json; from service.service import VisionService; s = VisionService(); "
+        "print(json.dumps(s.info()))"
+    )
+    clean = {k: v for k, v in env.items() if not k.startswith("VISION_")}
+    r = subprocess.run([sys.executable, "-c", serve], env=clean, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads(r.stdout.strip().splitlines()[-1])["models"]
+    assert set(info) == {"segmentation"}  # no detector was promoted
+    seg = info["segmentation"]
+    assert seg["version"] == promoted["segmentation"]
+    assert seg["name"] == {"fcn32s_short": "fcn32s", "fcn8s_longer": "fcn8s"}[rows[0]["model"]]
+    from eval.base import flatten
+
+    pair = json.loads((out / "pairs" / f"{rows[0]['pair']}.json").read_text())
+    assert set(seg["report"]["metrics"]) == set(flatten(pair["metrics"]))
+    assert seg["report"]["metrics"]["seg/mIoU"] == pytest.approx(rows[0]["primary"])
+    trained = {k for k in seg["metrics"] if "/" in k}  # the checkpoint's own validation
+    assert trained == set(seg["report"]["metrics"])
+
     # a second run with nothing missing recomputes nothing and compares with the first
     r = subprocess.run(
         [*VISION, "bench", "run", str(suite), "--out", str(out)],

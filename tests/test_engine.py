@@ -162,3 +162,36 @@ def test_dice_loss_ignores_ignored_pixels_and_is_zero_when_perfect():
     assert float(a) > 1.0 and torch.allclose(a, b)
     with pytest.raises(ValueError, match="expected one of"):
         segmentation_loss(noisy, target, "focal")
+
+
+def test_resume_from_an_explicit_path_keeps_the_best_score(shapes_yaml, tmp_path):
+    """A detection run resumed from a checkpoint elsewhere continues its epochs and keeps its
+    best score: a later epoch that does not beat it leaves best.pt alone."""
+    from vision.engine.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    cfg = _cfg(shapes_yaml, run, task="detection", model="fcos_r18", epochs=2, stop_after=1)
+    train(cfg, make_evaluator, **QUIET)
+    first = load_checkpoint(run / "best.pt")
+    assert first["epoch"] == 1
+    ck = load_checkpoint(run / "last.pt")
+    ck["best"] = 0.99  # a best score the next epoch cannot reach
+    moved = tmp_path / "elsewhere.pt"
+    save_checkpoint(ck, moved)
+    logs: list[str] = []
+    train(_cfg(shapes_yaml, run, task="detection", model="fcos_r18", epochs=2, resume=str(moved)),
+          make_evaluator, log=logs.append)  # fmt: skip
+    assert any("resumed from epoch 1 (best coco/AP 0.9900)" in m for m in logs), logs
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1  # not overwritten by a worse epoch
+    assert load_checkpoint(run / "last.pt")["best"] == 0.99
+
+
+def test_validation_does_not_change_training(shapes_yaml, tmp_path):
+    """Validating every epoch or only at the end trains the same weights (dropout draws from
+    the global RNG; validation must not consume it)."""
+    a, b = tmp_path / "every", tmp_path / "end"
+    train(_cfg(shapes_yaml, a, epochs=3, val_every=1), make_evaluator, **QUIET)
+    train(_cfg(shapes_yaml, b, epochs=3, val_every=3), make_evaluator, **QUIET)
+    wa, wb = load_checkpoint(a / "last.pt")["model"], load_checkpoint(b / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -56,6 +56,22 @@ def test_segmentation_pipeline_nearest_masks(shapes_cfg):
     allowed = set(range(len(shapes_cfg.names) + 1)) | {255}
     assert set(masks.unique().tolist()) <= allowed
     assert (masks == 255).any()  # padding uses the ignore index
+    for i in range(4):  # nearest neighbour: no class appears that the image does not have
+        assert set(masks[i].unique().tolist()) <= set(np.unique(ds[i].mask).tolist()) | {255}
+
+
+@pytest.mark.parametrize("size", [128, 24])  # up- and down-sampling
+def test_segmentation_masks_keep_sharp_class_edges(size):
+    """Classes 1 and 4 side by side: linear interpolation would invent 2 and 3 on the edge."""
+    from vision.data.sample import Sample
+
+    mask = np.ones((50, 70), np.uint8)
+    mask[:, 35:] = 4
+    mask[20:30, 10:60] = 1
+    s = Sample("x", None, 70, 50, image=np.zeros((50, 70, 3), np.uint8), mask=mask)
+    for train in (False, True):
+        _, m = SegmentationTransform(size, train=train)(s)
+        assert set(m.unique().tolist()) <= {1, 4, 255}
 
 
 def test_health_ok_and_errors(shapes_cfg, shapes_dir, tmp_path):

@@ -82,6 +82,60 @@ def test_batcher_groups_concurrent_requests_and_refuses_when_full():
     assert refused and all(o.status == 503 and "busy" in o.detail["error"] for o in refused)
 
 
+def test_batcher_failures_wait_and_deadlines():
+    """A raising forward pass fails every request of its batch (and the next batch works);
+    a failing post-processing fails only its request; max_wait_ms gathers requests that
+    arrive a little later; a request past its deadline is answered 503 and not inferred."""
+    seen: list[list] = []
+
+    def infer(xs):
+        seen.append(list(xs))
+        if "boom" in xs:
+            raise RuntimeError("forward failed")
+        return [f"out:{x}" for x in xs]
+
+    def post(out):
+        if out == "out:bad":
+            raise ValueError("post failed")
+        return out.upper()
+
+    async def main():
+        b = Batcher(infer, max_batch=8, max_queue=16)
+        await b.submit("warm")
+        res = await asyncio.gather(
+            *[b.submit(x, post) for x in ("a", "boom", "c")], return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in res), res  # the whole batch failed
+        res = await asyncio.gather(
+            *[b.submit(x, post) for x in ("a", "bad", "c")], return_exceptions=True
+        )
+        assert [r[0] for r in (res[0], res[2])] == ["OUT:A", "OUT:C"]
+        assert isinstance(res[1], ValueError)
+        waiting = Batcher(infer, max_batch=8, max_wait_ms=300)
+
+        async def later(x, delay):
+            await asyncio.sleep(delay)
+            return await waiting.submit(x)
+
+        got = await asyncio.gather(later("p", 0), later("q", 0.05), later("r", 0.1))
+        assert [g[1] for g in got] == [3, 3, 3]  # one batch of three
+        slow = Batcher(lambda xs: (time.sleep(0.3), list(xs))[1], max_batch=1, deadline_s=0.1)
+        res = await asyncio.gather(*[slow.submit(x) for x in "uvw"], return_exceptions=True)
+        late = [r for r in res if isinstance(r, ClientError)]
+        assert late and all(e.status == 503 and "deadline" in e.detail["error"] for e in late)
+        assert slow.dropped["deadline"] == len(late)
+
+        async def gone():
+            return True
+
+        with pytest.raises(asyncio.CancelledError):
+            await waiting.submit("left", gone=gone)
+        assert waiting.dropped["client_gone"] == 1
+
+    asyncio.run(main())
+    assert ["a", "boom", "c"] in seen and "left" not in [x for s in seen for x in s]
+
+
 @pytest.fixture(scope="module")
 def svc(tiny_checkpoints):
     import os
@@ -134,3 +188,36 @@ def test_endpoints_and_errors_in_process(svc, shapes_dir, tmp_path, tiny_checkpo
     assert _call(svc, "segment", img, mask_format="svg")[0] == 422
     info = svc.info()
     assert set(info["models"]) == {"detection", "segmentation"} and info["device"] == "cpu"
+
+
+def test_service_options_take_effect(svc, shapes_dir):
+    """agnostic_nms and max_detections change the answer, on outputs where they must: the
+    detector's backend is set to answer one object as two classes, plus a separate box."""
+    pred = svc.models["detection"]
+    fixed = {
+        "boxes": torch.tensor([[10.0, 10, 50, 50], [11, 10, 50, 51], [60, 60, 90, 90]]),
+        "scores": torch.tensor([0.9, 0.6, 0.5]),
+        "labels": torch.tensor([0, 1, 1]),
+    }
+    backend = pred.backend
+    pred.backend = lambda x: [fixed] * len(x)
+    try:
+        img = shapes_dir / "VOC/JPEGImages/000050.jpg"
+        _, per_class = _call(svc, "detect", img, score_threshold=0.1)
+        _, agnostic = _call(svc, "detect", img, score_threshold=0.1, agnostic_nms="true")
+        _, capped = _call(svc, "detect", img, score_threshold=0.1, max_detections=2)
+    finally:
+        pred.backend = backend
+    assert [d["class_id"] for d in per_class["detections"]] == [0, 1, 1]
+    assert [d["score"] for d in agnostic["detections"]] == pytest.approx([0.9, 0.5])
+    assert [d["score"] for d in capped["detections"]] == pytest.approx([0.9, 0.6])
+
+
+def test_a_task_without_a_model_answers_503(svc, shapes_dir):
+    img = shapes_dir / "VOC/JPEGImages/000050.jpg"
+    pred = svc.models.pop("segmentation")
+    try:
+        status, body = _call(svc, "segment", img)
+    finally:
+        svc.models["segmentation"] = pred
+    assert status == 503 and "no segmentation model" in body["error"]
