@@ -99,9 +99,32 @@ def run_suite(
                     f"{r['primary_metric']} {r['primary']:.4f}  p50 {r['latency_ms_p50']:.1f} ms"
                 )
     if promote:
+        from service.promote import choose_best
         from service.promote import promote as do_promote
 
-        report["promoted"] = do_promote(results, report_id=f"{suite['name']}@{out_dir}", log=log)
+        tables = {}
+        if "optimize" in opts:  # deployable variants of each winner; the chosen one is served
+            from app.optimize import optimize
+
+            o = opts["optimize"] or {}
+            for task, best in choose_best(results).items():
+                log(f"[bench] deployable variants of {best['model']} ({task})")
+                tables[task] = optimize(
+                    Path(best["checkpoint"]),
+                    next(d for d in suite["datasets"] if load_config(d).name == best["dataset"]),
+                    out_dir / "variants" / task,
+                    split=opts.get("split", "val"),
+                    variants=o.get("variants"),
+                    budget=float(o.get("budget", 0.01)),
+                    calibration=int(o.get("calibration", 64)),
+                    rounds=int(o.get("rounds", 3)),
+                    iters=int(o.get("iters", 10)),
+                    limit=opts.get("limit"),
+                    log=log,
+                )
+        report["promoted"] = do_promote(
+            results, report_id=f"{suite['name']}@{out_dir}", variants=tables, log=log
+        )
         (out_dir / "promoted.json").write_text(json.dumps(report["promoted"], indent=1))
     return report
 

@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STORE = {"detection": "vision-detector", "segmentation": "vision-segmenter"}
 CKPT_ENV = {"detection": "VISION_DETECTOR_CKPT", "segmentation": "VISION_SEGMENTER_CKPT"}
 TAG_ENV = {"detection": "VISION_DETECTOR_MODEL", "segmentation": "VISION_SEGMENTER_MODEL"}
+# with a checkpoint path: a deployable variant of it (vision.deploy.VARIANT_KINDS) and, for
+# onnx/int8, its ONNX file (store models carry both in their metadata)
+VARIANT_ENV = {"detection": "VISION_DETECTOR_VARIANT", "segmentation": "VISION_SEGMENTER_VARIANT"}
 
 
 def serve_argv(host: str, port: int | str) -> list[str]:

@@ -28,9 +28,10 @@ from starlette.routing import Route
 
 from service.batching import Batcher, inference_thread
 from service.guard import RequestGuard
-from service.launch import CKPT_ENV, STORE, TAG_ENV, half_precision
+from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
 from vision.data.io import ImageError
+from vision.deploy import VARIANT_KINDS, variant_predictor
 from vision.postprocess import MASK_FORMATS
 from vision.predictor import Predictor
 
@@ -59,15 +60,20 @@ REQUESTS = prometheus_client.Counter(
 def _load(task: str, device: str, half: bool) -> tuple[Predictor | None, dict]:
     path = os.environ.get(CKPT_ENV[task])
     if path:
+        variant, _, file = os.environ.get(VARIANT_ENV[task], "eager").partition(":")
+        pred = variant_predictor(path, variant, file or None, device=device, half=half)
         # the file name only: responses never show server paths
-        return Predictor.from_checkpoint(path, device, half=half), {"version": Path(path).name}
+        return pred, {"version": Path(path).name, "variant": variant}
     tag = os.environ.get(TAG_ENV[task], f"{STORE[task]}:latest")
     try:
         bm = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         return None, {}
     info = {"version": str(bm.tag), **bm.info.metadata}
-    return Predictor.from_checkpoint(bm.path_of("model.pt"), device, half=half), info
+    variant = info.get("variant", "eager")  # the deployable variant promotion chose
+    file = bm.path_of(info["variant_file"]) if info.get("variant_file") else None
+    pred = variant_predictor(bm.path_of("model.pt"), variant, file, device=device, half=half)
+    return pred, info
 
 
 def _answer(pred: Predictor, raw, *, info: dict, finish: dict, render: dict) -> dict:
@@ -304,6 +310,16 @@ class VisionService:
                 "report": {
                     k: meta.get(k)
                     for k in ("report_id", "primary_metric", "primary", "latency_ms_p50", "metrics")
+                },
+                "variant": {
+                    "name": meta.get("variant", "eager"),
+                    "backend": VARIANT_KINDS[meta.get("variant", "eager")][0],
+                    "precision": "float16"
+                    if pred.half
+                    else VARIANT_KINDS[meta.get("variant", "eager")][1],
+                    "metric": meta.get("variant_metric", meta.get("primary")),
+                    "p50_ms": meta.get("variant_p50_ms"),
+                    "rule": meta.get("variant_rule"),
                 },
             }
         return json.loads(

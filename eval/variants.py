@@ -1,0 +1,276 @@
+"""Deployable variants of a trained model, each scored like the eager model: the validation
+metric (``eval.metrics``), agreement with eager, and speed by the FPS protocol, side by side.
+
+Variants (``VARIANTS``; each built from the checkpoint, verified against eager outputs):
+
+- ``eager``: the training checkpoint in float32 (the baseline);
+- ``fused``: BatchNorm folded into the preceding convolutions, channels-last memory;
+- ``bf16``: bfloat16 autocast (fast on CPUs with AVX512-BF16; float16 weights on CUDA);
+- ``onnx``: the network in ONNX Runtime, float32 (``vision.deploy``: detectors up to their
+  head outputs, then torchvision's own decoding and NMS);
+- ``int8``: ONNX Runtime static QDQ int8, calibrated on training images only.
+
+A variant that cannot be built or fails gets a row that says why; the others still run.
+Speed is measured in interleaved rounds (every variant once per round, medians over rounds):
+the machines drift by tens of percent between minutes.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from eval.bench import count_flops
+from eval.fps import environment, measure
+from eval.iou import box_iou
+from eval.metrics import PRIMARY, primary_value, score
+from vision.predictor import Predictor
+
+VARIANTS = ("eager", "fused", "bf16", "onnx", "int8")
+RULE = (
+    "the fastest variant (batch-1 p50 latency, end to end) whose primary metric is at most "
+    "`budget` below eager's; eager when none qualifies"
+)
+
+
+def calibration_batches(predictor: Predictor, reader, n: int, batch: int = 8) -> list:
+    """Letterboxed float batches of the first ``n`` images of ``reader`` (a training split)."""
+    out = []
+    for i in range(0, min(n, len(reader)), batch):
+        imgs = [reader[j].image for j in range(i, min(i + batch, n, len(reader)))]
+        x, _ = predictor.preprocess(imgs)
+        out.append(x.numpy())
+    return out
+
+
+def build(name: str, checkpoint: Path, out: Path, calibration) -> tuple[Predictor, Path | None]:
+    """The predictor of one variant and its deployable file (None for torch variants);
+    ``calibration()`` gives the int8 calibration batches."""
+    from vision.deploy import VARIANT_KINDS, export_onnx, quantize_int8, variant_predictor
+
+    if name not in VARIANT_KINDS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {name!r}")
+    file = None
+    if VARIANT_KINDS[name][0] == "onnxruntime":
+        file = export_onnx(Predictor.from_checkpoint(checkpoint).model, out / "model.onnx")
+        if name == "int8":
+            file = quantize_int8(file, out / "model.int8.onnx", calibration())
+    return variant_predictor(checkpoint, name, file), file
+
+
+def agreement(task: str, ref: list[dict], preds: list[dict]) -> float:
+    """Detection: fraction of eager's boxes (score ≥ 0.3) found again at IoU ≥ 0.9 with the
+    same class; segmentation: fraction of pixels with the same class."""
+    if task == "segmentation":
+        same = sum(int((r["mask"] == p["mask"]).sum()) for r, p in zip(ref, preds, strict=True))
+        return same / max(sum(r["mask"].numel() for r in ref), 1)
+    hit = total = 0
+    for r, p in zip(ref, preds, strict=True):
+        keep = r["scores"] >= 0.3
+        rb, rl = r["boxes"][keep], r["labels"][keep]
+        total += len(rb)
+        if len(rb) and len(p["boxes"]):
+            iou = box_iou(rb, p["boxes"])
+            iou[rl[:, None] != p["labels"][None, :]] = 0
+            hit += int((iou.max(1).values >= 0.9).sum())
+    return hit / max(total, 1)
+
+
+def _size_mb(path: Path | None, predictor: Predictor) -> float:
+    if path is not None:
+        return path.stat().st_size / 2**20
+    return sum(t.numel() * t.element_size() for t in predictor.model.state_dict().values()) / 2**20
+
+
+def run_variants(
+    checkpoint: Path | str,
+    cfg,
+    val_reader,
+    train_reader,
+    out: Path | str,
+    variants=VARIANTS,
+    calibration_images: int = 64,
+    rounds: int = 3,
+    iters: int = 10,
+    log=print,
+) -> dict:
+    """Build, verify, score and time every variant; returns the table (see ``write_table``)."""
+    out, checkpoint = Path(out), Path(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    if {s.image_id for s in train_reader.samples} & {s.image_id for s in val_reader.samples}:
+        raise ValueError("int8 calibration images must not overlap the scored split")
+    eager = Predictor.from_checkpoint(checkpoint)
+    task = eager.task
+    calib_ids = [s.image_id for s in train_reader.samples[:calibration_images]]
+    rows, preds, built = [], {}, {}
+    for name in variants:
+        row = {"variant": name, "status": "ok"}
+        t0 = time.perf_counter()
+        try:
+            pred, path = build(
+                name,
+                checkpoint,
+                out,
+                lambda: calibration_batches(eager, train_reader, calibration_images),
+            )
+            metrics, kept = score(pred, val_reader, cfg.names, keep=len(val_reader))
+            built[name], preds[name] = pred, kept
+            row.update(
+                metric=primary_value(task, metrics),
+                metrics={k: metrics[k] for k in metrics if k != "seg"}
+                if task == "detection"
+                else {"seg": {k: v for k, v in metrics["seg"].items() if k != "confusion"}},
+                file=str(path) if path else None,
+                size_mb=_size_mb(path, pred),
+                params=sum(p.numel() for p in eager.model.parameters()),
+                gflops=count_flops(eager) / 1e9,
+            )
+        except Exception as e:  # noqa: BLE001 - a failed variant is a row, not a crash
+            row.update(status=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            log(f"[optimize] {name}: {row['status']}")
+            (out / f"{name}.error.txt").write_text(traceback.format_exc())
+        row["build_s"] = time.perf_counter() - t0
+        rows.append(row)
+    if "eager" in preds:
+        for row in rows:
+            if row["variant"] in preds:
+                row["agreement"] = agreement(task, preds["eager"], preds[row["variant"]])
+    _time(built, val_reader, rows, rounds, iters)
+    base = next((r for r in rows if r["variant"] == "eager" and r["status"] == "ok"), None)
+    for row in rows:
+        if base and row["status"] == "ok":
+            row["delta"] = row["metric"] - base["metric"]
+            row["speedup"] = base["p50_ms"] / row["p50_ms"]
+    return {
+        "checkpoint": str(checkpoint),
+        "model": eager.meta.name,
+        "task": task,
+        "dataset": cfg.name,
+        "primary_metric": PRIMARY[task],
+        "images": len(val_reader),
+        "calibration": {"split": "train", "images": calib_ids},
+        "environment": environment(eager),
+        "timing": f"FPS protocol, {rounds} interleaved rounds of {iters} iterations, medians",
+        "rows": rows,
+    }
+
+
+def _time(built: dict, reader, rows: list[dict], rounds: int, iters: int) -> None:
+    """Batch-1 p50/p95 and batch-8 images/s of every built variant, interleaved."""
+    images = [s.path.read_bytes() for s in reader.samples[:32]]
+    got: dict[str, list] = {n: [] for n in built}
+    for _ in range(rounds):
+        for name, pred in built.items():
+            got[name].append(measure(pred, images, (1, 8), 3, iters)["runs"])
+    for row in rows:
+        runs = got.get(row["variant"])
+        if not runs:
+            continue
+        b1 = [r[0] for r in runs]
+        row["p50_ms"] = float(np.median([r["total_ms"]["p50"] for r in b1]))
+        row["p95_ms"] = float(np.median([r["total_ms"]["p95"] for r in b1]))
+        row["inference_p50_ms"] = float(np.median([r["stages_ms"]["inference"]["p50"] for r in b1]))
+        row["post_p50_ms"] = float(np.median([r["stages_ms"]["postprocess"]["p50"] for r in b1]))
+        row["b8_images_per_s"] = float(np.median([r[1]["images_per_s"] for r in runs]))
+
+
+def choose(table: dict, budget: float = 0.01) -> dict:
+    """The variant to deploy by ``RULE``."""
+    ok = [r for r in table["rows"] if r["status"] == "ok" and "p50_ms" in r]
+    eager = next((r for r in ok if r["variant"] == "eager"), None)
+    if eager is None:
+        raise ValueError("no working eager row: nothing to compare the variants with")
+    within = [r for r in ok if r["metric"] >= eager["metric"] - budget]
+    return min(within, key=lambda r: r["p50_ms"]) if within else eager
+
+
+HEAD = ["variant", "status", "MB", "params M", "GFLOPs", "metric", "Δ", "agreement",
+        "p50 ms", "p95 ms", "img/s b8", "speed-up"]  # fmt: skip
+
+
+def _cells(r: dict) -> list[str]:
+    from eval.report import fmt
+
+    ok = r["status"] == "ok"
+    num = (lambda k, d=4: fmt(r.get(k), d)) if ok else (lambda k, d=4: "")
+    return [
+        r["variant"] + (" ★" if r.get("chosen") else ""),
+        "✅" if ok else "❌ " + r["status"],
+        num("size_mb", 1),
+        fmt(r["params"] / 1e6, 2) if ok else "",
+        num("gflops", 2),
+        num("metric"),
+        f"{r['delta']:+.4f}" if ok and "delta" in r else "",
+        num("agreement"),
+        num("p50_ms", 1),
+        num("p95_ms", 1),
+        num("b8_images_per_s", 1),
+        f"{r['speedup']:.2f}x" if ok and "speedup" in r else "",
+    ]
+
+
+def write_table(out: Path | str, table: dict, budget: float) -> dict:
+    """``variants.json``, ``variants.md`` and ``variants.html`` (with the accuracy-latency
+    plot); marks and returns the chosen row."""
+    import html
+    import json
+
+    from eval.base import nan_to_none
+    from eval.report import CSS, _md_table, _table, svg_lines
+
+    out = Path(out)
+    chosen = choose(table, budget)
+    for r in table["rows"]:
+        r["chosen"] = r is chosen
+    table.update(
+        rule=RULE.replace("`budget`", f"{budget:g}"), budget=budget, chosen=chosen["variant"]
+    )
+    (out / "variants.json").write_text(json.dumps(nan_to_none(table), indent=1))
+    rows = [_cells(r) for r in table["rows"]]
+    title = (
+        f"Deployable variants: {table['model']} on {table['dataset']} ({table['primary_metric']})"
+    )
+    env = table["environment"]
+    notes = (
+        f"{table['images']} validation images; {table['timing']}; {env['device']}, "
+        f"{env['threads']} threads; int8 calibrated on {len(table['calibration']['images'])} "
+        f"training images. Chosen (★): {table['rule']}."
+    )
+    md = [f"# {title}", "", notes, "", _md_table(rows, HEAD), ""]
+    (out / "variants.md").write_text("\n".join(md))
+    ok = [r for r in table["rows"] if r["status"] == "ok" and "p50_ms" in r]
+    lat = [r["p50_ms"] for r in ok] or [1.0]
+    series = {r["variant"]: ([r["p50_ms"]], [r["metric"]]) for r in ok}
+    lo = min([r["metric"] for r in ok] or [0.0])
+    y0 = max(0.0, lo - 0.05)
+    svg = svg_lines(series, "p50 ms (batch 1)", table["primary_metric"],
+                    xlim=(0, max(lat) * 1.15), ylim=(y0, 1.0))  # fmt: skip
+    dots = "".join(
+        f'<circle cx="{45 + r["p50_ms"] / (max(lat) * 1.15) * 365:.1f}" '
+        f'cy="{10 + (1 - (r["metric"] - y0) / (1 - y0)) * 255:.1f}"'
+        f' r="4" fill="#333"><title>{html.escape(r["variant"])}: {r["metric"]:.4f} at '
+        f"{r['p50_ms']:.1f} ms</title></circle>"
+        for r in ok
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p class=small>{html.escape(notes)}</p>{_table(rows, HEAD)}"
+        f"<h2>Accuracy and latency</h2>{svg.replace('</svg>', dots + '</svg>')}</body></html>"
+    )
+    (out / "variants.html").write_text(page)
+    return chosen
+
+
+def format_table(table: dict) -> str:
+    """The table for a terminal."""
+    rows = [_cells(r) for r in table["rows"]]
+    widths = [
+        max(len(h), *(len(c) for c in col))
+        for h, col in zip(HEAD, zip(*rows, strict=True), strict=True)
+    ]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join([line(HEAD), *(line(r) for r in rows)])

@@ -1,0 +1,266 @@
+"""Deployable forms of a model, as ``Predictor`` backends: ONNX export, ONNX Runtime (float32
+and static int8), conv–BN folding.
+
+What goes into ONNX is the network: a segmenter whole (normalization, backbone, head,
+upsampling: logits out); a one-stage torchvision detector (FCOS, RetinaNet) up to its head
+outputs (normalization, backbone, FPN, head). Box decoding, score filtering and NMS then run
+in torch with torchvision's own code (``anchor_generator``, ``postprocess_detections``), so
+they are exactly the eager model's. Two-stage detectors and SSD are not exported (their RoI
+heads and NMS have data-dependent shapes): ``export_onnx`` says so.
+
+int8 is ONNX Runtime's static quantization in the QDQ format with uint8 activations and
+per-channel int8 weights after ``quant_pre_process`` — the fast path on AVX-512 VNNI CPUs
+(``../shared/PERF_NOTES.md``: the int8-activation default is about 2x slower, dynamic
+quantization slower than float32) — calibrated on images the caller passes (training images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.image_list import ImageList
+
+ONE_STAGE = (FCOS, RetinaNet)
+
+
+class Unsupported(Exception):
+    """This model has no such deployable form (the message says why)."""
+
+
+class DetectorNetwork(nn.Module):
+    """The exportable part of a one-stage detector: [0, 1] images → head outputs."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        net = detector.net
+        if not isinstance(net, ONE_STAGE):
+            raise Unsupported(
+                f"{type(net).__name__}: only one-stage detectors (FCOS, RetinaNet) are exported "
+                "(two-stage RoI heads and SSD's NMS have data-dependent shapes)"
+            )
+        self.net = net
+        self.keys = ("cls_logits", "bbox_regression") + (
+            ("bbox_ctrness",) if isinstance(net, FCOS) else ()
+        )
+
+    def forward(self, x: torch.Tensor):
+        """As the eager model's transform does at our letterboxed input size: normalize, no
+        resize (scale 1), zero-pad to a multiple of ``size_divisible``; then backbone, head."""
+        t = self.net.transform
+        mean = torch.tensor(t.image_mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(t.image_std, dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        pad = padded(x.shape[-1], t.size_divisible) - x.shape[-1]
+        if pad:
+            x = nn.functional.pad(x, (0, pad, 0, pad))
+        features = list(self.net.backbone(x).values())
+        head = self.net.head(features)
+        return tuple(head[k] for k in self.keys)
+
+
+def padded(size: int, divisible: int) -> int:
+    return -(-size // divisible) * divisible
+
+
+class DetectorDecoder:
+    """Head outputs → detections with the eager model's own torchvision code."""
+
+    def __init__(self, detector: nn.Module, size: int):
+        self.net, self.offset = detector.net, detector.label_offset
+        network = DetectorNetwork(detector).eval()
+        self.keys = network.keys
+        self.padded = padded(size, self.net.transform.size_divisible)
+        with torch.inference_mode():  # the feature-map sizes at this input size, once
+            x = torch.zeros(1, 3, self.padded, self.padded)
+            feats = list(self.net.backbone(x).values())
+        self.feats = [torch.empty(0, f.shape[1], f.shape[2], f.shape[3]) for f in feats]
+        self.size = size
+
+    @torch.inference_mode()
+    def __call__(self, outputs: Iterable[torch.Tensor]) -> list[dict]:
+        head = dict(zip(self.keys, outputs, strict=True))
+        b = head["cls_logits"].shape[0]
+        sizes = [(self.size, self.size)] * b
+        canvas = torch.empty(1, 1, 1, 1).expand(b, 3, self.padded, self.padded)
+        images = ImageList(canvas, sizes)
+        anchors = self.net.anchor_generator(images, self.feats)
+        per_level = [f.shape[2] * f.shape[3] for f in self.feats]
+        hw = sum(per_level)
+        a = head["cls_logits"].shape[1] // hw
+        split_head = {k: list(v.split([n * a for n in per_level], dim=1)) for k, v in head.items()}
+        split_anchors = [list(x.split([n * a for n in per_level])) for x in anchors]
+        dets = self.net.postprocess_detections(split_head, split_anchors, sizes)
+        dets = self.net.transform.postprocess(dets, sizes, sizes)
+        for d in dets:
+            d["labels"] = d["labels"] - self.offset
+        return dets
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """The module that goes into ONNX (raises ``Unsupported``)."""
+    if model.meta.task == "detection":
+        return DetectorNetwork(model).eval()
+    return model.eval()
+
+
+def export_onnx(model: nn.Module, path: Path | str, opset: int = 17) -> Path:
+    """Export the network (see the module notes) with a dynamic batch dimension; torch's
+    TorchScript-based exporter (``dynamo=False``), which handles these models."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = exportable(model)
+    size = model.meta.input_size
+    outputs = ["logits"] if model.meta.task == "segmentation" else list(net.keys)
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (torch.rand(1, 3, size, size),),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_axes={"images": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+        )
+    return path
+
+
+def quantize_int8(
+    onnx_path: Path | str, out: Path | str, calibration: Iterable[np.ndarray]
+) -> Path:
+    """Static QDQ int8 (uint8 activations, per-channel int8 weights) of an exported model,
+    calibrated on ``calibration`` batches ``(B, 3, S, S)`` float32 in [0, 1]."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = Path(out)
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(onnx_path), str(pre))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calibration)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"images": x.astype(np.float32)}
+
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    pre.unlink(missing_ok=True)
+    return out
+
+
+class OrtBackend:
+    """An ONNX Runtime session as a ``Predictor`` backend: torch tensor in, the eager model's
+    raw output out (logits; or detections decoded by ``DetectorDecoder``). Intra-op threads
+    follow torch's count, spinning is off so that it does not fight torch threads in the same
+    process."""
+
+    def __init__(self, path: Path | str, model: nn.Module, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.decoder = (
+            DetectorDecoder(model, model.meta.input_size)
+            if model.meta.task == "detection"
+            else None
+        )
+
+    def __call__(self, x: torch.Tensor):
+        outs = self.session.run(None, {"images": x.detach().float().cpu().numpy()})
+        tensors = [torch.from_numpy(o) for o in outs]
+        return self.decoder(tensors) if self.decoder is not None else tensors[0]
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d in a module's children (in
+    definition order, as ResNet blocks and our heads declare them) into the convolution, and
+    replace it with an identity. Eval mode only. Returns the number folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.num_features == conv.out_channels
+                and _applied_in_order(parent, a, b)
+            ):
+                parent._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                parent._modules[b] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def _applied_in_order(parent: nn.Module, conv: str, bn: str) -> bool:
+    """Whether ``parent`` applies ``bn`` right after ``conv``: true for ``nn.Sequential`` and
+    for the ``convN``/``bnN`` pairs of torchvision's ResNet blocks."""
+    if isinstance(parent, nn.Sequential):
+        return True
+    return conv.startswith("conv") and bn == "bn" + conv[4:]
+
+
+# variant → (backend, precision) as /info reports them
+VARIANT_KINDS = {
+    "eager": ("torch", "float32"),
+    "fused": ("torch", "float32"),
+    "bf16": ("torch", "bfloat16"),
+    "onnx": ("onnxruntime", "float32"),
+    "int8": ("onnxruntime", "int8"),
+}
+
+
+def variant_predictor(
+    checkpoint: Path | str, variant: str = "eager", file: Path | str | None = None, **kw
+):
+    """The ``Predictor`` of a deployable variant of a checkpoint: the same stages, another
+    backend (``file``: the variant's ONNX model for ``onnx``/``int8``). Evaluation, the FPS
+    protocol and the service all build variants here."""
+    from vision.predictor import Predictor
+
+    if variant not in VARIANT_KINDS:
+        raise ValueError(f"variant: expected one of {list(VARIANT_KINDS)}, got {variant!r}")
+    base = Predictor.from_checkpoint(checkpoint, **kw)
+    if variant == "eager":
+        return base
+    if variant == "fused":
+        import copy
+
+        model = copy.deepcopy(base.model)
+        if not fold_batchnorm(model):
+            raise Unsupported("no Conv2d→BatchNorm2d pair to fold")
+        return Predictor(model, base.device, channels_last=True)
+    if variant == "bf16":
+        if base.device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
+            raise Unsupported("this CPU has no native bfloat16 (AVX512-BF16)")
+        return Predictor(base.model, base.device, autocast=torch.bfloat16)
+    if file is None:
+        raise ValueError(f"variant {variant!r}: expected its ONNX file, got none")
+    return Predictor(base.model, "cpu", backend=OrtBackend(file, base.model))
