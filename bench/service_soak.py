@@ -153,21 +153,32 @@ async def send(
     return None, time.perf_counter() - t0
 
 
-async def load(url: str, jobs: list, clients: int, on_progress=None, retry=True) -> list:
-    """Run ``jobs`` (kind, raw, expected) from ``clients`` concurrent connections."""
+async def load(
+    url: str, jobs: list, clients: int, on_progress=None, retry=True, patience: int = 60
+) -> list:
+    """Run ``jobs`` (kind, raw, expected) from ``clients`` concurrent connections. A request
+    refused for overload (503/429) is sent again after the ``Retry-After`` second (with
+    jitter), up to ``patience`` times; ``load.refusals`` counts those refusals."""
     host, port = url.split("//")[1].split(":")
     queue: asyncio.Queue = asyncio.Queue()
     for i, job in enumerate(jobs):
         queue.put_nowait((i, job))
     results: list = [None] * len(jobs)
-    reconnects = []
+    reconnects, refusals = [], []
 
     async def client():
         conn: dict = {}
+        rng = np.random.default_rng(len(results))
         while not queue.empty():
             i, (kind, raw, want) = queue.get_nowait()
-            status, s = await send(host, int(port), raw, conn, retry)
-            results[i] = (kind, want, status, s)
+            t0 = time.perf_counter()
+            for _ in range(patience + 1):  # a polite client: overload refusals are retried
+                status, _ = await send(host, int(port), raw, conn, retry)
+                if status not in (429, 503) or not patience:
+                    break
+                refusals.append(i)
+                await asyncio.sleep(rng.uniform(0.5, 1.5))  # Retry-After: 1, with jitter
+            results[i] = (kind, want, status, time.perf_counter() - t0)
             if on_progress:
                 on_progress(i, status)
         if conn.get("w") is not None:
@@ -175,7 +186,8 @@ async def load(url: str, jobs: list, clients: int, on_progress=None, retry=True)
         reconnects.append(conn.get("reconnects", 0))
 
     await asyncio.gather(*[client() for _ in range(clients)])
-    load.reconnects = sum(reconnects)  # the last run's count
+    load.reconnects = sum(reconnects)  # the last run's counts
+    load.refusals = len(refusals)
     return results
 
 
@@ -249,7 +261,7 @@ def kill_test(url: str, pid: int, good: list, clients: int, n: int) -> dict:
             state["killed_at"] = time.perf_counter()
 
     jobs = mix(good, [], n, 0.0, 1)
-    results = asyncio.run(load(url, jobs, clients, progress, retry=False))
+    results = asyncio.run(load(url, jobs, clients, progress, retry=False, patience=0))
     back = wait_ready(url, 180)
     lost = [r for r in results if r[2] is None or r[2] >= 500]
     return {
@@ -323,7 +335,8 @@ def main() -> int:
     proc, url = start_server(env, log=log, timeout=240)
     out: dict = {"env": {k: v for k, v in env.items() if "CKPT" not in k}, "soak": []}
     try:
-        asyncio.run(load(url, mix(good, [], 64, 0.0, 0), 8))  # warm-up
+        for _ in range(3):  # warm-up: every kind of request, good and bad, a few times
+            asyncio.run(load(url, good + bad, 8))
         warm = rss(proc.pid)
         for clients in a.clients:
             t0 = time.perf_counter()
@@ -332,6 +345,7 @@ def main() -> int:
             s.update(
                 clients=clients,
                 reconnects=load.reconnects,
+                overload_refusals_retried=load.refusals,
                 seconds=time.perf_counter() - t0,
                 rss_after_warmup_mb=warm / 2**20,
                 rss_end_mb=rss(proc.pid) / 2**20,
@@ -340,7 +354,8 @@ def main() -> int:
             print(
                 f"[soak] {clients} clients: {s['requests']} requests in {s['seconds']:.0f} s, "
                 f"5xx (not overload) {s['server_errors']}, overload refusals "
-                f"{s['overload_refusals']}, dropped {s['dropped_connections']}, malformed "
+                f"{s['overload_refusals']} final / {load.refusals} retried, dropped "
+                f"{s['dropped_connections']}, malformed "
                 f"mis-answered {s['malformed_not_refused_as_expected']}, RSS "
                 f"{s['rss_after_warmup_mb']:.0f} -> {s['rss_end_mb']:.0f} MB",
                 flush=True,

@@ -16,6 +16,8 @@ quantization slower than float32) — calibrated on images the caller passes (tr
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -80,15 +82,17 @@ class DetectorDecoder:
             feats = list(self.net.backbone(x).values())
         self.feats = [torch.empty(0, f.shape[1], f.shape[2], f.shape[3]) for f in feats]
         self.size = size
+        self._anchors: torch.Tensor | None = None
 
     @torch.inference_mode()
     def __call__(self, outputs: Iterable[torch.Tensor]) -> list[dict]:
         head = dict(zip(self.keys, outputs, strict=True))
         b = head["cls_logits"].shape[0]
         sizes = [(self.size, self.size)] * b
-        canvas = torch.empty(1, 1, 1, 1).expand(b, 3, self.padded, self.padded)
-        images = ImageList(canvas, sizes)
-        anchors = self.net.anchor_generator(images, self.feats)
+        if self._anchors is None:  # the same for every image at this input size: made once
+            canvas = torch.empty(1, 1, 1, 1).expand(1, 3, self.padded, self.padded)
+            self._anchors = self.net.anchor_generator(ImageList(canvas, sizes[:1]), self.feats)[0]
+        anchors = [self._anchors] * b
         per_level = [f.shape[2] * f.shape[3] for f in self.feats]
         hw = sum(per_level)
         a = head["cls_logits"].shape[1] // hw
@@ -116,7 +120,10 @@ def export_onnx(model: nn.Module, path: Path | str, opset: int = 17) -> Path:
     net = exportable(model)
     size = model.meta.input_size
     outputs = ["logits"] if model.meta.task == "segmentation" else list(net.keys)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing notes that shape checks become constants: true and intended (fixed size)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net,
             (torch.rand(1, 3, size, size),),
@@ -155,17 +162,26 @@ def quantize_int8(
             x = next(self.it, None)
             return None if x is None else {"images": x.astype(np.float32)}
 
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # per-channel notes on GroupNorm constants
+    try:
+        _quantize(quantize_static, pre, out, Reader(), QuantFormat, QuantType)
+    finally:
+        root.setLevel(level)
+    pre.unlink(missing_ok=True)
+    return out
+
+
+def _quantize(quantize_static, pre, out, reader, QuantFormat, QuantType) -> None:  # noqa: N803
     quantize_static(
         str(pre),
         str(out),
-        Reader(),
+        reader,
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
     )
-    pre.unlink(missing_ok=True)
-    return out
 
 
 class OrtBackend:

@@ -65,6 +65,7 @@ def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
     k, rh, rw = logits.shape
     logits = logits.float()
     low = channel_argmax(logits)
+    flat = logits.reshape(k, rh * rw)
     # uniform[i, j]: the 2x2 source block at (i, j) has one class (borders clamp as the taps do)
     nxt_r = torch.cat([low[1:], low[-1:]], 0)
     uniform = (low == nxt_r) & (low == torch.cat([low[:, 1:], low[:, -1:]], 1))
@@ -80,9 +81,11 @@ def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
         edge = (~uniform.index_select(0, ya).index_select(1, x0)).nonzero(as_tuple=True)
         if edge[0].numel():
             r, c = edge
-            a, b, ta, tb = wy[rows][r], wx[c], ya[r], y1[rows][r]
-            top = logits[:, ta, x0[c]] * (1 - b) + logits[:, ta, x1[c]] * b
-            bot = logits[:, tb, x0[c]] * (1 - b) + logits[:, tb, x1[c]] * b
+            a, b = wy[rows][r], wx[c]
+            ta, tb, ca, cb = ya[r] * rw, y1[rows][r] * rw, x0[c], x1[c]
+            tap = lambda i: flat.index_select(1, i)  # noqa: E731 - (K, n) logits at flat i
+            top = tap(ta + ca) * (1 - b) + tap(ta + cb) * b
+            bot = tap(tb + ca) * (1 - b) + tap(tb + cb) * b
             strip[r, c] = channel_argmax(top * (1 - a) + bot * a)
         out[rows] = strip
     return out
