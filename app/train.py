@@ -64,6 +64,15 @@ def add_commands(sub) -> None:
             default=None,
             help="run this many epochs now, continue later with --resume",
         )
+        t.add_argument("--teacher", default=None, help="a checkpoint to distill from (frozen)")
+        t.add_argument("--kd-weight", type=float, default=1.0, help="distillation loss weight")
+        t.add_argument("--kd-temperature", type=float, default=2.0)
+        t.add_argument(
+            "--kd-mode",
+            default="pixel",
+            choices=["pixel", "channel"],
+            help="segmentation KD: per-pixel (Hinton) or channel-wise (Shu et al. 2021)",
+        )
         t.add_argument(
             "--model-arg",
             action="append",

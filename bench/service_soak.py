@@ -339,8 +339,17 @@ def main() -> int:
             asyncio.run(load(url, good + bad, 8))
         warm = rss(proc.pid)
         for clients in a.clients:
-            t0 = time.perf_counter()
-            res = asyncio.run(load(url, mix(good, bad, a.requests, a.bad, clients), clients))
+            t0, samples = time.perf_counter(), []
+
+            def sample(i, status, samples=samples):  # RSS every 1,000 answers: leak or plateau
+                sample.n += 1
+                if sample.n % 1000 == 0:
+                    samples.append(round(rss(proc.pid) / 2**20))
+
+            sample.n = 0
+            res = asyncio.run(
+                load(url, mix(good, bad, a.requests, a.bad, clients), clients, sample)
+            )
             s = summarize(res)
             s.update(
                 clients=clients,
@@ -349,6 +358,7 @@ def main() -> int:
                 seconds=time.perf_counter() - t0,
                 rss_after_warmup_mb=warm / 2**20,
                 rss_end_mb=rss(proc.pid) / 2**20,
+                rss_every_1000_mb=samples,
             )
             out["soak"].append(s)
             print(

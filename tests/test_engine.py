@@ -195,3 +195,72 @@ def test_validation_does_not_change_training(shapes_yaml, tmp_path):
     train(_cfg(shapes_yaml, b, epochs=3, val_every=3), make_evaluator, **QUIET)
     wa, wb = load_checkpoint(a / "last.pt")["model"], load_checkpoint(b / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("mode", ["pixel", "channel"])
+def test_kd_losses_zero_when_equal_positive_otherwise(mode):
+    from vision.engine.distill import binary_kd, channel_kd, pearson_mse, pixel_kd
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 5, 8, 8), torch.randn(2, 5, 8, 8)
+    kd = pixel_kd if mode == "pixel" else channel_kd
+    assert kd(a, a.clone(), 2.0).abs() < 1e-6 and kd(a, b, 2.0) > 0.01
+    assert binary_kd(a, a.clone(), 2.0).abs() < 1e-6 and binary_kd(a, b, 2.0) > 0.01
+    assert pearson_mse(a, 3 * a + 1) < 1e-6 and pearson_mse(a, b) > 0.1  # scale-free
+
+
+@pytest.mark.parametrize(
+    "task,student,teacher,kw",
+    [
+        ("segmentation", "fcn8s_slim", "fcn8s", {}),
+        ("detection", "fcos_slim", "fcos_r18", {"fpn_width": 32}),  # FPN 32 wide vs 64
+    ],
+)
+def test_distillation_step_trains_the_student_only(
+    shapes_yaml, tmp_path, task, student, teacher, kw
+):
+    """Teacher and student of different widths: one training step with KD runs, the student
+    changes, the teacher gets no gradient and stays unchanged; a teacher of other classes
+    is an error naming both shapes."""
+    from vision.engine.checkpoint import save_checkpoint
+    from vision.engine.distill import Distiller
+
+    t = build_model(teacher, 4, class_names=["circle", "square", "triangle", "star"],
+                    input_size=64)  # fmt: skip
+    save_checkpoint({"model": t.state_dict(), "meta": t.meta.as_dict(), "args": {}},
+                    tmp_path / "teacher.pt")  # fmt: skip
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    cfg = _cfg(shapes_yaml, tmp_path / "run", task=task, model=student, epochs=1, max_iters=2,
+               teacher=str(tmp_path / "teacher.pt"), kd_weight=2.0, model_kwargs=kw)  # fmt: skip
+    logs: list[str] = []
+    train(cfg, make_evaluator, log=logs.append)
+    assert any("distilling from" in m for m in logs)
+    s = build_model(student, 4, input_size=64, **kw)
+    teacher_model = build_model(teacher, 4, input_size=64)
+    teacher_model.load_state_dict(before)
+    d = Distiller(s, teacher_model, 1.0, 2.0)
+    x = torch.rand(2, 3, 64, 64)
+    if task == "segmentation":
+        out = s(x)
+        loss = d(x, torch.zeros(2, 64, 64, dtype=torch.long), out)
+    else:
+        s.train()
+        tg = [{"boxes": torch.tensor([[5.0, 5, 30, 30]]), "labels": torch.tensor([1])}] * 2
+        s(x, tg)
+        loss = d(x)
+        assert d.adapter is not None  # slim FPN width differs from ResNet-18's
+    assert loss > 0
+    loss.backward()
+    assert all(p.grad is None for p in teacher_model.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in s.parameters())
+    assert all(torch.equal(v, teacher_model.state_dict()[k]) for k, v in before.items())
+    other = build_model(teacher, 7, input_size=64)
+    st = build_model(student, 4, input_size=64, **kw)
+    d2 = Distiller(st, other)
+    with pytest.raises(ValueError, match=r"student \(2, .*teacher \(2, "):
+        if task == "segmentation":
+            d2(x, None, st(x))
+        else:
+            st.train()
+            st(x, tg)
+            d2(x)

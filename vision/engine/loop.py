@@ -50,8 +50,10 @@ def train_one_epoch(
     step: int = 0,
     max_iters: int | None = None,
     seg_loss: str = "ce",
+    distiller=None,
 ) -> dict:
-    """Train for one epoch; stops with a message naming the step if the loss is not finite."""
+    """Train for one epoch; stops with a message naming the step if the loss is not finite.
+    ``distiller``: adds a knowledge-distillation loss from a frozen teacher (``distill.py``)."""
     model.train()
     n_images, loss_sum, n_steps, t0 = 0, 0.0, 0, time.perf_counter()
     bar = tqdm(
@@ -70,8 +72,13 @@ def train_one_epoch(
             if task == "detection":
                 losses = model(images, targets)
                 loss = sum(losses.values())
+                if distiller is not None:  # reads the student's features through hooks
+                    loss = loss + distiller(images)
             else:
-                loss = segmentation_loss(model(images), targets, seg_loss)
+                logits = model(images)
+                loss = segmentation_loss(logits, targets, seg_loss)
+                if distiller is not None:
+                    loss = loss + distiller(images, targets, logits)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {epoch + 1}, step {i} (global step {step}): "

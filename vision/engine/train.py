@@ -83,6 +83,10 @@ class TrainConfig:
     stop_after: int | None = None  # epochs to run in this invocation (then --resume)
     threads: int | None = None
     model_kwargs: dict = field(default_factory=dict)
+    teacher: str | None = None  # a checkpoint: knowledge distillation (distill.py)
+    kd_weight: float = 1.0
+    kd_temperature: float = 2.0
+    kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
 
 
 def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
@@ -170,8 +174,18 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         model.to(memory_format=torch.channels_last)
     meta = model.meta
     amp = _autocast_dtype(cfg, device, log)
+    distiller = None
+    if cfg.teacher:
+        from vision.engine.distill import Distiller
+
+        teacher = Predictor.from_checkpoint(cfg.teacher, device).model
+        distiller = Distiller(model, teacher, cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode)
+        distiller.to(device)
+        log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {cfg.kd_mode} KD)")
     net = DistributedDataParallel(model) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
+    if distiller is not None:  # a 1x1 adapter when the FPN widths differ
+        params += list(distiller.parameters())
     optimizer = _optimizer(cfg, params)
     iters = cfg.max_iters or len(train_dl)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, cfg.epochs * iters))
@@ -224,6 +238,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             step,
             cfg.max_iters,
             cfg.seg_loss,
+            distiller,
         )
         step = stats.pop("steps")
         summary, is_best, score = {"epoch": epoch + 1, **stats}, False, ""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Mutation testing of the evaluation suite, the service's request handling and the training
+# engine's helpers (not CI: it runs for a long while). mutmut 3 (configuration: [tool.mutmut]
+# in pyproject.toml) mutates inside functions and, for each mutant, runs only the tests that
+# reach the mutated function.
+#   bash bench/mutation.sh            (MUTATION_TIMEOUT=seconds bounds the run; default 2 h)
+# Output: bench/results/mutation/{results.txt,stats.json,summary.md}; `mutmut show NAME`
+# prints a mutant's diff. An interrupted run continues where it stopped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -v "is ignored" || true
+export VISION_REAL_DATA="$(realpath ../shared/data/real)"
+OUT=bench/results/mutation
+mkdir -p "$OUT"
+timeout "${MUTATION_TIMEOUT:-7200}" .venv/bin/mutmut run --max-children 2 >"$OUT/run.log" 2>&1
+echo "mutmut run exit: $?"
+.venv/bin/mutmut results --all true >"$OUT/results.txt" 2>&1
+.venv/bin/mutmut export-cicd-stats >/dev/null 2>&1 && cp mutants/mutmut-cicd-stats.json "$OUT/stats.json"
+.venv/bin/python bench/mutation_summary.py "$OUT/results.txt" | tee "$OUT/summary.md"

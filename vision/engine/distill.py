@@ -1,0 +1,141 @@
+"""Knowledge distillation: a frozen teacher runs in the same training step as the student.
+
+Segmentation (``mode="pixel"``, Hinton et al., 2015, "Distilling the Knowledge in a Neural
+Network"): the KL divergence from the teacher's to the student's per-pixel class distribution
+at temperature T, times T², averaged over the pixels that are not padding or void.
+``mode="channel"`` (Shu et al., ICCV 2021, "Channel-wise Knowledge Distillation for Dense
+Prediction"): for every class channel, a softmax over the spatial positions at temperature T;
+the KL from teacher to student, times T², averaged over channels.
+
+Detection (one-stage torchvision detectors: FCOS, RetinaNet), after PKD (Cao et al.,
+NeurIPS 2022, "PKD: General Distillation Framework for Object Detectors via Pearson Correlation
+Coefficient"): every FPN level's features of student and teacher are normalized per channel
+(zero mean, unit variance) and compared by mean squared error — insensitive to the scale of
+either — through a trainable 1x1 adapter when their widths differ; plus KD on the
+classification logits: the binary KL between the teacher's and the student's temperature-scaled
+sigmoids (these detectors classify with sigmoids), times T².
+
+Student and teacher may differ in backbone and width; a mismatch that cannot work (other
+classes, other output sizes or FPN levels) is an error naming both shapes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("pixel", "channel")
+
+
+def pixel_kd(student: torch.Tensor, teacher: torch.Tensor, t: float, valid=None) -> torch.Tensor:
+    """Hinton KD on ``(B, K, H, W)`` logits; ``valid``: ``(B, H, W)`` pixels to count."""
+    log_s = F.log_softmax(student / t, dim=1)
+    log_t = F.log_softmax(teacher / t, dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1)  # (B, H, W)
+    if valid is not None:
+        kl = kl[valid]
+    return kl.mean() * t * t if kl.numel() else student.sum() * 0
+
+
+def channel_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """Channel-wise KD: spatial distributions per ``(B, K)`` channel."""
+    s = student.flatten(2) / t
+    te = teacher.flatten(2) / t
+    log_s, log_t = F.log_softmax(s, dim=2), F.log_softmax(te, dim=2)
+    return (log_t.exp() * (log_t - log_s)).sum(2).mean() * t * t
+
+
+def binary_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """KL between temperature-scaled sigmoids, per logit, averaged."""
+    s, te = student / t, teacher / t
+    p = torch.sigmoid(te)
+    kl = p * (F.logsigmoid(te) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-te) - F.logsigmoid(-s))
+    return kl.mean() * t * t
+
+
+def pearson_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE of per-channel standardized ``(B, C, H, W)`` feature maps (PKD)."""
+
+    def standardize(x):
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True)
+        return (x - mean) / (std + 1e-6)
+
+    return F.mse_loss(standardize(student), standardize(teacher))
+
+
+def _shapes(what: str, student, teacher) -> str:
+    return f"{what}: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}"
+
+
+class Distiller(nn.Module):
+    """The distillation loss of one training step. ``forward(images, targets, outputs)`` is
+    called right after the student's forward pass (``outputs``: its logits for segmentation;
+    detection reads the student's features and class logits through hooks). The teacher is
+    frozen and in eval mode; ``adapters`` (detection, widths differing) are trained with the
+    student."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        weight: float = 1.0,
+        temperature: float = 2.0,
+        mode: str = "pixel",
+    ):
+        super().__init__()
+        task = student.meta.task
+        if teacher.meta.task != task:
+            raise ValueError(
+                f"teacher: expected a {task} model like the student, got a {teacher.meta.task} one"
+            )
+        if mode not in MODES:
+            raise ValueError(f"KD mode: expected one of {MODES}, got {mode!r}")
+        self.task, self.weight, self.t, self.mode = task, weight, temperature, mode
+        self.teacher = [teacher.eval()]  # a list: not a submodule, never in the optimizer
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.adapter: nn.Module | None = None
+        self._seen: dict[str, object] = {}
+        if task == "detection":
+            net = student.net
+            net.backbone.register_forward_hook(lambda m, i, o: self._seen.__setitem__("f", o))
+            net.head.classification_head.register_forward_hook(
+                lambda m, i, o: self._seen.__setitem__("cls", o)
+            )
+            ws, wt = net.backbone.out_channels, teacher.net.backbone.out_channels
+            if ws != wt:
+                self.adapter = nn.Conv2d(ws, wt, 1)
+
+    @torch.no_grad()
+    def _teacher_detection(self, images: torch.Tensor):
+        net = self.teacher[0].net
+        x = net.transform(list(images))[0].tensors
+        feats = list(net.backbone(x).values())
+        return feats, net.head.classification_head(feats)
+
+    def forward(self, images: torch.Tensor, targets=None, outputs=None) -> torch.Tensor:
+        if self.task == "segmentation":
+            with torch.no_grad():
+                t_logits = self.teacher[0](images)
+            if t_logits.shape != outputs.shape:
+                raise ValueError(_shapes("KD needs logits of one shape", outputs, t_logits))
+            if self.mode == "channel":
+                return self.weight * channel_kd(outputs.float(), t_logits.float(), self.t)
+            valid = targets != 255 if targets is not None else None
+            return self.weight * pixel_kd(outputs.float(), t_logits.float(), self.t, valid)
+        t_feats, t_cls = self._teacher_detection(images)
+        s_feats = list(self._seen.pop("f").values())
+        s_cls = self._seen.pop("cls")
+        if len(s_feats) != len(t_feats) or s_cls.shape != t_cls.shape:
+            raise ValueError(_shapes("KD needs the same FPN levels and classes", s_cls, t_cls))
+        feat = 0.0
+        for s, te in zip(s_feats, t_feats, strict=True):
+            if self.adapter is not None:
+                s = self.adapter(s)
+            if s.shape != te.shape:
+                raise ValueError(_shapes("KD needs FPN features of one size", s, te))
+            feat = feat + pearson_mse(s.float(), te.float())
+        logits = binary_kd(s_cls.float(), t_cls.float(), self.t)
+        return self.weight * (feat / len(s_feats) + logits)
