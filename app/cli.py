@@ -6,6 +6,7 @@ vision train detect|segment                   training
 vision eval coco|voc|seg|run                  evaluation of prediction files or a checkpoint
 vision bench fps|run                          the FPS protocol, benchmark suites
 vision optimize                               deployable variants (ONNX, int8...) of a checkpoint
+vision compress prune|table                    pruning + fine-tuning, the compression table
 vision promote                                a suite's best models → the BentoML store
 vision serve                                  the REST service on the promoted models
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app import bench, data, evaluate, optimize, orchestrate, promote, serve, train
+from app import bench, compress, data, evaluate, optimize, orchestrate, promote, serve, train
 from vision.errors import DataError
 
-GROUPS = (orchestrate, data, train, evaluate, bench, optimize, promote, serve)
+GROUPS = (orchestrate, data, train, evaluate, bench, optimize, compress, promote, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -318,6 +318,8 @@ def main() -> int:
     ap.add_argument("--bad", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/soak.json")
+    ap.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-faults", action="store_true", help="soak only (no SIGKILL/SIGTERM)")
     a = ap.parse_args()
     jpgs = [
         p.read_bytes() for p in sorted(Path("datasets/shapes/VOC/JPEGImages").glob("*.jpg"))[-16:]
@@ -330,6 +332,7 @@ def main() -> int:
         "VISION_MAX_BYTES": str(MAX_BYTES),
         "VISION_ACCESS_LOG": "0",
         "BENTOML_HOME": os.environ.get("BENTOML_HOME", "/tmp/vision-soak-bentoml"),
+        **dict(kv.split("=", 1) for kv in a.server_env),
     }
     log = open("/tmp/vision-soak-server.log", "w")  # noqa: SIM115 - kept open for the server
     proc, url = start_server(env, log=log, timeout=240)
@@ -370,10 +373,11 @@ def main() -> int:
                 f"{s['rss_after_warmup_mb']:.0f} -> {s['rss_end_mb']:.0f} MB",
                 flush=True,
             )
-        out["sigkill"] = kill_test(url, proc.pid, good, 32, min(600, a.requests))
-        print(f"[soak] SIGKILL: {out['sigkill']}", flush=True)
-        out["sigterm"] = term_test(proc, url, good, 16)
-        print(f"[soak] SIGTERM: {out['sigterm']}", flush=True)
+        if not a.no_faults:
+            out["sigkill"] = kill_test(url, proc.pid, good, 32, min(600, a.requests))
+            print(f"[soak] SIGKILL: {out['sigkill']}", flush=True)
+            out["sigterm"] = term_test(proc, url, good, 16)
+            print(f"[soak] SIGTERM: {out['sigterm']}", flush=True)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -90,6 +90,11 @@ class Predictor:
             input_size=meta["input_size"],
             **args.get("model_kwargs", {}),
         )
+        if meta.get("pruned"):  # the pruned shapes are the state dict's
+            from vision.prune import fit_to_state_dict
+
+            fit_to_state_dict(model, ck["model"])
+            model.meta.pruned = meta["pruned"]
         model.load_state_dict(ck["model"])
         model.meta.metrics = meta.get("metrics", {})
         return cls(model, device, **kw)

@@ -157,6 +157,15 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     model = build_model(
         cfg.model, len(names), class_names=names, input_size=cfg.img_size, **cfg.model_kwargs
     )
+    resume_ck = None
+    if cfg.resume:
+        resume_ck = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume)
+    start_ck = resume_ck or (load_checkpoint(cfg.weights) if cfg.weights else None)
+    if start_ck is not None and start_ck.get("meta", {}).get("pruned"):
+        from vision.prune import fit_to_state_dict  # a pruned model: its shapes, then weights
+
+        fit_to_state_dict(model, start_ck["model"])
+        model.meta.pruned = start_ck["meta"]["pruned"]
     if cfg.weights:
         report = load_matching(model, load_weights(cfg.weights))
         log(
@@ -194,8 +203,8 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     primary = evaluator.primary
     predictor = Predictor(model, device, autocast=amp)  # validation: the inference path
     start, best, step = 0, -math.inf, 0
-    if cfg.resume:
-        ck = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume)
+    if resume_ck is not None:
+        ck = resume_ck
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])

@@ -25,6 +25,7 @@ class ModelMeta:
     std: tuple[float, ...] = IMAGENET_STD
     metrics: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
+    pruned: dict = field(default_factory=dict)  # vision.prune's record: shapes differ
 
     def as_dict(self) -> dict:
         d = asdict(self)

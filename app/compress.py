@@ -1,0 +1,141 @@
+"""``vision compress prune|table``: structured pruning with fine-tuning, and the compression
+table (every model × its deployable variants, scored and timed side by side)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_commands(sub) -> None:
+    c = sub.add_parser("compress", help="pruning, and the compression table")
+    c = c.add_subparsers(dest="cmd", required=True)
+    p = c.add_parser("prune", help="prune channels, fine-tune, score")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="shapes")
+    p.add_argument("--ratio", type=float, nargs="+", default=[0.3, 0.5], help="FLOPs to remove")
+    p.add_argument("--importance", default="magnitude", choices=["magnitude", "bn", "taylor"])
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: recipe's)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prune)
+    t = c.add_parser("table", help="several checkpoints and their variants in one table")
+    t.add_argument("--checkpoint", nargs="+", required=True, help="LABEL=CKPT or CKPT")
+    t.add_argument("--data", default="shapes")
+    t.add_argument("--variants", nargs="+", default=["eager", "onnx", "int8"])
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--iters", type=int, default=10)
+    t.add_argument("--limit", type=int, default=None)
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=cmd_table)
+
+
+def _loss_batches(model, recipe: dict, n: int = 4):
+    """Losses of ``n`` training batches (Taylor importance), as training computes them."""
+    from vision.config import load_config
+    from vision.data import transforms as T
+    from vision.data.build import build_dataset
+    from vision.engine.losses import segmentation_loss
+
+    det = model.meta.task == "detection"
+    reader = build_dataset(load_config(recipe["data"]), model.meta.task, "train")
+    tf = (T.DetectionTransform if det else T.SegmentationTransform)(recipe["img_size"], True)
+    collate = T.collate_detection if det else T.collate_segmentation
+    batch = recipe.get("batch", 8)
+
+    def batches():
+        model.train()
+        for i in range(n):
+            x, y = collate([tf(reader[j]) for j in range(i * batch, (i + 1) * batch)])
+            if det:
+                yield sum(model(x, y).values())
+            else:
+                yield segmentation_loss(model(x), y, recipe.get("seg_loss", "ce"))
+        model.eval()
+
+    return batches
+
+
+def cmd_prune(a) -> int:
+    import torch
+
+    from eval.metrics import build_evaluator
+    from vision.engine.checkpoint import load_checkpoint, save_checkpoint
+    from vision.engine.train import TrainConfig, train
+    from vision.predictor import Predictor
+    from vision.prune import prune_flops
+
+    ck = load_checkpoint(a.checkpoint)
+    recipe = {**ck.get("args", {}), "data": a.data}
+    out = Path(a.out)
+    summary = []
+    for ratio in a.ratio:
+        model = Predictor.from_checkpoint(a.checkpoint).model
+        batches = _loss_batches(model, recipe) if a.importance == "taylor" else None
+        report = prune_flops(model, ratio, a.importance, batches)
+        run = out / f"pruned_{int(round(ratio * 100))}"
+        run.mkdir(parents=True, exist_ok=True)
+        pruned = run / "pruned.pt"
+        save_checkpoint({"model": model.state_dict(), "meta": model.meta.as_dict(),
+                         "args": ck.get("args", {})}, pruned)  # fmt: skip
+        print(
+            f"[prune] {ratio:.0%} of FLOPs asked: channel ratio {report['channel_ratio']:.3f}, "
+            f"FLOPs {report['flops_cut']:.1%} lower, parameters "
+            f"{report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M",
+            flush=True,
+        )
+        fields = set(TrainConfig.__dataclass_fields__)
+        cfg = {k: v for k, v in recipe.items() if k in fields}
+        cfg.update(
+            out=str(run / "finetune"),
+            weights=str(pruned),
+            epochs=a.finetune_epochs,
+            resume=None,
+            stop_after=None,
+            teacher=None,
+            warmup_iters=min(int(cfg.get("warmup_iters", 0)), 20),
+            **({"lr": a.lr} if a.lr else {}),
+        )
+        torch.manual_seed(0)
+        summ = train(TrainConfig(**cfg), build_evaluator)
+        summary.append({"ratio": ratio, **report, "finetuned": str(run / "finetune/best.pt"),
+                        "finetune_summary": summ})  # fmt: skip
+    (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"[prune] wrote {out / 'prune.json'}")
+    return 0
+
+
+def cmd_table(a) -> int:
+    from eval.variants import format_table, run_variants
+    from vision.config import load_config
+    from vision.data.build import build_dataset
+    from vision.engine.checkpoint import load_checkpoint
+
+    out = Path(a.out)
+    cfg = load_config(a.data)
+    rows, tables = [], []
+    for spec in a.checkpoint:
+        label, _, path = spec.rpartition("=")
+        label = label or Path(path).parent.name
+        task = load_checkpoint(path, mmap=True)["meta"]["task"]
+        val = build_dataset(cfg, task, "val")
+        val.limit(a.limit)
+        train = build_dataset(cfg, task, "train")
+        t = run_variants(path, cfg, val, train, out / label, a.variants, 64, a.rounds, a.iters)
+        tables.append({"label": label, **t})
+        for r in t["rows"]:
+            rows.append({**r, "variant": f"{label} / {r['variant']}"})
+    base = next((r for r in rows if r["status"] == "ok"), None)
+    for r in rows:  # relative to the first model's first variant (eager of the baseline)
+        if base is not None and r["status"] == "ok":
+            r["delta"], r["speedup"] = r["metric"] - base["metric"], base["p50_ms"] / r["p50_ms"]
+    table = {**tables[0], "rows": rows, "models": [t["label"] for t in tables]}
+    (out / "compression.json").write_text(json.dumps(table, indent=1, default=str))
+    text = format_table(table)
+    (out / "compression.md").write_text(
+        f"# Compression: {', '.join(table['models'])} on {cfg.name}\n\nΔ and speed-up against "
+        f"{rows[0]['variant']}.\n\n```\n{text}\n```\n"
+    )
+    print(text)
+    print(f"[compress] wrote {out / 'compression.json'}, {out / 'compression.md'}")
+    return 0
