@@ -206,3 +206,29 @@ def test_coco_ground_truth_needs_only_what_evaluation_reads(real, tmp_path, engi
     (tmp_path / "no_area.json").write_text(json.dumps(no_area))
     with pytest.raises(DataError, match=r"annotations\[3\].*'area'"):
         coco_evaluate(tmp_path / "no_area.json", dt, "bbox", engine)
+
+
+@pytest.mark.parametrize("engine", ["faster", "pycocotools"])
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("max_dets", [None, [1, 10, 300]])
+def test_undefined_stats_are_nan_where_pycocotools_says_minus_one(real, engine, iou_type, max_dets):
+    """No small objects in this set: pycocotools reports APs and ARs as -1; here they are NaN
+    (also with maxDets changed, where COCOeval.summarize would print -1 for every stat), and
+    every defined stat equals pycocotools' published number."""
+    import math
+
+    from eval.coco import coco_evaluate
+
+    small = real / "coco/faster_coco_eval_small"
+    expected = json.loads((small / "expected_stats_pycocotools.json").read_text())
+    stats = expected[f"gt_dataset.json|dt_dataset.json|{iou_type}"]
+    want = dict(zip(expected["stats_order"], stats, strict=True))
+    got = coco_evaluate(small / "gt_dataset.json", small / "dt_dataset.json", iou_type, engine,
+                        max_dets=max_dets)  # fmt: skip
+    top = "AR300" if max_dets else "AR100"
+    for name, value in want.items():
+        mine = got[top if name == "AR100" else name]
+        if value == -1:
+            assert math.isnan(mine), name
+        elif not (max_dets and name in ("AR1", "AR10")):  # same maxDets: same numbers
+            assert mine == pytest.approx(value, abs=1e-9), name

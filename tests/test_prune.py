@@ -40,6 +40,9 @@ def test_pruned_models_shrink_run_and_reload(name, tmp_path):
         model.train()
         tg = [{"boxes": torch.tensor([[5.0, 5, 40, 40]]), "labels": torch.tensor([1])}] * 2
         sum(model(x, tg).values()).backward()
+        from vision.engine.distill import Distiller  # the unpruned model can teach it
+
+        assert Distiller(model, build_model(name, 4, input_size=SIZE)).adapter is not None
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     path = tmp_path / "pruned.pt"
     save_checkpoint({"model": model.state_dict(), "meta": model.meta.as_dict(), "args": {}}, path)

@@ -69,6 +69,20 @@ def _shapes(what: str, student, teacher) -> str:
     return f"{what}: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}"
 
 
+def _fpn_width(detector: nn.Module) -> int:
+    """Channels of the detector's FPN outputs, read from a forward pass (pruning changes them
+    without changing the ``out_channels`` attribute)."""
+    backbone = detector.net.backbone
+    was = backbone.training
+    backbone.eval()
+    size = detector.meta.input_size
+    with torch.no_grad():
+        x = torch.zeros(1, 3, size, size, device=next(detector.parameters()).device)
+        width = next(iter(backbone(x).values())).shape[1]
+    backbone.train(was)
+    return int(width)
+
+
 class Distiller(nn.Module):
     """The distillation loss of one training step. ``forward(images, targets, outputs)`` is
     called right after the student's forward pass (``outputs``: its logits for segmentation;
@@ -104,7 +118,7 @@ class Distiller(nn.Module):
             net.head.classification_head.register_forward_hook(
                 lambda m, i, o: self._seen.__setitem__("cls", o)
             )
-            ws, wt = net.backbone.out_channels, teacher.net.backbone.out_channels
+            ws, wt = _fpn_width(student), _fpn_width(teacher)  # as built, or as pruned
             if ws != wt:
                 self.adapter = nn.Conv2d(ws, wt, 1)
 
