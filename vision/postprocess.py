@@ -142,7 +142,9 @@ def render_mask(res: dict, names: list[str], mask_format: str = "png") -> dict:
     }
     if mask_format == "png":
         buf = io.BytesIO()
-        Image.fromarray(mask).save(buf, "PNG")
+        Image.fromarray(mask).save(
+            buf, "PNG", compress_level=1
+        )  # 1: fast, masks still compress well
         out["mask"] = {"format": "png", "data": base64.b64encode(buf.getvalue()).decode()}
         return out
     from pycocotools import mask as mask_utils

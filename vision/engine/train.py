@@ -190,7 +190,8 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         teacher = Predictor.from_checkpoint(cfg.teacher, device).model
         distiller = Distiller(model, teacher, cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode)
         distiller.to(device)
-        log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {cfg.kd_mode} KD)")
+        kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
+        log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
     net = DistributedDataParallel(model) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
     if distiller is not None:  # a 1x1 adapter when the FPN widths differ
