@@ -8,9 +8,10 @@
 # prints a mutant's diff. An interrupted run continues where it stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -E "^ERROR" || true
 export VISION_REAL_DATA="$(realpath ../shared/data/real)"
 OUT=bench/results/mutation
+mkdir -p mutants/datasets  # mutmut copies single files into existing folders only
 mkdir -p "$OUT"
 timeout "${MUTATION_TIMEOUT:-7200}" .venv/bin/mutmut run --max-children 2 >"$OUT/run.log" 2>&1
 echo "mutmut run exit: $?"
