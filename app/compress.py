@@ -61,7 +61,7 @@ def cmd_prune(a) -> int:
 
     from eval.metrics import build_evaluator
     from vision.engine.checkpoint import load_checkpoint, save_checkpoint
-    from vision.engine.train import TrainConfig, train
+    from vision.engine.train import finetune_config, train
     from vision.predictor import Predictor
     from vision.prune import prune_flops
 
@@ -84,20 +84,15 @@ def cmd_prune(a) -> int:
             f"{report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M",
             flush=True,
         )
-        fields = set(TrainConfig.__dataclass_fields__)
-        cfg = {k: v for k, v in recipe.items() if k in fields}
-        cfg.update(
+        cfg = finetune_config(
+            recipe,
             out=str(run / "finetune"),
             weights=str(pruned),
             epochs=a.finetune_epochs,
-            resume=None,
-            stop_after=None,
-            teacher=None,
-            warmup_iters=min(int(cfg.get("warmup_iters", 0)), 20),
             **({"lr": a.lr} if a.lr else {}),
         )
         torch.manual_seed(0)
-        summ = train(TrainConfig(**cfg), build_evaluator)
+        summ = train(cfg, build_evaluator)
         summary.append({"ratio": ratio, **report, "finetuned": str(run / "finetune/best.pt"),
                         "finetune_summary": summ})  # fmt: skip
     (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -19,26 +19,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.metrics import build_evaluator  # noqa: E402
 from vision.engine.checkpoint import load_checkpoint  # noqa: E402
-from vision.engine.train import TrainConfig, train  # noqa: E402
+from vision.engine.train import finetune_config, train  # noqa: E402
 
 
 def main() -> int:
     start, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
     teacher = sys.argv[4] if len(sys.argv) > 4 else None
     recipe = load_checkpoint(sys.argv[5] if len(sys.argv) > 5 else start)["args"]
-    cfg = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
-    cfg.update(
-        data="shapes",
-        out=out,
-        weights=start,
-        epochs=epochs,
-        resume=None,
-        stop_after=None,
-        teacher=teacher,
-        warmup_iters=min(int(cfg.get("warmup_iters", 0)), 20),
-    )
+    cfg = finetune_config(recipe, data="shapes", out=out, weights=start, epochs=epochs,
+                          teacher=teacher)  # fmt: skip
     torch.manual_seed(0)
-    summary = train(TrainConfig(**cfg), build_evaluator)
+    summary = train(cfg, build_evaluator)
     print(json.dumps({k: v for k, v in summary.items() if k in ("epoch", "coco/AP", "seg/mIoU")}))
     return 0
 

@@ -23,28 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.fps import measure  # noqa: E402
-from eval.iou import box_iou  # noqa: E402
 from eval.metrics import PRIMARY, primary_value, score  # noqa: E402
+from eval.variants import agreement  # noqa: E402
 from vision.config import load_config  # noqa: E402
 from vision.data.build import build_dataset  # noqa: E402
 from vision.predictor import Predictor  # noqa: E402
-
-
-def agreement(task: str, ref: list[dict], preds: list[dict]) -> float:
-    """How far ``preds`` reproduce ``ref`` (see the module docstring)."""
-    if task == "segmentation":
-        same = sum(int((r["mask"] == p["mask"]).sum()) for r, p in zip(ref, preds, strict=True))
-        return same / sum(r["mask"].size for r in ref)
-    hit = total = 0
-    for r, p in zip(ref, preds, strict=True):
-        keep = r["scores"] >= 0.3
-        rb, rl = r["boxes"][keep], r["labels"][keep]
-        total += len(rb)
-        if len(rb) and len(p["boxes"]):
-            iou = box_iou(rb, p["boxes"]).numpy()
-            iou[rl[:, None] != p["labels"][None, :]] = 0
-            hit += int((iou.max(1) >= 0.9).sum())
-    return hit / max(total, 1)
 
 
 def main() -> int:
@@ -75,7 +58,7 @@ def main() -> int:
             reader = readers[pred.task]
             t0 = time.perf_counter()
             metrics, kept = score(pred, reader, cfg.names, keep=len(reader))
-            preds = [{k: v.numpy() for k, v in r.items()} for r in kept]
+            preds = [{k: v.cpu() for k, v in r.items()} for r in kept]
             seconds = time.perf_counter() - t0
             ref = ref if ref is not None else preds
             images = [s.path.read_bytes() for s in reader.samples[:64]]

@@ -10,6 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -E "^ERROR" || true
 export VISION_REAL_DATA="$(realpath ../shared/data/real)"
+export VISION_HYPOTHESIS_EXAMPLES=60  # the VOC property test, once per mutant
 OUT=bench/results/mutation
 mkdir -p mutants/datasets  # mutmut copies single files into existing folders only
 mkdir -p "$OUT"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,22 @@ def tiny_checkpoints(shapes_yaml, tmp_path_factory) -> dict[str, Path]:
         )
         out[task] = d / "last.pt"
     return out
+
+
+@contextmanager
+def serving(home: Path, env: dict[str, str]):
+    """A real `bentoml serve` on 127.0.0.1 with ``env`` (its log in ``home``); yields
+    ``(url, process)`` and stops it afterwards. A server that never gets ready fails the test
+    with the end of its log."""
+    from service.launch import start_server
+
+    with (home / "serve.log").open("w") as log:
+        try:
+            proc, url = start_server({"BENTOML_HOME": str(home), **env}, log=log)
+        except RuntimeError as e:
+            pytest.fail(f"{e}: {(home / 'serve.log').read_text()[-3000:]}")
+        try:
+            yield url, proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.launch import start_server
 from vision.deploy import export_onnx, quantize_int8, variant_predictor
 from vision.predictor import Predictor
+
+from .conftest import serving
 
 STORE = """
 import json, sys
@@ -59,14 +60,8 @@ def promoted(tiny_checkpoints, shapes_dir, tmp_path_factory):
         "detection": variant_predictor(det, "int8", det_int8),
         "segmentation": variant_predictor(seg, "onnx", seg_onnx),
     }
-    with (home / "serve.log").open("w") as log:
-        proc, url = start_server(
-            {"BENTOML_HOME": str(home), "VISION_THREADS": "1", "VISION_ACCESS_LOG": "0"},
-            log=log,
-        )
+    with serving(home, {"VISION_THREADS": "1", "VISION_ACCESS_LOG": "0"}) as (url, _):
         yield url, refs
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_served_variants_match_in_process_inference(promoted, shapes_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -132,7 +133,8 @@ def problem(draw):
     return gts, dets
 
 
-@settings(max_examples=300, deadline=None)
+# mutation testing runs this test for many mutants: VISION_HYPOTHESIS_EXAMPLES lowers the count
+@settings(max_examples=int(os.environ.get("VISION_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
 @given(
     problem(),
     st.sampled_from(["voc07", "voc12"]),

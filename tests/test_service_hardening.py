@@ -16,8 +16,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from service.launch import start_server
-
+from .conftest import serving
 from .test_decode import oriented_png, upright
 
 MAX_BYTES = 300_000
@@ -25,9 +24,7 @@ MAX_BYTES = 300_000
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml")
     env = {
-        "BENTOML_HOME": str(home),
         "VISION_THREADS": "1",
         "VISION_DETECTOR_CKPT": str(tiny_checkpoints["detection"]),
         "VISION_SEGMENTER_CKPT": str(tiny_checkpoints["segmentation"]),
@@ -37,14 +34,8 @@ def server(tiny_checkpoints, tmp_path_factory):
         "VISION_MAX_PENDING": "6",
         "VISION_ACCESS_LOG": "0",
     }
-    with (home / "serve.log").open("w") as log:
-        try:
-            proc, url = start_server(env, log=log)
-        except RuntimeError as e:
-            pytest.fail(f"{e}: {(home / 'serve.log').read_text()[-3000:]}")
+    with serving(tmp_path_factory.mktemp("bentoml"), env) as (url, proc):
         yield url, proc
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _jpg(shapes_dir) -> bytes:

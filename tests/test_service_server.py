@@ -13,31 +13,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.launch import start_server
 from vision.predictor import Predictor
+
+from .conftest import serving
 
 MAX_BYTES = 2_000_000
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml")
     env = {
-        "BENTOML_HOME": str(home),
         "VISION_THREADS": "1",
         "VISION_DETECTOR_CKPT": str(tiny_checkpoints["detection"]),
         "VISION_SEGMENTER_CKPT": str(tiny_checkpoints["segmentation"]),
         "VISION_MAX_BYTES": str(MAX_BYTES),
         "VISION_MAX_PIXELS": "40000000",
     }
-    with (home / "serve.log").open("w") as log:
-        try:
-            proc, url = start_server(env, log=log)
-        except RuntimeError as e:
-            pytest.fail(f"{e}: {(home / 'serve.log').read_text()[-3000:]}")
+    with serving(tmp_path_factory.mktemp("bentoml"), env) as (url, _):
         yield url
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _bad_requests(jpg: bytes) -> list[tuple[str, bytes, int]]:

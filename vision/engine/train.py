@@ -89,6 +89,15 @@ class TrainConfig:
     kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
 
 
+def finetune_config(recipe: dict, **overrides) -> TrainConfig:
+    """A fine-tuning run of a checkpoint's own recipe (``ck["args"]``): its options, with
+    resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``."""
+    cfg = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
+    cfg.update(resume=None, stop_after=None, teacher=None)
+    cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
+    return TrainConfig(**{**cfg, **overrides})
+
+
 def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
     det = cfg.task == "detection"
     train_r = build_dataset(dcfg, cfg.task, "train")
