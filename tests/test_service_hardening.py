@@ -227,7 +227,7 @@ def test_a_stuck_forward_pass_flips_health_and_back_and_overload_is_refused(serv
     files = {"image": ("a.jpg", _jpg(shapes_dir))}
 
     def stalled():
-        h = {"x-vision-fault": "stall=4"}
+        h = {"x-vision-fault": "stall=6"}
         return httpx.post(url + "/segment", files=files, headers=h, timeout=60).status_code
 
     def one(_):
@@ -235,15 +235,24 @@ def test_a_stuck_forward_pass_flips_health_and_back_and_overload_is_refused(serv
         r = httpx.post(url + "/segment", files=files, timeout=60)
         return r.status_code, r.headers.get("retry-after"), time.perf_counter() - t0
 
+    def health_while_stuck():  # polled: a loaded machine may start the stall late
+        end = time.time() + 5
+        while time.time() < end:
+            ready, live = httpx.get(url + "/readyz"), httpx.get(url + "/livez")
+            if ready.status_code == 503:
+                return ready.status_code, live.status_code
+            time.sleep(0.2)
+        return ready.status_code, live.status_code
+
     with ThreadPoolExecutor(16) as pool:
         stall = pool.submit(stalled)
-        time.sleep(2.0)  # past VISION_STUCK_S = 1
-        ready, live = httpx.get(url + "/readyz"), httpx.get(url + "/livez")
+        time.sleep(1.0)
+        ready, live = health_while_stuck()  # past VISION_STUCK_S = 1
         flood = list(pool.map(one, range(14)))
         assert stall.result() == 200
-    assert ready.status_code == 503 and live.status_code == 503
+    assert ready == 503 and live == 503
     refused = [f for f in flood if f[0] == 503]
-    assert refused and all(ra == "1" and s < 1.0 for _, ra, s in refused), flood
+    assert refused and all(ra == "1" and s < 2.0 for _, ra, s in refused), flood  # not 6 s
     assert {f[0] for f in flood} <= {200, 503}
     deadline = time.time() + 10
     while httpx.get(url + "/readyz").status_code != 200 and time.time() < deadline:
