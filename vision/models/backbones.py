@@ -14,15 +14,25 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 RESNETS = ("resnet18", "resnet50", "resnet_slim")
-BACKBONES = ("vgg16", *RESNETS, "mobilenet_v3")
+BACKBONES = ("vgg16", *RESNETS, "mobilenet_v3", "lite0")
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# the input normalization a backbone's weights were trained with (others: ImageNet's)
+NORM = {"lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
 class StageFeatures(nn.Module):
     """Runs ``layers`` in order and returns the outputs of the layers listed in ``taps``."""
 
-    def __init__(self, layers: list[nn.Module], taps: dict[int, int], channels: dict[int, int]):
+    def __init__(
+        self,
+        layers: list[nn.Module],
+        taps: dict[int, int],
+        channels: dict[int, int],
+        norm: tuple = IMAGENET_NORM,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.mean, self.std = norm
         self.taps = {i: s for s, i in taps.items()}
         self.channels = channels
         self.last = max(self.taps)
@@ -139,13 +149,18 @@ def stage_features(
         layers = [stem, m.layer1, m.layer2, m.layer3, m.layer4]
     elif name == "mobilenet_v3":
         layers = list(torchvision.models.mobilenet_v3_large(weights=weights).features)
+    elif name == "lite0":  # weights="imagenet": the registry package's (no network needed)
+        from vision.models.efficientnet import lite0_stages
+
+        layers = lite0_stages(weights, dilate[1:])
     else:
         raise ValueError(f"backbone: expected one of {BACKBONES}, got {name!r}")
-    if any(dilate) and name not in RESNETS:
-        raise ValueError(f"dilation: expected a ResNet backbone, got {name!r}")
+    norm = NORM.get(name, IMAGENET_NORM)
+    if any(dilate) and name not in (*RESNETS, "lite0"):
+        raise ValueError(f"dilation: expected a ResNet or Lite0 backbone, got {name!r}")
     if any(dilate):  # the dilated stages stay at stride 8: one tap, the last layer
         taps, chans = _probe(layers)
-        return StageFeatures(layers, {8: len(layers) - 1}, {8: chans[8]})
+        return StageFeatures(layers, {8: len(layers) - 1}, {8: chans[8]}, norm)
     # VGG: the pooling outputs pool3/pool4/pool5, as in the FCN paper; others: each stage's end
     taps, chans = _probe(layers, first=name == "vgg16")
-    return StageFeatures(layers, taps, chans)
+    return StageFeatures(layers, taps, chans, norm)

@@ -8,6 +8,7 @@ Images are ``[0, 1]`` tensors; each model normalizes with its own mean/std.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 
 import torch
@@ -17,9 +18,9 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.fcos import FCOSHead
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
-from vision.models.backbones import resnet
+from vision.models.backbones import IMAGENET_NORM, NORM, resnet, stage_features
 from vision.models.common import ModelMeta, default_names
 
 # name → (torchvision builder, label offset, whether min_size/max_size apply)
@@ -104,19 +105,24 @@ def fcos_small(
     score_thresh: float = 0.05,
     detections_per_img: int = 100,
 ) -> Detector:
-    """The CPU-sized default: FCOS on ResNet-18 with a 64-wide FPN (P3–P7) and a 2-conv head."""
-    res = resnet(backbone, weights_backbone)
-    chans = [
-        c.out_channels
-        for c in (_last_conv(res.layer2), _last_conv(res.layer3), _last_conv(res.layer4))
-    ]
-    body = BackboneWithFPN(
-        res,
-        {"layer2": "0", "layer3": "1", "layer4": "2"},
-        chans,
-        fpn_width,
-        extra_blocks=LastLevelP6P7(fpn_width, fpn_width),
-    )
+    """The CPU-sized default: FCOS on ResNet-18 with a 64-wide FPN (P3–P7) and a 2-conv head.
+    ``backbone="lite0"``: on EfficientNet-Lite0 (``weights_backbone="imagenet"``: pretrained)."""
+    mean, std = NORM.get(backbone, IMAGENET_NORM)
+    if backbone == "lite0":
+        body = StagesFPN(stage_features("lite0", weights=weights_backbone), fpn_width)
+    else:
+        res = resnet(backbone, weights_backbone)
+        chans = [
+            c.out_channels
+            for c in (_last_conv(res.layer2), _last_conv(res.layer3), _last_conv(res.layer4))
+        ]
+        body = BackboneWithFPN(
+            res,
+            {"layer2": "0", "layer3": "1", "layer4": "2"},
+            chans,
+            fpn_width,
+            extra_blocks=LastLevelP6P7(fpn_width, fpn_width),
+        )
     anchors = AnchorGenerator(
         sizes=((8,), (16,), (32,), (64,), (128,)), aspect_ratios=((1.0,),) * 5
     )
@@ -130,12 +136,38 @@ def fcos_small(
         head=head,
         score_thresh=score_thresh,
         detections_per_img=detections_per_img,
+        image_mean=list(mean),
+        image_std=list(std),
     )
     # the registry names the model (fcos_r18, fcos_slim); this is the name for direct calls
     meta = ModelMeta(
-        f"fcos_{backbone}", "detection", class_names or default_names(num_classes), input_size
+        f"fcos_{backbone}",
+        "detection",
+        class_names or default_names(num_classes),
+        input_size,
+        mean=mean,
+        std=std,
     )
     return Detector(net, 0, meta)
+
+
+class StagesFPN(nn.Module):
+    """An FPN (P3–P7) on a backbone's stride 8/16/32 taps, as torchvision's detectors expect
+    a body (``out_channels``, an ordered dict of levels)."""
+
+    def __init__(self, stages: nn.Module, width: int):
+        super().__init__()
+        self.body = stages
+        self.fpn = FeaturePyramidNetwork(
+            [stages.channels[s] for s in (8, 16, 32)],
+            width,
+            extra_blocks=LastLevelP6P7(width, width),
+        )
+        self.out_channels = width
+
+    def forward(self, x: torch.Tensor) -> OrderedDict:
+        f = self.body(x)
+        return self.fpn(OrderedDict((str(i), f[s]) for i, s in enumerate((8, 16, 32))))
 
 
 def _last_conv(layer: nn.Module) -> nn.Conv2d:
@@ -146,4 +178,5 @@ def detector_builders() -> dict:
     out = {name: partial(torchvision_detector, name) for name in TV_DETECTORS}
     out["fcos_r18"] = fcos_small
     out["fcos_slim"] = partial(fcos_small, backbone="resnet_slim")
+    out["fcos_lite0"] = partial(fcos_small, backbone="lite0", weights_backbone="imagenet")
     return out

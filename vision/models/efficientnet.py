@@ -37,11 +37,13 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1],
-                              strict=True):  # fmt: skip
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+        dims = zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1],
+                   strict=True)  # fmt: skip
+        for size, k, s, d in dims:
+            total = max((math.ceil(size / s) - 1) * s + d * (k - 1) + 1 - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, 1, self.groups)
+        x = F.pad(x, pads)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class MBConv(nn.Module):
@@ -134,3 +136,34 @@ def load_imagenet(model: EfficientNetLite0, path: Path | None = None) -> Efficie
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def dilate(model: EfficientNetLite0, stages: tuple[bool, bool]) -> None:
+    """Keep the stride-16 (``stages[0]``) and stride-32 (``stages[1]``) parts at the previous
+    stride: their first depthwise convolution loses its stride, and the following ones dilate
+    by 2 (or 4), so the receptive field grows as before (output stride 8 with both)."""
+    starts = [i for i, b in enumerate(model._blocks) if b._depthwise_conv.stride == (2, 2)]
+    rate = 1
+    for flag, first, end in zip(stages, starts[-2:], [starts[-1], len(model._blocks)],
+                                strict=True):  # fmt: skip
+        if not flag:
+            continue
+        model._blocks[first]._depthwise_conv.stride = (1, 1)
+        model._blocks[first]._depthwise_conv.dilation = (rate, rate)
+        rate *= 2
+        for block in model._blocks[first + 1 : end]:
+            block._depthwise_conv.dilation = (rate, rate)
+
+
+def lite0_stages(weights: str | None, dilated: tuple[bool, bool] = (False, False)) -> list:
+    """Stem and blocks of an EfficientNet-Lite0 as a list of layers (``weights="imagenet"``:
+    the registry package's ImageNet weights)."""
+    if weights not in (None, "imagenet"):
+        raise ValueError(
+            f"EfficientNet-Lite0 weights: expected 'imagenet' or None, got {weights!r}"
+        )
+    net = EfficientNetLite0()
+    if weights == "imagenet":
+        load_imagenet(net)
+    dilate(net, dilated)
+    return [nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6()), *net._blocks]

@@ -67,6 +67,8 @@ class FCN(Segmenter):
             "segmentation",
             class_names or default_names(num_classes),
             input_size,
+            mean=self.backbone.mean,  # the normalization the backbone's weights expect
+            std=self.backbone.std,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

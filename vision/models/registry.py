@@ -27,6 +27,11 @@ _SEGMENTERS = {
     "dilated_context": partial(DilatedSegmenter, head="context", backbone="resnet18"),
     "dilated_largefov": partial(DilatedSegmenter, head="largefov", backbone="resnet18"),
     "dilated_slim": partial(DilatedSegmenter, head="context", backbone="resnet_slim"),
+    # ImageNet EfficientNet-Lite0 from the package registry (weights_backbone=None: random)
+    "fcn8s_lite0": partial(FCN, variant=8, backbone="lite0", weights_backbone="imagenet"),
+    "dilated_lite0": partial(
+        DilatedSegmenter, head="context", backbone="lite0", weights_backbone="imagenet"
+    ),
     **{name: partial(TorchvisionSegmenter, name) for name in TV_SEGMENTERS},
 }
 _REGISTRY: dict[str, tuple[str, object]] = {
