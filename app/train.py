@@ -54,6 +54,13 @@ def add_commands(sub) -> None:
         )
         t.add_argument("--weights", default=None, help="initialize from a checkpoint (transfer)")
         t.add_argument("--freeze-backbone", action="store_true")
+        t.add_argument(
+            "--freeze-backbone-epochs", type=int, default=0, help="backbone frozen at first"
+        )
+        t.add_argument(
+            "--backbone-lr-mult", type=float, default=1.0, help="backbone rate = lr x this"
+        )
+        t.add_argument("--freeze-bn", action="store_true", help="keep backbone BN statistics")
         t.add_argument("--limit-train", type=int, default=None)
         t.add_argument("--limit-val", type=int, default=None)
         t.add_argument("--max-iters", type=int, default=None, help="per epoch (smoke tests)")

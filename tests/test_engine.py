@@ -264,3 +264,29 @@ def test_distillation_step_trains_the_student_only(
             st.train()
             st(x, tg)
             d2(x)
+
+
+def test_pretrained_backbone_options(shapes_yaml, tmp_path):
+    """ImageNet Lite0 FCN-8s: the backbone stays frozen for the first epoch and then learns
+    (at its own rate); with --freeze-bn its BatchNorm statistics never move."""
+    from vision.engine.train import backbone_parameters
+    from vision.models.efficientnet import weights_file
+
+    imagenet = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    run = tmp_path / "run"
+    kw = {"model": "fcn8s_lite0", "epochs": 2, "max_iters": 2, "freeze_backbone_epochs": 1,
+          "backbone_lr_mult": 0.1, "freeze_bn": True}  # fmt: skip
+    train(_cfg(shapes_yaml, run, stop_after=1, **kw), make_evaluator, **QUIET)
+    first = load_checkpoint(run / "last.pt")["model"]
+    stem = "backbone.layers.0.0.weight"  # EfficientNet-Lite0's _conv_stem
+    assert torch.equal(first[stem], imagenet["_conv_stem.weight"])  # frozen in epoch 1
+    train(_cfg(shapes_yaml, run, resume="auto", **kw), make_evaluator, **QUIET)
+    second = load_checkpoint(run / "last.pt")["model"]
+    assert not torch.equal(second[stem], imagenet["_conv_stem.weight"])  # learns in epoch 2
+    bn = "backbone.layers.0.1.running_mean"  # _bn0's statistics: kept
+    assert torch.equal(second[bn], imagenet["_bn0.running_mean"])
+    model = build_model("fcn8s_lite0", 4)
+    assert len(backbone_parameters(model)) == len(
+        [k for k in imagenet if k.startswith(("_conv_stem", "_bn0.", "_blocks")) and
+         not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    )  # fmt: skip

@@ -51,10 +51,13 @@ def train_one_epoch(
     max_iters: int | None = None,
     seg_loss: str = "ce",
     distiller=None,
+    frozen_bn=(),
 ) -> dict:
     """Train for one epoch; stops with a message naming the step if the loss is not finite.
     ``distiller``: adds a knowledge-distillation loss from a frozen teacher (``distill.py``)."""
     model.train()
+    for bn in frozen_bn:  # pretrained statistics kept (--freeze-bn)
+        bn.eval()
     n_images, loss_sum, n_steps, t0 = 0, 0.0, 0, time.perf_counter()
     bar = tqdm(
         loader,

@@ -77,6 +77,9 @@ class TrainConfig:
     resume: str | None = None
     weights: str | None = None
     freeze_backbone: bool = False
+    freeze_backbone_epochs: int = 0  # backbone frozen for the first N epochs (pretrained)
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate relative to --lr
+    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (eval mode)
     limit_train: int | None = None
     limit_val: int | None = None
     max_iters: int | None = None  # per epoch, for smoke tests
@@ -142,6 +145,20 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device, log: Callable) -> to
     return None
 
 
+def backbone_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The feature extractor's parameters: ``backbone.*`` of a segmenter, ``net.backbone.body.*``
+    of a detector (its FPN is new, like the head)."""
+    names = [n for n, _ in model.named_parameters()]
+    prefix = ".backbone.body." if any(".backbone.body." in f".{n}" for n in names) else ".backbone."
+    return [p for n, p in model.named_parameters() if prefix in f".{n}"]
+
+
+def backbone_batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    body = dict(model.named_modules())
+    root = body.get("net.backbone.body") or body.get("backbone")
+    return [m for m in root.modules() if isinstance(m, torch.nn.BatchNorm2d)] if root else []
+
+
 def _optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -182,11 +199,11 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             f"{len(report['shape_mismatch'])} for shape {report['shape_mismatch'][:4]}, "
             f"{len(report['missing'])} not in the checkpoint"
         )
+    backbone = backbone_parameters(model)
     if cfg.freeze_backbone:
-        frozen = [n for n, p in model.named_parameters() if ".backbone." in f".{n}"]
-        for n, p in model.named_parameters():
-            p.requires_grad_(n not in frozen)
-        log(f"[train] froze {len(frozen)} backbone tensors")
+        for p in backbone:
+            p.requires_grad_(False)
+        log(f"[train] froze {len(backbone)} backbone tensors")
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -202,10 +219,14 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
     net = DistributedDataParallel(model) if world > 1 else model
-    params = [p for p in model.parameters() if p.requires_grad]
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     if distiller is not None:  # a 1x1 adapter when the FPN widths differ
-        params += list(distiller.parameters())
-    optimizer = _optimizer(cfg, params)
+        head += list(distiller.parameters())
+    groups = [{"params": head}]
+    if not cfg.freeze_backbone:  # its own rate (pretrained backbones learn slower)
+        groups.append({"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult})
+    optimizer = _optimizer(cfg, groups)
     iters = cfg.max_iters or len(train_dl)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, cfg.epochs * iters))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -240,6 +261,10 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     for epoch in range(start, end):
         sampler.set_epoch(epoch)
         train_ds.epoch = epoch
+        if cfg.freeze_backbone_epochs and not cfg.freeze_backbone:
+            warm = epoch < cfg.freeze_backbone_epochs  # the new head learns first
+            for p in backbone:
+                p.requires_grad_(not warm)
         stats = train_one_epoch(
             net,
             train_dl,
@@ -258,6 +283,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             cfg.max_iters,
             cfg.seg_loss,
             distiller,
+            backbone_batchnorms(model) if cfg.freeze_bn else (),
         )
         step = stats.pop("steps")
         summary, is_best, score = {"epoch": epoch + 1, **stats}, False, ""
