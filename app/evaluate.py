@@ -162,7 +162,9 @@ def cmd_run(a) -> int:
         p.task,
         metrics,
         cfg.names,
-        sample_images(reader, kept, cfg.names, p.task),
+        sample_images(
+            reader, kept, cfg.names, p.task, background=p.meta.background, colors=p.meta.colors
+        ),
         fps,
         provenance(reader, cfg.name, a.checkpoint, p),
     )

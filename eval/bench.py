@@ -122,7 +122,16 @@ def evaluate_pair(
         "git_commit": git_commit(),
         "class_names": cfg.names,
     }
-    return result, sample_images(reader, kept, cfg.names, task, n=4)
+    drawn = sample_images(
+        reader,
+        kept,
+        cfg.names,
+        task,
+        n=4,
+        background=predictor.meta.background,
+        colors=predictor.meta.colors,
+    )
+    return result, drawn
 
 
 def save_pair(out: Path, result: dict, samples: list[np.ndarray]) -> dict:

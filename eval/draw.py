@@ -7,12 +7,21 @@ import torch
 
 
 def sample_images(
-    reader, preds: list[dict], names: list[str], task: str, n: int = 6, score_threshold: float = 0.5
+    reader,
+    preds: list[dict],
+    names: list[str],
+    task: str,
+    n: int = 6,
+    score_threshold: float = 0.5,
+    background: bool = True,
+    colors: list | None = None,
 ) -> list[np.ndarray]:
-    """The first ``n`` images with predicted boxes (score ≥ threshold) or masks drawn."""
+    """The first ``n`` images with predicted boxes (score ≥ threshold) or masks drawn; masks
+    in the dataset's ``colors`` (one RGB per class-map index) when it has them, background
+    (index 0 when ``background``) left undrawn."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-    from vision.data.colormap import voc_colormap
+    from vision.data.colormap import mask_colors, voc_colormap
 
     out = []
     cmap = voc_colormap()
@@ -31,8 +40,9 @@ def sample_images(
             )
         else:
             m = torch.from_numpy(p["mask"]).long()
-            masks = torch.stack([m == k for k in range(1, len(names) + 1)])
-            colors = [tuple(int(c) for c in cmap[k]) for k in range(1, len(names) + 1)]
-            img = draw_segmentation_masks(img, masks, alpha=0.55, colors=colors)
+            first, count = int(background), len(names) + int(background)
+            rgb = mask_colors(count, colors)
+            masks = torch.stack([m == k for k in range(first, count)])
+            img = draw_segmentation_masks(img, masks, alpha=0.55, colors=rgb[first:])
         out.append(img.permute(1, 2, 0).numpy())
     return out

@@ -56,7 +56,8 @@ def build_evaluator(
     if unknown:
         raise ValueError(f"{task} metric keys: expected some of {KEYS[task]}, got {unknown}")
     if task == "segmentation":
-        return Evaluators([SegEvaluator(len(names) + 1, ["background", *names])], PRIMARY[task])
+        classes = ["background", *names] if getattr(reader, "background", True) else list(names)
+        return Evaluators([SegEvaluator(len(classes), classes)], PRIMARY[task])
     parts: list[Evaluator] = []
     iou_types = tuple(t for t, k in (("bbox", "coco"), ("segm", "coco_segm")) if k in keys)
     if iou_types:
@@ -85,5 +86,19 @@ def score(predictor, reader, names: list[str], batch: int = 8, keep: int = 0, **
     pass training validation runs (``vision.engine.loop.evaluate``)."""
     from vision.engine.loop import evaluate
 
+    if predictor.task == "segmentation":
+        check_label_layout(predictor.meta, reader)
     evaluator = build_evaluator(predictor.task, reader, names, **kw)
     return evaluate(predictor, reader, evaluator, batch, keep)
+
+
+def check_label_layout(meta, reader) -> None:
+    """A segmenter's class map and a split's label maps must index classes alike."""
+    want = getattr(reader, "background", True)
+    if meta.background != want:
+        layout = {True: "index 0 = background", False: "every index a class, no background"}
+        raise ValueError(
+            f"model {meta.name}: expected class maps laid out as the dataset's label maps "
+            f"({layout[want]}), got a model trained with {layout[meta.background]}; "
+            "evaluate it on a dataset of its own layout, or train one for this dataset"
+        )

@@ -4,7 +4,12 @@ A config names the dataset's format (``voc`` or ``coco``), its root (relative to
 given by ``$VISION_DATASETS``, default ``./datasets``; ``{repo}`` expands to the folder above
 the config's own folder, the repository for the shipped configs), its class names, and one
 entry per task and split. VOC splits are ``ImageSets`` list files; COCO splits are
-``{images, annotations}``.
+``{images, annotations}``; ``pairs`` splits (segmentation only) list ``image label`` lines.
+
+Segmentation label maps: ``background: true`` (default) means index ``0`` is background and
+``k + 1`` is ``names[k]`` (VOC, COCO, shapes); ``background: false`` means every index is a
+real class (CamVid). ``void: V`` reads the value ``V`` as the ignore index; ``colors`` gives
+one RGB per mask index (drawings and the service use them).
 
 ``load_config(NAME)`` looks for ``NAME.yaml`` in this order (the first found wins):
 
@@ -28,7 +33,7 @@ import yaml
 
 from vision.errors import DataError
 
-FORMATS = ("voc", "coco")
+FORMATS = ("voc", "coco", "pairs")
 TASKS = ("detection", "segmentation")
 
 
@@ -64,6 +69,14 @@ class DatasetConfig:
     segmentation: dict[str, object] = field(default_factory=dict)
     source: Path | None = None
     extra: dict = field(default_factory=dict)
+    background: bool = True
+    void: int | None = None
+    colors: list[list[int]] = field(default_factory=list)
+
+    @property
+    def mask_classes(self) -> list[str]:
+        """The class of each index of a label map."""
+        return ["background", *self.names] if self.background else list(self.names)
 
     def splits(self, task: str) -> dict[str, object]:
         if task not in TASKS:
@@ -123,7 +136,40 @@ def parse_config(raw: dict, source: Path | None = None) -> DatasetConfig:
     root = Path(str(raw["root"]).replace("{repo}", repo)).expanduser()
     if not root.is_absolute():
         root = data_root() / root
-    known = {"name", "format", "root", "names", *TASKS}
+    background = raw.get("background", True)
+    if not isinstance(background, bool):
+        raise DataError(f"{where}: background", "true or false", repr(background))
+    void = raw.get("void")
+    if void is not None and (not isinstance(void, int) or not 0 <= void <= 255):
+        raise DataError(f"{where}: void", "a label value 0..255", repr(void))
+    n_mask = len(names) + int(background)
+    colors = raw.get("colors") or []
+    if colors and (
+        len(colors) != n_mask
+        or not all(
+            isinstance(c, list)
+            and len(c) == 3
+            and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in colors
+        )
+    ):
+        raise DataError(
+            f"{where}: colors",
+            f"{n_mask} [R, G, B] triples of 0..255 (one per mask index"
+            f"{', background first' if background else ''})",
+            f"{len(colors)} entries: {colors[:3]}...",
+        )
+    if raw["format"] != "pairs" and (not background or void is not None):
+        raise DataError(
+            f"{where}: background/void",
+            "the format's own convention for a 'voc' or 'coco' dataset (0 = background, "
+            "255 = void)",
+            f"background={background}, void={void}",
+            "label maps with other conventions are read by format: pairs",
+        )
+    if raw["format"] == "pairs" and raw.get("detection"):
+        raise DataError(f"{where}: detection", "no detection section for a 'pairs' dataset", "one")
+    known = {"name", "format", "root", "names", "background", "void", "colors", *TASKS}
     return DatasetConfig(
         name=str(raw["name"]),
         format=raw["format"],
@@ -133,4 +179,7 @@ def parse_config(raw: dict, source: Path | None = None) -> DatasetConfig:
         segmentation=dict(raw.get("segmentation") or {}),
         source=source,
         extra={k: v for k, v in raw.items() if k not in known},
+        background=background,
+        void=void,
+        colors=[list(c) for c in colors],
     )

@@ -3,7 +3,8 @@
 ``info`` (made by ``Predictor.resize``) holds ``orig_size`` (h, w) and ``scale`` (longest-side
 resize, padding at the bottom/right). Results are dicts of CPU tensors: detection ``boxes``
 (x1y1x2y2, original pixels), ``scores``, ``labels``; segmentation ``mask`` (uint8 class map,
-``0`` = background, ``k + 1`` = class ``k``).
+``0`` = background, ``k + 1`` = class ``k``, or ``k`` = class ``k`` for a model trained
+without a background class, see ``ModelMeta.background``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import nms
+
+from vision.data.colormap import mask_colors
 
 MASK_FORMATS = ("png", "rle")
 
@@ -128,16 +131,20 @@ def render_detections(res: dict, names: list[str]) -> dict:
     }
 
 
-def render_mask(res: dict, names: list[str], mask_format: str = "png") -> dict:
-    """Classes, per-class pixel counts, and the class map as a PNG (base64) or per-class COCO
-    RLE."""
+def render_mask(
+    res: dict, classes: list[str], mask_format: str = "png", colors: list | None = None
+) -> dict:
+    """Classes (the class of each map index), their colours, per-class pixel counts, and the
+    class map as a PNG (base64) or per-class COCO RLE."""
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask_format: expected one of {MASK_FORMATS}, got {mask_format!r}")
     mask = res["mask"].numpy()
-    classes = ["background", *names]
     counts = np.bincount(mask.ravel(), minlength=len(classes))
     out = {
         "classes": classes,
+        "colors": {
+            c: list(rgb) for c, rgb in zip(classes, mask_colors(len(classes), colors), strict=True)
+        },
         "pixel_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
     }
     if mask_format == "png":

@@ -28,6 +28,7 @@ from vision.data.io import DecodeLimits, ImageError, decode_image, read_image
 from vision.data.transforms import _geometry
 from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
+from vision.models.common import mask_classes
 from vision.postprocess import (
     detections_to_original,
     mask_to_original,
@@ -88,6 +89,7 @@ class Predictor:
             len(meta["class_names"]),
             class_names=meta["class_names"],
             input_size=meta["input_size"],
+            **_label_kwargs(meta),
             **args.get("model_kwargs", {}),
         )
         if meta.get("pruned"):  # the pruned shapes are the state dict's
@@ -190,4 +192,11 @@ class Predictor:
         """A result as JSON-ready data (detections, or class counts and the mask)."""
         if self.task == "detection":
             return render_detections(result, self.meta.class_names)
-        return render_mask(result, self.meta.class_names, mask_format)
+        return render_mask(result, mask_classes(self.meta), mask_format, self.meta.colors)
+
+
+def _label_kwargs(meta: dict) -> dict:
+    """A segmenter's mask layout as its checkpoint recorded it (older ones: background)."""
+    if meta.get("task") != "segmentation":
+        return {}
+    return {"background": meta.get("background", True), "colors": meta.get("colors") or []}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vision.config import DatasetConfig, load_config
 from vision.data.coco import COCODataset
+from vision.data.pairs import PairsDataset
 from vision.data.voc import VOCDataset
 from vision.errors import DataError
 
@@ -16,7 +17,7 @@ def build_dataset(
     split: str,
     strict: bool = True,
     check_bounds: bool = True,
-) -> VOCDataset | COCODataset:
+) -> VOCDataset | COCODataset | PairsDataset:
     """The ``split`` of ``task`` ('detection' or 'segmentation') of a dataset config."""
     if not isinstance(cfg, DatasetConfig):
         cfg = load_config(cfg)
@@ -32,6 +33,10 @@ def build_dataset(
             f"its data under {cfg.root}",
             "no such folder",
             "see datasets/README.md for the layout, or set $VISION_DATASETS",
+        )
+    if cfg.format == "pairs":
+        return PairsDataset(
+            cfg.root, cfg.names, str(entry), cfg.void, cfg.background, strict=strict
         )
     if cfg.format == "voc":
         return VOCDataset(

@@ -95,6 +95,8 @@ class COCODataset:
     ``require_images=False`` reads annotations only (e.g. to evaluate without the pictures).
     """
 
+    background = True  # masks: 0 = background, k + 1 = class k
+
     def __init__(
         self,
         annotations: Path | str,

@@ -24,6 +24,16 @@ def voc_colormap() -> np.ndarray:
     return cmap
 
 
+def mask_colors(num_indices: int, colors: list | None = None) -> list[tuple[int, int, int]]:
+    """The RGB of each class-map index: the dataset's ``colors`` when it has them, else the
+    VOC colour map (index 0, background in VOC's layout, is black)."""
+    if colors:
+        if len(colors) != num_indices:
+            raise ValueError(f"colors: expected {num_indices} RGB triples, got {len(colors)}")
+        return [tuple(int(v) for v in c) for c in colors]
+    return [tuple(int(v) for v in c) for c in voc_colormap()[:num_indices]]
+
+
 def rgb_to_index(
     rgb: np.ndarray, num_classes: int = 256, ignore_index: int = 255, where: str = "mask"
 ) -> np.ndarray:

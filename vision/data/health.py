@@ -71,6 +71,7 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
     areas = []
     difficult = crowd = 0
     unreadable = bad_masks = 0
+    pixels = np.zeros(256, np.int64)  # label-map values over the split (segmentation)
     for i, s in enumerate(ds.samples):
         for k in s.labels.tolist():
             per_class[cfg.names[k]] += 1
@@ -86,7 +87,7 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
                 unreadable += 1
                 report["errors"].append(f"{key}: {decoded[s.path]}")
         if task == "segmentation" and decode:
-            problem = _mask_problem(ds, i, s, len(cfg.names))
+            problem = _mask_problem(ds, i, s, len(cfg.mask_classes), pixels)
             if problem:
                 bad_masks += 1
                 report["errors"].append(f"{key}: {problem}")
@@ -95,6 +96,11 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
     if ds.skips.total > len(ds.skips.messages):
         report["errors"].append(f"{key}: ... and {ds.skips.total - len(ds.skips.messages)} more")
     all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    extra = {}
+    if task == "segmentation" and decode:  # class balance of the label maps, void apart
+        extra["pixels_per_class"] = {c: int(pixels[k]) for k, c in enumerate(cfg.mask_classes)} | {
+            "void": int(pixels[255])
+        }
     return {
         "images": len(ds),
         "objects": int(sum(per_class.values())),
@@ -106,6 +112,7 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
         "skipped": ds.skips.as_dict(),
         "unreadable_images": unreadable,
         "bad_masks": bad_masks,
+        **extra,
     }
 
 
@@ -119,16 +126,19 @@ def _decode_problem(path: Path, digests, key: str) -> str | None:
     return None
 
 
-def _mask_problem(ds, i: int, s, num_classes: int) -> str | None:
+def _mask_problem(ds, i: int, s, num_indices: int, pixels: np.ndarray) -> str | None:
+    """What is wrong with sample ``i``'s label map: size, or values outside
+    ``0..num_indices - 1`` and the ignore index; its values are added to ``pixels``."""
     try:
         m = ds.semantic_mask(i) if hasattr(ds, "semantic_mask") else read_mask(s.mask_path)
     except DataError as e:
         return str(e)
+    pixels += np.bincount(m.ravel(), minlength=256)
     if m.shape != (s.height, s.width) and s.height:
         return f"{s.mask_path}: expected a {s.width}x{s.height} mask, got {m.shape[1]}x{m.shape[0]}"
-    bad = np.setdiff1d(np.unique(m), [*range(num_classes + 1), 255])
+    bad = np.setdiff1d(np.unique(m), [*range(num_indices), 255])
     if bad.size:
-        return f"{s.mask_path}: expected values 0..{num_classes} or 255, got {bad.tolist()}"
+        return f"{s.mask_path}: expected values 0..{num_indices - 1} or 255, got {bad.tolist()}"
     return None
 
 
@@ -149,14 +159,25 @@ def format_report(report: dict) -> str:
         )
     lines.append("")
     width = max([len(n) for n in names] + [5])
-    lines.append(f"{'class':<{width}}  " + "  ".join(f"{k:>20}" for k in report["splits"]))
-    for n in names:
+    seg = {k: r["pixels_per_class"] for k, r in report["splits"].items() if "pixels_per_class" in r}
+    boxes = {k: r for k, r in report["splits"].items() if k.startswith("detection/")}
+    if boxes or not seg:
+        lines.append(f"{'class':<{width}}  " + "  ".join(f"{k:>20}" for k in boxes))
+    for n in names if boxes or not seg else []:
         cells = "  ".join(
             f"{r['objects_per_class'][n]:>10} obj {r['images_per_class'][n]:>5} im"
-            for r in report["splits"].values()
+            for r in boxes.values()
         )
         lines.append(f"{n:<{width}}  {cells}")
     lines.append("")
+    if seg:  # label-map class balance: share of the split's pixels
+        lines.append(f"{'pixels':<{width}}  " + "  ".join(f"{k:>20}" for k in seg))
+        for c in next(iter(seg.values())):
+            cells = "  ".join(
+                f"{100 * p[c] / max(1, sum(p.values())):>19.2f}%" for p in seg.values()
+            )
+            lines.append(f"{c:<{width}}  {cells}")
+        lines.append("")
     for w in report["warnings"]:
         lines.append(f"WARNING {w}")
     for e in report["errors"][:30]:

@@ -130,6 +130,8 @@ class VOCDataset:
     ``strict=False`` skips bad items and counts them in ``self.skips`` instead of raising.
     """
 
+    background = True  # masks: 0 = background, k + 1 = class k
+
     def __init__(
         self,
         root: Path | str,

@@ -180,8 +180,16 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     dcfg = load_config(cfg.data)
     train_r, val_r, train_ds, sampler, train_dl = _loaders(cfg, dcfg)
     names = dcfg.names
+    labels = (  # a segmenter's mask indices follow the dataset's label maps
+        {"background": dcfg.background, "colors": dcfg.colors} if cfg.task == "segmentation" else {}
+    )
     model = build_model(
-        cfg.model, len(names), class_names=names, input_size=cfg.img_size, **cfg.model_kwargs
+        cfg.model,
+        len(names),
+        class_names=names,
+        input_size=cfg.img_size,
+        **labels,
+        **cfg.model_kwargs,
     )
     resume_ck = None
     if cfg.resume:

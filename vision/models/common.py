@@ -26,11 +26,20 @@ class ModelMeta:
     metrics: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     pruned: dict = field(default_factory=dict)  # vision.prune's record: shapes differ
+    # segmenters: whether mask index 0 is a background class (``k + 1`` = class ``k``) or
+    # every index is a real class (CamVid); the dataset's RGB per mask index, when it has them
+    background: bool = True
+    colors: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
+
+
+def mask_classes(meta: ModelMeta) -> list[str]:
+    """The class of each index of a segmenter's class map (``background`` first if it has one)."""
+    return ["background", *meta.class_names] if meta.background else list(meta.class_names)
 
 
 def default_names(num_classes: int) -> list[str]:

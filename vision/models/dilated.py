@@ -54,9 +54,11 @@ class DilatedSegmenter(Segmenter):
         class_names=None,
         input_size: int = 256,
         weights_backbone: str | None = None,
+        background: bool = True,
+        colors: list | None = None,
     ):
         super().__init__()
-        k = num_classes + 1
+        k = num_classes + int(background)
         self.backbone = stage_features(
             backbone, dilate=(False, True, True), weights=weights_backbone
         )
@@ -76,6 +78,8 @@ class DilatedSegmenter(Segmenter):
             input_size,
             mean=self.backbone.mean,  # the normalization the backbone's weights expect
             std=self.backbone.std,
+            background=background,
+            colors=list(colors or []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,13 @@ class FCN(Segmenter):
         class_names=None,
         input_size: int = 256,
         weights_backbone: str | None = None,
+        background: bool = True,
+        colors: list | None = None,
     ):
         super().__init__()
         if variant not in (8, 16, 32):
             raise ValueError(f"FCN variant: expected 8, 16 or 32, got {variant}")
-        k = num_classes + 1  # background + classes
+        k = num_classes + int(background)  # (background +) classes
         self.variant = variant
         self.backbone = stage_features(backbone, weights=weights_backbone)
         c = self.backbone.channels
@@ -69,6 +71,8 @@ class FCN(Segmenter):
             input_size,
             mean=self.backbone.mean,  # the normalization the backbone's weights expect
             std=self.backbone.std,
+            background=background,
+            colors=list(colors or []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,16 +19,26 @@ class TorchvisionSegmenter(Segmenter):
         input_size: int = 256,
         weights: str | None = None,
         weights_backbone: str | None = None,
+        background: bool = True,
+        colors: list | None = None,
     ):
         super().__init__()
         if arch not in TV_SEGMENTERS:
             raise ValueError(f"expected one of {TV_SEGMENTERS}, got {arch!r}")
         kw = {"aux_loss": False} if arch != "lraspp_mobilenet_v3_large" else {}
         self.net = getattr(torchvision.models.segmentation, arch)(
-            weights=weights, weights_backbone=weights_backbone, num_classes=num_classes + 1, **kw
+            weights=weights,
+            weights_backbone=weights_backbone,
+            num_classes=num_classes + int(background),
+            **kw,
         )
         self.meta = ModelMeta(
-            arch, "segmentation", class_names or default_names(num_classes), input_size
+            arch,
+            "segmentation",
+            class_names or default_names(num_classes),
+            input_size,
+            background=background,
+            colors=list(colors or []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
