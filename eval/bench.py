@@ -121,6 +121,7 @@ def evaluate_pair(
         "dataset_hash": dataset_hash(reader),
         "git_commit": git_commit(),
         "class_names": cfg.names,
+        "skipped": reader.skips.as_dict(),  # bad annotations left out (skip_invalid configs)
     }
     drawn = sample_images(
         reader,

@@ -197,3 +197,19 @@ def test_unknown_dataset_lists_known():
     for name in ("voc2007", "voc2012", "coco2017", "shapes", "raccoon"):
         cfg = load_config(name)
         assert cfg.names and (cfg.detection or cfg.segmentation)
+
+
+def test_a_config_with_skip_invalid_reads_leniently_and_counts(broken_voc):
+    from vision.config import parse_config
+
+    xml = broken_voc / "Annotations/000004.xml"
+    t = xml.read_text()
+    j = t.index("<xmax>") + len("<xmax>")
+    xmin = t[t.index("<xmin>") + 6 : t.index("</xmin>")]
+    xml.write_text(t[:j] + xmin + t[t.index("</xmax>") :])  # a point box, as BCCD has two
+    raw = {"name": "b", "format": "voc", "root": str(broken_voc), "names": CLASSES}
+    raw["detection"] = {"train": "ImageSets/Main/train.txt"}
+    with pytest.raises(DataError, match=r"000004\.xml object #0 <bndbox>"):
+        build_dataset(parse_config(raw), "detection", "train")
+    ds = build_dataset(parse_config({**raw, "skip_invalid": True}), "detection", "train")
+    assert ds.skips.counts == {"invalid box": 1} and len(ds) == 48

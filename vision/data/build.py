@@ -15,12 +15,18 @@ def build_dataset(
     cfg: DatasetConfig | str | Path,
     task: str,
     split: str,
-    strict: bool = True,
+    strict: bool | None = None,
     check_bounds: bool = True,
 ) -> VOCDataset | COCODataset | PairsDataset:
-    """The ``split`` of ``task`` ('detection' or 'segmentation') of a dataset config."""
+    """The ``split`` of ``task`` ('detection' or 'segmentation') of a dataset config.
+
+    ``strict=None`` follows the config: ``skip_invalid: true`` (a set with known bad
+    annotations, such as BCCD's two point boxes) skips bad items and counts them in the
+    reader's ``skips``; otherwise the first bad item raises."""
     if not isinstance(cfg, DatasetConfig):
         cfg = load_config(cfg)
+    if strict is None:
+        strict = not cfg.extra.get("skip_invalid", False)
     splits = cfg.splits(task)
     if split not in splits:
         raise DataError(

@@ -105,6 +105,9 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
     det = cfg.task == "detection"
     train_r = build_dataset(dcfg, cfg.task, "train")
     val_r = build_dataset(dcfg, cfg.task, "val")
+    for split, r in (("train", train_r), ("val", val_r)):
+        if r.skips.total:  # the config asked for lenient reading: say what was left out
+            print(f"[train] {dcfg.name} {split}: {r.skips.summary()}", flush=True)
     train_r.limit(cfg.limit_train)
     val_r.limit(cfg.limit_val)
     tf = DetectionTransform if det else SegmentationTransform
