@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -17,6 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 # runs the tests in a copy of the sources)
 REAL = Path(os.environ.get("VISION_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 CLASSES = ["circle", "square", "triangle", "star"]
+
+
+def run_cli(args: list[str]) -> SimpleNamespace:
+    """``vision ARGS`` in this process (argument parsing, errors and exit code as the console
+    script has them): ``returncode``, ``stdout``, ``stderr``. In-process so that coverage and
+    mutation testing see the code it runs."""
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main([str(a) for a in args])
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.fixture(scope="session")

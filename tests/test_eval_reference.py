@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-VISION = [sys.executable, "-m", "app"]
+from .conftest import run_cli
+
 FAKE = "coco/cocoapi_val2014_fake100"
 
 
@@ -18,9 +17,8 @@ FAKE = "coco/cocoapi_val2014_fake100"
 def test_cocoapi_fake_results(real, tmp_path, iou_type, kind, engine):
     expected = json.loads((real / FAKE / "expected_stats_pycocotools.json").read_text())
     out = tmp_path / "out.json"
-    r = subprocess.run(
+    r = run_cli(
         [
-            *VISION,
             "eval",
             "coco",
             "--gt",
@@ -34,8 +32,6 @@ def test_cocoapi_fake_results(real, tmp_path, iou_type, kind, engine):
             "--out",
             str(out),
         ],
-        capture_output=True,
-        text=True,
     )
     assert r.returncode == 0, r.stderr
     got = json.loads(out.read_text())
@@ -74,9 +70,8 @@ VAINF = {
 
 
 def _seg_cli(gt, pred, out):
-    r = subprocess.run(
+    r = run_cli(
         [
-            *VISION,
             "eval",
             "seg",
             "--gt",
@@ -88,8 +83,6 @@ def _seg_cli(gt, pred, out):
             "--out",
             str(out),
         ],
-        capture_output=True,
-        text=True,
     )
     assert r.returncode == 0, r.stderr
     return json.loads(out.read_text())
@@ -126,9 +119,8 @@ def test_seg_mismatched_inputs(real, tmp_path):
     (tmp_path / "pred").mkdir()
     shutil.copy(real / "voc_seg/fcn_demo/label.png", tmp_path / "gt/a.png")
     shutil.copy(real / "voc_seg/vainf_deeplabv3plus_samples/1_pred.png", tmp_path / "pred/a.png")
-    r = subprocess.run(
+    r = run_cli(
         [
-            *VISION,
             "eval",
             "seg",
             "--gt",
@@ -138,14 +130,11 @@ def test_seg_mismatched_inputs(real, tmp_path):
             "--num-classes",
             "21",
         ],
-        capture_output=True,
-        text=True,
     )
     assert r.returncode == 2 and "same size" in r.stderr and "Traceback" not in r.stderr
     shutil.copy(real / "voc_seg/fcn_demo/output.png", tmp_path / "pred/b.png")
-    r = subprocess.run(
+    r = run_cli(
         [
-            *VISION,
             "eval",
             "seg",
             "--gt",
@@ -155,8 +144,6 @@ def test_seg_mismatched_inputs(real, tmp_path):
             "--num-classes",
             "21",
         ],
-        capture_output=True,
-        text=True,
     )
     assert r.returncode == 2 and "unmatched ['b']" in r.stderr
 
@@ -176,10 +163,8 @@ def test_coco_bad_predictions(real, tmp_path):
     }
     for name, (text, msg) in cases.items():
         (tmp_path / name).write_text(text)
-        r = subprocess.run(
-            [*VISION, "eval", "coco", "--gt", str(gt), "--pred", str(tmp_path / name)],
-            capture_output=True,
-            text=True,
+        r = run_cli(
+            ["eval", "coco", "--gt", str(gt), "--pred", str(tmp_path / name)],
         )
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,8 @@ from hypothesis import strategies as st
 
 from eval.prf import detection_outcomes, precision_recall
 from eval.voc import voc_evaluate
+
+from .conftest import run_cli
 
 # The eleven VOC07 recall thresholds as the references hold them, written out as literals:
 # the Python ports' np.arange(0, 1.1, 0.1), and the MATLAB devkit's 0:0.1:1 (colon operator:
@@ -272,9 +272,6 @@ def test_voc_cli(real, tmp_path):
             )
     (tmp_path / "d.json").write_text(json.dumps(dets))
     cmd = [
-        sys.executable,
-        "-m",
-        "app",
         "eval",
         "voc",
         "--annotations",
@@ -286,34 +283,31 @@ def test_voc_cli(real, tmp_path):
         "--out",
         str(tmp_path / "o.json"),
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = run_cli(cmd)
     assert r.returncode == 0, r.stderr
     got = json.loads((tmp_path / "o.json").read_text())
     assert got["mAP"] == pytest.approx(1.0) and set(got["per_class"]) == set(names)
     dets[0]["category"] = "beer"
     (tmp_path / "d.json").write_text(json.dumps(dets))
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = run_cli(cmd)
     assert r.returncode == 2 and "'beer'" in r.stderr and "Traceback" not in r.stderr
     # the reference scripts' way: score a given class list, or leave unknown classes out
-    r = subprocess.run([*cmd, "--ignore-unknown"], capture_output=True, text=True)
+    r = run_cli([*cmd, "--ignore-unknown"])
     assert r.returncode == 0, r.stderr
     got = json.loads((tmp_path / "o.json").read_text())
     assert got["skipped"] == {"ground_truth_other_classes": 0, "detections_unknown_class": 1}
     assert "1 detections of unknown classes" in r.stdout and got["mAP"] < 1.0  # one can missed
     (tmp_path / "classes.txt").write_text("\n".join([*names, "beer"]))
-    r = subprocess.run(
-        [*cmd, "--classes", str(tmp_path / "classes.txt")], capture_output=True, text=True
-    )
+    r = run_cli([*cmd, "--classes", str(tmp_path / "classes.txt")])
     assert r.returncode == 0, r.stderr
     got = json.loads((tmp_path / "o.json").read_text())
     assert got["per_class"]["beer"] is None and got["skipped"]["detections_unknown_class"] == 0
     (tmp_path / "cans.txt").write_text("can\n")  # other classes' objects are not scored
-    r = subprocess.run([*cmd, "--classes", str(tmp_path / "cans.txt"), "--ignore-unknown"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = run_cli([*cmd, "--classes", str(tmp_path / "cans.txt"), "--ignore-unknown"])
     got = json.loads((tmp_path / "o.json").read_text())
     assert r.returncode == 0 and list(got["per_class"]) == ["can"], r.stderr
     assert got["skipped"]["ground_truth_other_classes"] > 0
     dets[0]["category"], dets[0]["image_id"] = "can", "nope"
     (tmp_path / "d.json").write_text(json.dumps(dets))
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = run_cli(cmd)
     assert r.returncode == 2 and "'nope'" in r.stderr
