@@ -7,6 +7,7 @@ random init on this machine.
     .venv/bin/python bench/quality.py --suite upsampling    # transposed vs bilinear table
     .venv/bin/python bench/quality.py --suite upsampling_slim  # the same, slim, 5 epochs each
     .venv/bin/python bench/quality.py --suite raccoon       # default detector on real photos
+    .venv/bin/python bench/quality.py --suite pretrained_shapes  # ImageNet Lite0, main job's time
     python bench/quality.py --suite gpu --workers 6          # on a CUDA machine: 5-minute recipes
 
 Each run records its wall time (training + per-epoch validation), the final metrics, the
@@ -109,6 +110,12 @@ SUITES = {
     "upsampling": UPSAMPLING,
     "upsampling_slim": UPSAMPLING_SLIM,
     "gpu": GPU,
+    # the ImageNet-pretrained Lite0 models in about the main job's minutes (fcos_r18: 4 epochs in
+    # ~5 min, fcn8s_slim: 9 in ~4.5): Lite0 trains 3-4x slower here, so 2 and 3 epochs
+    "pretrained_shapes": [
+        {**DET, "model": "fcos_lite0", "epochs": 2, "val_every": 1, "backbone_lr_mult": 0.25},
+        {**SLIM, "model": "fcn8s_lite0", "epochs": 3, "backbone_lr_mult": 0.25},
+    ],
     "raccoon": [
         {**DET, "data": "raccoon", "epochs": 30, "img_size": 224, "bf16": False, "val_every": 1}
     ],
