@@ -311,3 +311,65 @@ def test_voc_cli(real, tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(dets))
     r = run_cli(cmd)
     assert r.returncode == 2 and "'nope'" in r.stderr
+
+
+def test_worked_example_per_class_and_undefined_rates():
+    """Four classes at conf 0.5: a (1 TP, 1 FP, 1 missed; its second TP scores 0.4), b (a false
+    positive, no ground truth: recall undefined), c (ground truth, no detection: precision
+    undefined), d (a detection that misses its box: P = R = F1 = 0)."""
+
+    def g(boxes, labels):
+        return {
+            "boxes": np.array(boxes, float).reshape(-1, 4),
+            "labels": np.array(labels, np.int64),
+            "difficult": np.zeros(len(labels), bool),
+        }
+
+    gts = {"i1": g([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]],
+                   [0, 0, 2, 3])}  # fmt: skip
+    dets = [
+        {"image_id": "i1", "label": 0, "box": [0, 0, 10, 10], "score": 0.9},  # TP
+        {"image_id": "i1", "label": 0, "box": [80, 80, 90, 90], "score": 0.8},  # FP
+        {"image_id": "i1", "label": 0, "box": [20, 20, 30, 30], "score": 0.4},  # TP, below conf
+        {"image_id": "i1", "label": 1, "box": [0, 0, 10, 10], "score": 0.7},  # FP, no GT of b
+        {"image_id": "i1", "label": 3, "box": [0, 0, 10, 10], "score": 0.9},  # FP, misses d
+    ]
+    r = precision_recall(gts, dets, ["a", "b", "c", "d"], conf=0.5, iou=0.5)
+    pc = r["per_class"]
+    assert (pc["a"]["tp"], pc["a"]["fp"], pc["a"]["fn"]) == (1, 1, 1)
+    assert pc["a"]["precision"] == pc["a"]["recall"] == pc["a"]["f1"] == 0.5
+    assert (pc["b"]["tp"], pc["b"]["fp"], pc["b"]["fn"]) == (0, 1, 0)
+    assert pc["b"]["precision"] == 0.0 and np.isnan(pc["b"]["recall"]) and np.isnan(pc["b"]["f1"])
+    assert (pc["c"]["tp"], pc["c"]["fp"], pc["c"]["fn"]) == (0, 0, 1)
+    assert np.isnan(pc["c"]["precision"]) and pc["c"]["recall"] == 0.0 and np.isnan(pc["c"]["f1"])
+    assert pc["d"]["precision"] == pc["d"]["recall"] == 0.0 and pc["d"]["f1"] == 0.0
+    assert (r["TP"], r["FP"], r["FN"]) == (1, 3, 3)  # pooled over the classes
+    assert r["precision"] == r["recall"] == r["F1"] == 0.25
+    # pooled F1 by threshold: 0.9 → 2/6 (two tied detections count together), 0.8 → 2/7,
+    # 0.7 → 2/8, 0.4 → 4/9 (P 2/5, R 1/2)
+    assert r["best_F1_conf"] == 0.4 and r["best_F1"] == pytest.approx(4 / 9, abs=1e-15)
+    assert r["settings"] == {"conf": 0.5, "iou": 0.5}
+    curve = r["pr_curves"]["a"]  # rec .5 .5 1, prec 1 .5 .67: envelope 1 up to R .5, then 2/3
+    assert curve["recall"] == pytest.approx(np.linspace(0, 1, 101).tolist())
+    assert curve["precision"] == pytest.approx([1.0] * 51 + [2 / 3] * 50)
+    assert r["pr_curves"]["b"] == r["pr_curves"]["c"] == {"recall": [], "precision": []}
+    assert r["pr_curves"]["d"] == {"recall": [0.0], "precision": [0.0]}
+
+
+def test_best_f1_ties_take_the_higher_threshold_and_nothing_is_nan():
+    from eval.prf import best_f1
+    from eval.voc import ClassMatches
+
+    # a TP at 0.9 and at 0.5 around an FP at 0.7, 2 boxes: F1 2/3 at 0.9, 0.8 at 0.5
+    m = ClassMatches(np.array([0.9, 0.7, 0.5]), np.array([True, False, True]), 2)
+    assert best_f1([m]) == pytest.approx({"conf": 0.5, "f1": 0.8, "precision": 2 / 3, "recall": 1})
+    # 2 boxes; TP .9, FP .8, FP .7, TP .6: F1 2/3 at 0.9 and 4/6 at 0.6, a tie → 0.9
+    tie = ClassMatches(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 0, 1], bool), 2)
+    assert best_f1([tie]) == {"conf": 0.9, "f1": 2 / 3, "precision": 1.0, "recall": 0.5}
+    even = ClassMatches(np.array([0.9, 0.8, 0.7]), np.array([True, True, False]), 4)
+    # F1 at .9: 2/5, at .8: 4/6, at .7: 4/7: the best is 0.8
+    assert best_f1([even])["conf"] == 0.8
+    empty = best_f1([])
+    assert np.isnan(empty["conf"]) and np.isnan(empty["f1"])
+    no_gt = best_f1([ClassMatches(np.array([0.9]), np.array([False]), 0)])
+    assert np.isnan(no_gt["f1"])
