@@ -188,6 +188,10 @@ def test_endpoints_and_errors_in_process(svc, shapes_dir, tmp_path, tiny_checkpo
     assert _call(svc, "segment", img, mask_format="svg")[0] == 422
     info = svc.info()
     assert set(info["models"]) == {"detection", "segmentation"} and info["device"] == "cpu"
+    seg = info["models"]["segmentation"]  # shapes: index 0 is background, VOC colours
+    assert seg["mask_classes"] == ["background", *seg["classes"]] == body["classes"]
+    assert seg["colors"][:2] == [[0, 0, 0], [128, 0, 0]]
+    assert "mask_classes" not in info["models"]["detection"]
 
 
 def test_service_options_take_effect(svc, shapes_dir):
