@@ -13,8 +13,7 @@ import numpy as np
 import orjson
 from pycocotools import mask as mask_utils
 
-from vision.data.io import read_image
-from vision.data.sample import IGNORE_INDEX, Sample
+from vision.data.sample import IGNORE_INDEX, Sample, with_image
 from vision.errors import DataError, SkipLog, handle
 
 _IMAGE_FIELDS = {"id": int, "file_name": str, "width": int, "height": int}
@@ -239,8 +238,7 @@ class COCODataset:
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.samples[i]
-        out = Sample(**{**rec.__dict__})
-        out.image = read_image(rec.path)
+        out = with_image(rec)
         h, w = out.image.shape[:2]
         if (w, h) != (rec.width, rec.height):
             raise DataError(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.data.io import read_image, read_mask
-from vision.data.sample import IGNORE_INDEX, Sample
+from vision.data.io import read_mask
+from vision.data.sample import IGNORE_INDEX, Sample, with_image
 from vision.errors import DataError, SkipLog, handle
 
 
@@ -95,8 +95,7 @@ class PairsDataset:
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.samples[i]
-        out = Sample(**{**rec.__dict__})
-        out.image = read_image(rec.path, exif=False)
+        out = with_image(rec, exif=False)
         out.height, out.width = out.image.shape[:2]
         out.mask = self.semantic_mask(i)
         if out.mask.shape != (out.height, out.width):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vision.data.io import read_image
+
 IGNORE_INDEX = 255
 
 
@@ -43,3 +45,10 @@ class Sample:
         """Box areas in pixels (continuous convention, ``(x2 - x1) * (y2 - y1)``)."""
         b = self.boxes
         return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
+def with_image(rec: Sample, exif: bool = True) -> Sample:
+    """A copy of a reader's record with its image decoded (``exif``: apply the orientation)."""
+    out = Sample(**{**rec.__dict__})
+    out.image = read_image(rec.path, exif=exif)
+    return out

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.data.io import read_image, read_mask
-from vision.data.sample import IGNORE_INDEX, Sample
+from vision.data.io import read_mask
+from vision.data.sample import IGNORE_INDEX, Sample, with_image
 from vision.errors import DataError, SkipLog, handle
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -201,8 +201,7 @@ class VOCDataset:
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.samples[i]
-        out = Sample(**{**rec.__dict__})
-        out.image = read_image(rec.path, exif=False)
+        out = with_image(rec, exif=False)
         h, w = out.image.shape[:2]
         if (rec.width, rec.height) not in ((w, h), (0, 0)):
             raise DataError(
