@@ -106,7 +106,7 @@ def test_training_scoring_and_rendering_without_background(camvid_root, tmp_path
     cfg = TrainConfig(
         task="segmentation",
         data="camvid",
-        model="fcn8s_slim",
+        model="fcn8s_lite0",  # ImageNet backbone + a new 11-class head
         out=str(out),
         epochs=1,
         img_size=96,
