@@ -33,7 +33,8 @@ def oracle_mask(mask: torch.Tensor, k: int, size: int, stride: int) -> torch.Ten
     h, w = mask.shape
     scale = size / max(h, w) / stride
     grid = (max(1, round(h * scale)), max(1, round(w * scale)))
-    onehot = F.one_hot(mask.long().clamp(0, k - 1), k).permute(2, 0, 1)[None].float()
+    valid = (mask.long() < k).float()  # void (255) casts no vote
+    onehot = F.one_hot(mask.long().clamp(0, k - 1), k).permute(2, 0, 1)[None].float() * valid
     small = F.interpolate(onehot, size=grid, mode="area")
     up = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
     return up.argmax(1)[0].to(torch.uint8)
@@ -50,12 +51,13 @@ def main() -> None:
     a = ap.parse_args()
     cfg = load_config(a.data)
     reader = build_dataset(cfg, "segmentation", "val")
-    k = len(cfg.names) + 1
+    classes = cfg.mask_classes  # background first unless the dataset has none (CamVid)
+    k = len(classes)
     masks = [torch.from_numpy(reader[i].mask) for i in range(len(reader))]
     rows = []
     for size in a.sizes:
         for stride in sorted({1, a.stride}):
-            ev = SegEvaluator(k, ["background", *cfg.names])
+            ev = SegEvaluator(k, classes)
             for i, m in enumerate(masks):
                 ev.process(
                     [{"mask": m.numpy(), "image_id": i}],
@@ -63,11 +65,18 @@ def main() -> None:
                 )
             res = ev.evaluate()["seg"]
             rows.append(
-                {"size": size, "stride": stride, "grid": size // stride, "mIoU": res["mIoU"]}
+                {
+                    "size": size,
+                    "stride": stride,
+                    "grid": size // stride,
+                    "mIoU": res["mIoU"],
+                    "per_class_iou": res["per_class_iou"],
+                }
             )
             print(
                 f"input {size:4d} px, stride {stride}: grid {size // stride:3d}, "
-                f"oracle mIoU {res['mIoU']:.4f}"
+                f"oracle mIoU {res['mIoU']:.4f}; "
+                + " ".join(f"{c} {v:.3f}" for c, v in res["per_class_iou"].items())
             )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(
