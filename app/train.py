@@ -9,7 +9,10 @@ from vision.errors import DataError
 
 # vision.models.DEFAULT_DETECTOR / DEFAULT_SEGMENTER, spelled out so that the command line
 # starts without importing torch (a test keeps them equal)
-TRAIN_DEFAULTS = (("detect", "detection", "fcos_r18"), ("segment", "segmentation", "fcn8s_slim"))
+TRAIN_DEFAULTS = (
+    ("detect", "detection", "fcos_lite0"),
+    ("segment", "segmentation", "fcn8s_lite0"),
+)
 
 
 def add_commands(sub) -> None:

@@ -13,8 +13,8 @@ from vision.models.dilated import DilatedSegmenter
 from vision.models.fcn import FCN
 from vision.models.tv_segmentation import TV_SEGMENTERS, TorchvisionSegmenter
 
-DEFAULT_DETECTOR = "fcos_r18"
-DEFAULT_SEGMENTER = "fcn8s_slim"
+DEFAULT_DETECTOR = "fcos_lite0"  # ImageNet-pretrained (the registry package ships the weights)
+DEFAULT_SEGMENTER = "fcn8s_lite0"
 
 _SEGMENTERS = {
     "fcn32s": partial(FCN, variant=32, backbone="resnet18"),
