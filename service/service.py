@@ -30,10 +30,8 @@ from service.batching import Batcher, inference_thread
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
-from vision.data.colormap import mask_colors
 from vision.data.io import ImageError
 from vision.deploy import VARIANT_KINDS, variant_predictor
-from vision.models.common import mask_classes
 from vision.postprocess import MASK_FORMATS
 from vision.predictor import Predictor
 
@@ -306,19 +304,7 @@ class VisionService:
             models[task] = {
                 "name": pred.meta.name,
                 "version": meta.get("version"),
-                "classes": pred.meta.class_names,
-                # a segmenter's class map: the class and colour of each index
-                **(
-                    {
-                        "mask_classes": mask_classes(pred.meta),
-                        "colors": [
-                            list(c)
-                            for c in mask_colors(len(mask_classes(pred.meta)), pred.meta.colors)
-                        ],
-                    }
-                    if task == "segmentation"
-                    else {}
-                ),
+                **pred.labels(),  # classes (and a segmenter's class-map layout)
                 "input_size": pred.size,
                 "metrics": pred.meta.metrics,
                 "report": {

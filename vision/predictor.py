@@ -24,6 +24,7 @@ import albumentations as A
 import numpy as np
 import torch
 
+from vision.data.colormap import mask_colors
 from vision.data.io import DecodeLimits, ImageError, decode_image, read_image
 from vision.data.transforms import _geometry
 from vision.engine.checkpoint import load_checkpoint
@@ -187,6 +188,19 @@ class Predictor:
             iou = self.model.nms_iou if agnostic_nms else None
             return detections_to_original(raw, info, score_threshold, max_detections, iou)
         return mask_to_original(raw, info)
+
+    def labels(self) -> dict:
+        """What the answers index: ``classes``; for a segmenter also ``mask_classes`` (the class
+        of each class-map index) and ``colors`` (its RGB, the dataset's when it has them)."""
+        if self.task == "detection":
+            return {"classes": self.meta.class_names}
+        classes = mask_classes(self.meta)
+        rgb = mask_colors(len(classes), self.meta.colors)
+        return {
+            "classes": self.meta.class_names,
+            "mask_classes": classes,
+            "colors": [list(c) for c in rgb],
+        }
 
     def render(self, result: dict, mask_format: str = "png") -> dict:
         """A result as JSON-ready data (detections, or class counts and the mask)."""
