@@ -22,6 +22,7 @@ def sample_images(
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     from vision.data.colormap import mask_colors, voc_colormap
+    from vision.data.sample import mask_classes
 
     out = []
     cmap = voc_colormap()
@@ -40,9 +41,10 @@ def sample_images(
             )
         else:
             m = torch.from_numpy(p["mask"]).long()
-            first, count = int(background), len(names) + int(background)
-            rgb = mask_colors(count, colors)
-            masks = torch.stack([m == k for k in range(first, count)])
-            img = draw_segmentation_masks(img, masks, alpha=0.55, colors=rgb[first:])
+            classes = mask_classes(names, background)
+            first = int(background)  # the background index is left undrawn
+            masks = torch.stack([m == k for k in range(first, len(classes))])
+            rgb = mask_colors(len(classes), colors)[first:]
+            img = draw_segmentation_masks(img, masks, alpha=0.55, colors=rgb)
         out.append(img.permute(1, 2, 0).numpy())
     return out

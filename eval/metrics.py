@@ -30,6 +30,7 @@ from eval.base import Evaluator, Evaluators, flatten
 from eval.coco import COCOEvaluator
 from eval.devkit import VOCEvaluator
 from eval.seg import SegEvaluator
+from vision.data.sample import mask_classes
 
 PRIMARY = {"detection": "coco/AP", "segmentation": "seg/mIoU"}
 KEYS = {"detection": ("coco", "voc07", "voc12", "prf"), "segmentation": ("seg",)}
@@ -56,7 +57,7 @@ def build_evaluator(
     if unknown:
         raise ValueError(f"{task} metric keys: expected some of {KEYS[task]}, got {unknown}")
     if task == "segmentation":
-        classes = ["background", *names] if getattr(reader, "background", True) else list(names)
+        classes = mask_classes(names, getattr(reader, "background", True))
         return Evaluators([SegEvaluator(len(classes), classes)], PRIMARY[task])
     parts: list[Evaluator] = []
     iou_types = tuple(t for t, k in (("bbox", "coco"), ("segm", "coco_segm")) if k in keys)

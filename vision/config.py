@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from vision.data.sample import mask_classes
 from vision.errors import DataError
 
 FORMATS = ("voc", "coco", "pairs")
@@ -76,7 +77,7 @@ class DatasetConfig:
     @property
     def mask_classes(self) -> list[str]:
         """The class of each index of a label map."""
-        return ["background", *self.names] if self.background else list(self.names)
+        return mask_classes(self.names, self.background)
 
     def splits(self, task: str) -> dict[str, object]:
         if task not in TASKS:

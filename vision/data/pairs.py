@@ -73,10 +73,6 @@ class PairsDataset:
             self.samples.append(Sample(image_id=img.stem, path=img, width=0, height=0))
             self.samples[-1].mask_path = lab
 
-    @property
-    def num_mask_classes(self) -> int:
-        return len(self.names) + int(self.background)
-
     def limit(self, n: int | None) -> PairsDataset:
         """Keep only the first ``n`` samples (all when ``n`` is None)."""
         if n:

@@ -47,6 +47,12 @@ class Sample:
         return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
 
 
+def mask_classes(names: list[str], background: bool = True) -> list[str]:
+    """The class of each index of a label map or class map: ``background`` first (index 0,
+    ``k + 1`` = ``names[k]``) unless the dataset has none (every index a class, CamVid)."""
+    return ["background", *names] if background else list(names)
+
+
 def with_image(rec: Sample, exif: bool = True) -> Sample:
     """A copy of a reader's record with its image decoded (``exif``: apply the orientation)."""
     out = Sample(**{**rec.__dict__})

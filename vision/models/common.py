@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vision.data.sample import mask_classes as label_names
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UPSAMPLE_KINDS = ("transposed", "bilinear")
@@ -39,7 +41,7 @@ class ModelMeta:
 
 def mask_classes(meta: ModelMeta) -> list[str]:
     """The class of each index of a segmenter's class map (``background`` first if it has one)."""
-    return ["background", *meta.class_names] if meta.background else list(meta.class_names)
+    return label_names(meta.class_names, meta.background)
 
 
 def default_names(num_classes: int) -> list[str]:
