@@ -101,13 +101,13 @@ def finetune_config(recipe: dict, **overrides) -> TrainConfig:
     return TrainConfig(**{**cfg, **overrides})
 
 
-def _loaders(cfg: TrainConfig, dcfg: DatasetConfig):
+def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
     det = cfg.task == "detection"
     train_r = build_dataset(dcfg, cfg.task, "train")
     val_r = build_dataset(dcfg, cfg.task, "val")
     for split, r in (("train", train_r), ("val", val_r)):
         if r.skips.total:  # the config asked for lenient reading: say what was left out
-            print(f"[train] {dcfg.name} {split}: {r.skips.summary()}", flush=True)
+            log(f"[train] {dcfg.name} {split}: {r.skips.summary()}")
     train_r.limit(cfg.limit_train)
     val_r.limit(cfg.limit_val)
     tf = DetectionTransform if det else SegmentationTransform
@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     dcfg = load_config(cfg.data)
-    train_r, val_r, train_ds, sampler, train_dl = _loaders(cfg, dcfg)
+    train_r, val_r, train_ds, sampler, train_dl = _loaders(cfg, dcfg, log)
     names = dcfg.names
     labels = (  # a segmenter's mask indices follow the dataset's label maps
         {"background": dcfg.background, "colors": dcfg.colors} if cfg.task == "segmentation" else {}
