@@ -14,7 +14,8 @@
 2. **SIGKILL** of the worker process mid-load: the seconds until ``/readyz`` answers 200
    again, the requests in flight at the kill, and the requests lost (no answer or 5xx).
 3. **SIGTERM** of the server under load: how many requests in flight at the signal got their
-   200, and what requests sent during the drain got.
+   200, what requests sent during the drain got (503 while the worker drains, see
+   ``service/drain.py``; a refused connection once it has exited), and when the server exited.
 
 JSON in ``--out``; a summary on stdout.
 """
@@ -280,7 +281,7 @@ def kill_test(url: str, pid: int, good: list, clients: int, n: int) -> dict:
 
 
 def term_test(proc, url: str, good: list, clients: int) -> dict:
-    """SIGTERM the server with ``clients`` requests in flight, then keep sending for 3 s."""
+    """SIGTERM the server with ``clients`` requests in flight, then keep sending until it exits."""
 
     async def run():
         host, port = url.split("//")[1].split(":")
@@ -293,18 +294,22 @@ def term_test(proc, url: str, good: list, clients: int) -> dict:
         proc.send_signal(signal.SIGTERM)
         t0 = time.perf_counter()
         later = []
-        while time.perf_counter() - t0 < 3:
-            later.append(await send(host, int(port), good[0][1], {}))
+        while proc.poll() is None and time.perf_counter() - t0 < 60:
+            status, _ = await send(host, int(port), good[0][1], {})
+            later.append((round(time.perf_counter() - t0, 2), status))
             await asyncio.sleep(0.1)
-        return await asyncio.gather(*first), later
+        return await asyncio.gather(*first), later, time.perf_counter() - t0
 
-    first, later = asyncio.run(run())
+    first, later, exited = asyncio.run(run())
     proc.wait(timeout=120)
     return {
         "in_flight_at_term": clients,
         "in_flight_answered_200": sum(1 for s, _ in first if s == 200),
         "in_flight_statuses": dict(Counter(str(s) for s, _ in first)),
-        "during_drain_statuses": dict(Counter(str(s) for s, _ in later)),
+        # new requests sent until the server exited: (seconds after SIGTERM, status)
+        "after_term_statuses": dict(Counter(str(s) for _, s in later)),
+        "after_term_timeline": later,
+        "exited_after_s": round(exited, 2),
         "exit_code": proc.returncode,
     }
 

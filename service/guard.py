@@ -2,6 +2,8 @@
 
 Every ``POST /detect`` and ``POST /segment`` passes here before BentoML parses it:
 
+- **shutdown**: while the worker drains after SIGTERM (:mod:`service.drain`), a new request
+  gets 503 with ``Retry-After`` and ``Connection: close``; those already in flight finish;
 - **overload** is refused before the body is read: with ``max_pending`` requests already
   between arrival and answer, a new one gets 503 with ``Retry-After`` at once (not a 504 after
   the timeout);
@@ -23,6 +25,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.drain import Drain
+
 ACCEPTED = (
     "multipart/form-data with the image as a file part named 'image' (curl -F image=@photo.jpg)"
 )
@@ -38,16 +42,29 @@ class RequestGuard:
         max_fields: int = 16,
         max_field_bytes: int = 1024,
         retry_after_s: int = 1,
+        drain: Drain | None = None,
     ):
         self.app, self.max_bytes, self.routes = app, max_bytes, set(routes)
         self.max_pending, self.max_fields = max_pending, max_fields
         self.max_field_bytes, self.retry_after_s = max_field_bytes, retry_after_s
         self.pending = 0
         self.refused = 0  # overload refusals since start (reported by /info)
+        self.drain = drain
+        if drain is not None:
+            drain.in_flight = lambda: self.pending
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] not in self.routes:
             return await self.app(scope, receive, send)
+        if self.drain is not None and self.drain.draining:
+            return await _reply(
+                scope,
+                receive,
+                send,
+                503,
+                "server shutting down: this instance takes no new requests; retry",
+                headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
+            )
         if self.pending >= self.max_pending:
             self.refused += 1
             return await _reply(

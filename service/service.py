@@ -27,6 +27,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from service.batching import Batcher, inference_thread
+from service.drain import Drain
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
@@ -50,6 +51,9 @@ BATCH = prometheus_client.Histogram(
     labelnames=["task"],
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
 )
+# SIGTERM → 503s for new requests while those in flight finish (installed by the service
+# instance, which BentoML creates on the worker's main thread after uvicorn set its handlers)
+DRAIN = Drain.from_env()
 REQUESTS = prometheus_client.Counter(
     name="vision_requests",
     documentation="Requests by endpoint and HTTP status",
@@ -157,6 +161,7 @@ class VisionService:
                 "VISION_DETECTOR_CKPT / VISION_SEGMENTER_CKPT"
             )
         self.ready = True
+        DRAIN.install()
 
     @staticmethod
     def _set_threads() -> int:
@@ -172,7 +177,7 @@ class VisionService:
         return pool_ok and not any(b.stuck(self.stuck_s) for b in self.batchers.values())
 
     def __is_ready__(self) -> bool:
-        return self.ready and self.__is_alive__()
+        return self.ready and not DRAIN.draining and self.__is_alive__()
 
     def _forward(self, pred: Predictor):
         def forward(arrays: list[np.ndarray]) -> list:
@@ -341,4 +346,5 @@ VisionService.add_asgi_middleware(
     RequestGuard,
     max_bytes=Limits.from_env().max_bytes + 65536,
     max_pending=int(os.environ.get("VISION_MAX_PENDING", "64")),
+    drain=DRAIN,
 )

@@ -268,3 +268,36 @@ def test_no_server_paths_in_answers(server, shapes_dir, tiny_checkpoints):
     text = r.text + json.dumps(info)
     assert str(tiny_checkpoints["detection"].parent) not in text
     assert r.json()["version"] == "last.pt"
+
+
+def test_sigterm_drains_in_flight_and_refuses_new_with_503(tiny_checkpoints, shapes_dir, tmp_path):
+    """SIGTERM with a request in flight: it gets its 200; a request and /readyz during the
+    drain get 503 (Retry-After, Connection: close), not a refused or silent socket; then the
+    server exits by itself."""
+    import signal
+
+    env = {
+        "VISION_THREADS": "1",
+        "VISION_DETECTOR_CKPT": str(tiny_checkpoints["detection"]),
+        "VISION_FAULTS": "1",
+        "VISION_DRAIN_S": "3",
+        "VISION_ACCESS_LOG": "0",
+    }
+    files = {"image": ("a.jpg", _jpg(shapes_dir))}
+    with serving(tmp_path, env) as (url, proc), ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(
+            httpx.post, url + "/detect", files=files, headers={"x-vision-fault": "stall=2"},
+            timeout=60,
+        )  # fmt: skip
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        new = httpx.post(url + "/detect", files=files, timeout=10)
+        ready = httpx.get(url + "/readyz", timeout=10)
+        answered = slow.result()
+        assert answered.status_code == 200 and answered.json()["detections"] is not None
+        assert new.status_code == 503, new.text
+        assert new.headers["retry-after"] == "1" and new.headers["connection"] == "close"
+        assert "shutting down" in new.json()["error"]
+        assert ready.status_code == 503
+        assert proc.wait(timeout=30) is not None  # it ends by itself after the drain
