@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -E "^ERROR" || true
 export VISION_REAL_DATA="$(realpath ../shared/data/real)"
 export VISION_HYPOTHESIS_EXAMPLES=60  # the VOC property test, once per mutant
+# one OpenMP thread: a forked child of a process whose OpenMP team is running hangs in its
+# first parallel torch op (each such mutant was a 15-minute "timeout" before)
+export OMP_NUM_THREADS=1
 OUT=bench/results/mutation
 mkdir -p mutants/datasets  # mutmut copies single files into existing folders only
 mkdir -p "$OUT"

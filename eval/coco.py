@@ -218,14 +218,23 @@ def coco_evaluate(
     return stats
 
 
+AREAS = {"": (0, 1e10), "s": (0, 32**2), "m": (32**2, 96**2), "l": (96**2, 1e10)}
+
+
 def _empty_result(gt: dict, max_dets) -> dict[str, Any]:
+    """The stats of an empty result set as the COCO API defines them: 0 where ground truth
+    exists (per area range, ends included, crowd regions ignored), NaN where none does."""
     md = sorted(max_dets) if max_dets else [1, 10, 100]
-    has_gt = any(not a.get("iscrowd", 0) for a in gt["annotations"])
-    val = 0.0 if has_gt else float("nan")
-    out: dict[str, Any] = {k: val for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
-    out.update({f"AR{m}": val for m in md})
-    out.update({"ARs": val, "ARm": val, "ARl": val})
-    present = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd", 0)}
+    real = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    val = {
+        r: 0.0 if any(lo <= a["area"] <= hi for a in real) else float("nan")
+        for r, (lo, hi) in AREAS.items()
+    }
+    out: dict[str, Any] = {k: val[""] for k in ("AP", "AP50", "AP75")}
+    out.update({f"AP{r}": val[r] for r in "sml"})
+    out.update({f"AR{m}": val[""] for m in md})
+    out.update({f"AR{r}": val[r] for r in "sml"})
+    present = {a["category_id"] for a in real}
     out["per_class"] = {
         c["name"]: (0.0 if c["id"] in present else float("nan")) for c in gt["categories"]
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from eval.leaderboard import compare, rank
 from service.promote import choose_best
@@ -75,3 +76,134 @@ def test_promotion_picks_the_best_per_task_ties_by_latency_never_undefined():
     assert best["detection"]["model"] == "det_fast"
     assert best["segmentation"]["model"] == "seg_low"
     assert choose_best([_pair("only_nan", math.nan, 1)])["detection"]["model"] == "only_nan"
+
+
+def _full(model, primary, p50, task="detection", dataset="shapes", **kw):
+    """A pair result with every field the report reads."""
+    per_class = {"circle": primary, "square": 0.25}
+    metrics = (
+        {"coco": {"AP": primary, "per_class": per_class},
+         "voc07": {"mAP": 0.5, "per_class": {"circle": 0.75, "square": 0.5}}}
+        if task == "detection"
+        else {"seg": {"mIoU": primary, "per_class_iou": {"background": 0.9, "circle": 0.125}}}
+    )  # fmt: skip
+    return {
+        **_pair(model, primary, p50, task, dataset),
+        "pair": f"{dataset}__{model}",
+        "primary_metric": "coco/AP" if task == "detection" else "seg/mIoU",
+        "latency_ms_p95": p50 * 1.5,
+        "throughput": 1000 / p50,
+        "params": 1_500_000,
+        "flops": 2_000_000_000,
+        "fps": {"big": "table"},
+        "metrics": metrics,
+        **kw,
+    }
+
+
+def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
+    import json
+
+    import torch
+
+    from eval.leaderboard import write_suite_report
+
+    (tmp_path / "pairs").mkdir()
+    torch.save([torch.full((4, 6, 3), 200, dtype=torch.uint8)],
+               tmp_path / "pairs" / "shapes__a.samples.pt")  # fmt: skip
+    health = {
+        "ok": False,
+        "errors": ["e"],
+        "warnings": ["w1", "w2"],
+        "splits": {"val": {"images": 16, "objects": 40, "size_buckets": {"small": 3},
+                           "skipped": {"total": 2}}},
+    }  # fmt: skip
+    first = [_full("a", 0.5, 10.0), _full("b", 0.25, 20.0), _full("s", 0.75, 5.0, "segmentation")]
+    data = write_suite_report(tmp_path, {"name": "unit"}, first, {"shapes": health})
+    assert data["comparison"] == [] and not (tmp_path / "previous.json").exists()
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert md.startswith("# Benchmark: unit\n\nRule: ranked by the primary metric")
+    assert "## detection on shapes — primary: coco/AP" in md
+    assert "| 1 | a | 0.5000 | 10.0 | 15.0 | 100.0 | 1.50 M | 2.00 G | yes |" in md
+    assert "| 2 | b | 0.2500 | 20.0 | 30.0 | 50.0 | 1.50 M | 2.00 G |  |" in md
+    assert "## segmentation on shapes — primary: seg/mIoU" in md
+    page = (tmp_path / "index.html").read_text()
+    # the health table once (under the dataset's first task), per-class tables of the best
+    assert page.count("<th>split</th>") == 1
+    assert "<td>val</td><td>16</td><td>40</td><td>{&#x27;small&#x27;: 3}</td><td>2</td>" in page
+    assert "health: ERRORS (1 errors, 2 warnings)" in page
+    assert "<td>circle</td><td>0.5000</td><td>0.7500</td>" in page  # COCO and VOC07 of a
+    assert "<td>circle</td><td>0.1250</td>" in page  # IoU of the segmenter
+    assert page.count('src="data:image/png;base64,') == 1
+    # Pareto dots: x = 45 + p50 / (1.15 * max p50) * 365, y = 10 + (1 - primary) * 255
+    assert '<circle cx="203.7" cy="137.5" r="4"' in page  # a: 10 ms of 23, 0.5
+    assert '<circle cx="362.4" cy="201.2" r="4"' in page  # b: 20 ms of 23, 0.25
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert "fps" not in saved["boards"]["detection"]["shapes"][0]
+    second = [_full("a", 0.375, 12.0), _full("b", float("nan"), 20.0), _full("c", 0.1, 1.0)]
+    data = write_suite_report(tmp_path, {"name": "unit"}, second)
+    assert json.loads((tmp_path / "previous.json").read_text()) == saved
+    change = {c["pair"]: c["change"] for c in data["comparison"]}
+    assert change == {"shapes × a": "worse", "shapes × b": "worse", "shapes × c": "new"}
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "## Compared with the previous run" in md
+    assert "| shapes × a | worse | -0.1250 | 2.0 |" in md
+    assert "| 3 | b | n/a |" in md  # undefined primary: shown as n/a, ranked last
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert saved["boards"]["detection"]["shapes"][2]["primary"] is None  # NaN as JSON null
+
+
+def test_promote_stores_the_winner_with_its_variant_and_record(tmp_path):
+    import json
+
+    import bentoml
+    import torch
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    from service.promote import promote
+    from vision.engine.checkpoint import save_checkpoint
+
+    meta = {"name": "fcos_r18", "class_names": ["circle"], "input_size": 96,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # fmt: skip
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint({"model": {"w": torch.arange(3.0)}, "meta": meta, "optimizer": {"x": 1},
+                     "args": {"model_kwargs": {"fpn_width": 32}}}, ckpt)  # fmt: skip
+    (tmp_path / "m.int8.onnx").write_bytes(b"onnx bytes")
+    table = {
+        "rule": "fastest within 0.01",
+        "rows": [
+            {"variant": "eager", "status": "ok", "metric": 0.5, "p50_ms": 20.0, "speedup": 1.0},
+            {"variant": "int8", "status": "ok", "metric": 0.495, "p50_ms": 8.0, "speedup": 2.5,
+             "chosen": True, "file": str(tmp_path / "m.int8.onnx")},
+        ],
+    }  # fmt: skip
+    results = [
+        {**_full("loser", 0.25, 1.0), "checkpoint": str(tmp_path / "missing.pt")},
+        {**_full("fcos_r18", 0.5, 20.0), "checkpoint": str(ckpt), "git_commit": "abc"},
+    ]
+    store = ModelStore(tmp_path / "store")
+    BentoMLContainer.model_store.set(store)
+    logs: list[str] = []
+    try:
+        tags = promote(results, "report-1", {"detection": table}, log=logs.append)
+        bm = bentoml.models.get(tags["detection"])
+    finally:
+        BentoMLContainer.model_store.reset()
+    assert list(tags) == ["detection"] and tags["detection"].startswith("vision-detector:")
+    md = bm.info.metadata
+    assert (md["task"], md["arch"], md["model"], md["report_id"]) == (
+        "detection", "fcos_r18", "fcos_r18", "report-1")  # fmt: skip
+    assert md["primary"] == 0.5 and md["latency_ms_p50"] == 20.0 and md["git_commit"] == "abc"
+    assert md["class_names"] == ["circle"] and md["input_size"] == 96
+    assert json.loads(md["model_kwargs"]) == {"fpn_width": 32}
+    assert md["metrics"] == {"coco/AP": 0.5, "voc07/mAP": 0.5}
+    assert (md["variant"], md["variant_metric"], md["variant_p50_ms"]) == ("int8", 0.495, 8.0)
+    assert md["variant_rule"] == "fastest within 0.01" and md["variant_file"] == "m.int8.onnx"
+    assert [v["variant"] for v in json.loads(md["variants"])] == ["eager", "int8"]
+    assert bm.info.labels == {"task": "detection"}
+    assert (Path(bm.path) / "m.int8.onnx").read_bytes() == b"onnx bytes"
+    saved = torch.load(Path(bm.path) / "model.pt", weights_only=True)
+    assert set(saved) == {"model", "meta", "args"}  # no optimizer state in the store
+    assert torch.equal(saved["model"]["w"], torch.arange(3.0))
+    assert logs == [f"[promote] detection: fcos_r18 (coco/AP 0.5000, variant int8) → {bm.tag}"]

@@ -225,3 +225,64 @@ def test_a_task_without_a_model_answers_503(svc, shapes_dir):
     finally:
         svc.models["segmentation"] = pred
     assert status == 503 and "no segmentation model" in body["error"]
+
+
+def test_batcher_reports_a_stuck_forward_pass_only_while_it_runs():
+    async def main():
+        b = Batcher(lambda xs: (time.sleep(0.4), list(xs))[1], max_batch=1)
+        assert not b.stuck(0.0)  # idle: never stuck
+        task = asyncio.ensure_future(b.submit("x"))
+        await asyncio.sleep(0.25)
+        during = (b.stuck(0.1), b.stuck(5.0))
+        await task
+        return during, b.stuck(0.0)
+
+    during, after = asyncio.run(main())
+    assert during == (True, False) and after is False
+
+
+def test_drain_waits_for_requests_in_flight_then_hands_the_signal_over():
+    import signal
+    import threading
+
+    from service.drain import Drain
+
+    got: list[int] = []
+    d = Drain(min_s=0.2, max_s=5.0, poll_s=0.01)
+    d._previous = lambda sig, frame: got.append(sig)
+    busy = [2]
+    d.in_flight = lambda: busy[0]
+    t0 = time.monotonic()
+    d._on_term(signal.SIGTERM, None)
+    assert d.draining and not got
+    time.sleep(0.4)
+    assert not got and not d.done()  # past min_s, still two in flight
+    busy[0] = 0
+    while not got and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert got == [signal.SIGTERM] and 0.4 <= time.monotonic() - t0 < 1.0
+    d._on_term(signal.SIGTERM, None)  # handed over once only
+    assert got == [signal.SIGTERM]
+    capped = Drain(min_s=0.0, max_s=0.3, poll_s=0.01)
+    capped.in_flight = lambda: 1  # never finishes: handed over at max_s
+    capped.since = time.monotonic()
+    assert not capped.done()
+    time.sleep(0.35)
+    assert capped.done()
+    impatient = Drain(min_s=10, max_s=60)
+    impatient._previous = lambda sig, frame: got.append(-sig)
+    impatient._on_term(signal.SIGTERM, None)
+    impatient._on_term(signal.SIGTERM, None)  # a second SIGTERM: at once
+    assert got[-1] == -signal.SIGTERM
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(Drain().install()))
+    worker.start()
+    worker.join()
+    assert outcome == [False]  # only the main thread may set signal handlers
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        mine = Drain()
+        assert mine.install() and signal.getsignal(signal.SIGTERM) == mine._on_term
+        assert mine._previous == before
+    finally:
+        signal.signal(signal.SIGTERM, before)

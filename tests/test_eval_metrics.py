@@ -1,0 +1,230 @@
+"""The metric vocabulary (``eval.metrics``), the devkit evaluator and the evaluator protocol on
+hand-made ground truth and outputs whose scores are worked out by hand, and COCO's empty
+result set against pycocotools."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from eval.base import Evaluator, Evaluators, flatten
+from eval.coco import coco_evaluate
+from eval.devkit import VOCEvaluator
+from eval.metrics import KEYS, PRIMARY, build_evaluator, check_label_layout, primary_value
+from vision.data.sample import Sample
+
+NAMES = ["cat", "dog"]
+
+
+def _reader(background: bool = True) -> SimpleNamespace:
+    """Two 100×100 images: image 1 holds two cats (one marked difficult on image 2)."""
+
+    def sample(i, boxes, labels, difficult):
+        return Sample(
+            image_id=i,
+            path=Path(f"{i}.jpg"),
+            width=100,
+            height=100,
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            labels=np.asarray(labels, np.int64),
+            difficult=np.asarray(difficult, bool),
+            crowd=np.zeros(len(labels), bool),
+        )
+
+    samples = [
+        sample(1, [[0, 0, 40, 40], [50, 50, 90, 90]], [0, 0], [False, False]),
+        sample(2, [[10, 10, 30, 30]], [0], [True]),
+    ]
+    return SimpleNamespace(samples=samples, background=background)
+
+
+# cat: d1 (0.9) hits GT 1, d2 (0.8) misses, d3 (0.7) hits GT 2, d4 (0.95) sits on the difficult
+# GT of image 2 and counts neither way. Sorted: TP, FP, TP over 2 positives:
+# precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1.
+#   VOC12 (all points): 1/2 * 1 + 1/2 * 2/3 = 5/6
+#   VOC07 (11 points): 6 thresholds (0..0.5) at 1, 5 (0.6..1) at 2/3 -> (6 + 10/3) / 11
+#   P/R/F1 at confidence 0.5: TP 2, FP 1, FN 0 -> 2/3, 1, 0.8
+INPUTS = [{"image_id": 1}, {"image_id": 2}]
+OUTPUTS = [
+    {
+        "boxes": [[0, 0, 40, 40], [60, 0, 99, 30], [50, 50, 90, 90]],
+        "scores": [0.9, 0.8, 0.7],
+        "labels": [0, 0, 0],
+    },
+    {"boxes": [[10, 10, 30, 30]], "scores": [0.95], "labels": [0]},
+]
+
+
+def _tensors(outputs):
+    return [{k: torch.tensor(v) for k, v in o.items()} for o in outputs]
+
+
+def test_devkit_scores_worked_out_by_hand():
+    ev = VOCEvaluator.from_dataset(_reader(), NAMES)
+    ev.process(INPUTS, _tensors(OUTPUTS))
+    r = ev.evaluate()
+    assert set(r) == {"voc07", "voc12", "prf"}
+    assert r["voc12"]["per_class"]["cat"] == pytest.approx(5 / 6, abs=1e-12)
+    assert r["voc07"]["per_class"]["cat"] == pytest.approx((6 + 10 / 3) / 11, abs=1e-12)
+    assert math.isnan(r["voc12"]["per_class"]["dog"])  # no dog anywhere: undefined, not 0
+    assert r["voc12"]["mAP"] == pytest.approx(5 / 6, abs=1e-12)  # the mean of defined classes
+    p = r["prf"]
+    assert (p["TP"], p["FP"], p["FN"]) == (2, 1, 0)
+    assert p["precision"] == pytest.approx(2 / 3) and p["recall"] == 1.0
+    assert p["F1"] == pytest.approx(0.8)
+    # the same outputs as lists give the same numbers; reset forgets them
+    again = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc12",))
+    again.process(INPUTS, OUTPUTS)
+    assert set(again.evaluate()) == {"voc12"}
+    assert again.evaluate()["voc12"]["mAP"] == r["voc12"]["mAP"]
+    again.reset()
+    assert again.evaluate()["voc12"]["mAP"] == 0.0  # ground truth, no detections
+    with pytest.raises(ValueError, match=r"expected some of .*got \['voc10'\]"):
+        VOCEvaluator({}, NAMES, keys=("voc07", "voc10"))
+
+
+def test_devkit_iou_and_confidence_thresholds_are_used():
+    strict = VOCEvaluator.from_dataset(_reader(), NAMES, iou=0.95, conf=0.85)
+    moved = [dict(OUTPUTS[0], boxes=[[0, 0, 40, 44], [60, 0, 99, 30], [50, 50, 90, 90]])]
+    strict.process(INPUTS[:1], moved)
+    r = strict.evaluate()
+    # IoU 1600/1760 < 0.95: d1 is now a false positive; at confidence 0.85 only d1 counts
+    assert (r["prf"]["TP"], r["prf"]["FP"], r["prf"]["FN"]) == (0, 1, 2)
+    assert r["voc12"]["per_class"]["cat"] == pytest.approx(1 / 3 * 1 / 2, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "keys,primary",
+    [
+        (None, "coco/AP"),
+        (("voc07",), "voc07/mAP"),
+        (("voc12", "prf"), "voc12/mAP"),
+        (("prf",), "prf/F1"),
+        (("coco", "voc07"), "coco/AP"),
+    ],
+)
+def test_build_evaluator_keys_and_primary(keys, primary):
+    ev = build_evaluator("detection", _reader(), NAMES, keys=keys)
+    assert ev.primary == primary
+    ev.process(INPUTS, _tensors(OUTPUTS))
+    results = ev.evaluate()
+    assert set(results) == set(keys or KEYS["detection"])
+    if "voc07" in results:
+        assert results["voc07"]["mAP"] == pytest.approx((6 + 10 / 3) / 11, abs=1e-12)
+    if "coco" in results:
+        # COCO has no "difficult": 3 cats, and every hit is exact (IoU 1, so AP = AP50).
+        # Sorted TP, TP, FP, TP: precision 1 up to recall 2/3, then 3/4; of the 101 recall
+        # points 0.00..0.66 (67) get 1 and 0.67..1.00 (34) get 3/4
+        assert results["coco"]["AP50"] == pytest.approx((67 + 34 * 0.75) / 101, abs=1e-12)
+        assert results["coco"]["AP"] == results["coco"]["AP50"]
+        assert primary_value("detection", results) == results["coco"]["AP"]
+
+
+def test_build_evaluator_refuses_unknown_tasks_and_keys():
+    with pytest.raises(ValueError, match=r"task: expected one of \('detection', 'segmentation'\)"):
+        build_evaluator("classification", _reader(), NAMES)
+    with pytest.raises(ValueError, match=r"detection metric keys: .*got \['seg'\]"):
+        build_evaluator("detection", _reader(), NAMES, keys=("coco", "seg"))
+    with pytest.raises(ValueError, match=r"got \['coco_segm'\]"):
+        build_evaluator("segmentation", _reader(), NAMES, keys=("coco_segm",))
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_segmentation_evaluator_follows_the_label_layout(background):
+    ev = build_evaluator("segmentation", _reader(background), NAMES)
+    assert ev.primary == PRIMARY["segmentation"] == "seg/mIoU"
+    k = len(NAMES) + background
+    truth = np.arange(k).repeat(4).reshape(k, 4)
+    ev.process([{"mask": truth}], [{"mask": truth}])
+    r = ev.evaluate()
+    assert list(r["seg"]["per_class_iou"]) == (["background"] if background else []) + NAMES
+    assert primary_value("segmentation", r) == r["seg"]["mIoU"] == 1.0
+
+
+def test_label_layout_mismatch_is_refused():
+    meta = SimpleNamespace(name="fcn8s_lite0", background=False)
+    check_label_layout(meta, _reader(background=False))  # alike: fine
+    with pytest.raises(ValueError, match="index 0 = background.*every index a class"):
+        check_label_layout(meta, _reader(background=True))
+
+
+def test_flatten_keeps_scalars_and_undefined_only():
+    results = {
+        "coco": {"AP": 0.5, "n": 3, "undefined": None, "per_class": {"cat": 0.5}},
+        "prf": {"ok": True, "curve": [0.1], "label": "x"},
+    }
+    assert flatten(results) == {"coco/AP": 0.5, "coco/n": 3, "coco/undefined": None}
+    assert Evaluator().scalars(results) == flatten(results)
+    for call in (Evaluator().reset, Evaluator().evaluate, lambda: Evaluator().process([], [])):
+        with pytest.raises(NotImplementedError):
+            call()
+
+
+def test_composite_takes_the_first_primary_and_resets_every_part():
+    first, second = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc12",)), Evaluator()
+    first.primary = "voc12/mAP"
+    both = Evaluators([second, first])
+    assert both.primary == "voc12/mAP"
+    assert Evaluators([first], "x/y").primary == "x/y"
+    only = Evaluators([first])
+    only.process(INPUTS, OUTPUTS)
+    assert only.evaluate()["voc12"]["mAP"] > 0
+    only.reset()
+    assert only.evaluate()["voc12"]["mAP"] == 0.0
+
+
+def _gt_small_and_large() -> dict:
+    """A small and a large cat, a dog that is only a crowd region, no medium object; bird has
+    no annotation. Areas on the range ends count in both ranges, as in pycocotools."""
+    anns = [
+        (1, [0, 0, 32, 32], 1, 0),  # area 1024: small and medium's lower end
+        (1, [0, 40, 100, 100], 1, 0),
+        (2, [0, 0, 50, 50], 2, 1),
+    ]
+    return {
+        "images": [{"id": i, "width": 200, "height": 200} for i in (1, 2, 3)],
+        "annotations": [
+            {
+                "id": n,
+                "image_id": i,
+                "bbox": b,
+                "area": b[2] * b[3],
+                "category_id": c,
+                "iscrowd": crowd,
+            }  # fmt: skip
+            for n, (i, b, c, crowd) in enumerate(anns, 1)
+        ],
+        "categories": [
+            {"id": 1, "name": "cat"},
+            {"id": 2, "name": "dog"},
+            {"id": 3, "name": "bird"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("max_dets", [None, [1, 5, 20]])
+@pytest.mark.parametrize("medium", [False, True])
+def test_no_detections_equal_pycocotools_with_one_harmless_detection(max_dets, medium):
+    """Zero detections cannot go through the COCO API; their stats must equal what it reports
+    for one detection that can match nothing (a bird where no bird is: 'bird' has no ground
+    truth, so its class is skipped), with -1 as NaN."""
+    gt = _gt_small_and_large()
+    if not medium:  # 1024 is on the small/medium boundary: move it inside "small"
+        gt["annotations"][0]["bbox"], gt["annotations"][0]["area"] = [0, 0, 30, 30], 900
+    empty = coco_evaluate(gt, [], "bbox", max_dets=max_dets)
+    one = [{"image_id": 3, "category_id": 3, "bbox": [0, 0, 10, 10], "score": 0.5}]
+    ref = coco_evaluate(gt, one, "bbox", engine="pycocotools", max_dets=max_dets)
+    stats = [k for k in ref if k not in ("per_class", "protocol")]
+    assert stats == [k for k in empty if k not in ("per_class", "protocol")]
+    for k in stats:
+        assert (math.isnan(empty[k]) and math.isnan(ref[k])) or empty[k] == ref[k], k
+    assert math.isnan(empty["APm"]) != medium
+    assert empty["AP"] == 0.0 and empty["APs"] == 0.0 and empty["APl"] == 0.0
+    assert empty["per_class"]["cat"] == 0.0
+    assert math.isnan(empty["per_class"]["dog"]) and math.isnan(empty["per_class"]["bird"])
+    assert math.isnan(ref["per_class"]["dog"]) and ref["per_class"]["cat"] == 0.0
