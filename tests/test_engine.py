@@ -372,3 +372,28 @@ def test_distiller_losses_modes_and_refusals():
     wide = Distiller(build_model("fcos_slim", 3, input_size=64), build_model("fcos_slim", 3,
                      input_size=64, fpn_width=32))  # fmt: skip
     assert (wide.adapter.in_channels, wide.adapter.out_channels) == (64, 32)
+
+
+def test_soft_dice_and_segmentation_loss_worked_values():
+    """Pixel 1: probabilities (1/2, 1/2, 0), class 0; pixel 2: (3/4, 1/4, 0), class 1; a void
+    pixel counts for nothing; class 2 is in no label and is left out of the mean.
+    Dice (eps 1): class 0 (2 * 1/2 + 1) / (5/4 + 1 + 1), class 1 (2 * 1/4 + 1) / (3/4 + 1 + 1)."""
+    from vision.engine.losses import segmentation_loss, soft_dice
+
+    logits = torch.tensor([[0.0, math.log(3), 5.0], [0.0, 0.0, -5.0], [-100.0, -100.0, 0.0]])
+    logits = logits.view(1, 3, 1, 3).requires_grad_(True)
+    target = torch.tensor([[[0, 1, 255]]])
+    d0, d1 = 2 / 3.25, 1.5 / 2.75
+    assert soft_dice(logits, target).item() == pytest.approx(1 - (d0 + d1) / 2, rel=1e-6)
+    assert soft_dice(logits, target, eps=0.0).item() == pytest.approx(
+        1 - (1 / 2.25 + 0.5 / 1.75) / 2, rel=1e-6
+    )
+    ce = (math.log(2) + math.log(4)) / 2
+    assert segmentation_loss(logits, target).item() == pytest.approx(ce, rel=1e-6)
+    both = segmentation_loss(logits, target, "ce+dice")
+    assert both.item() == pytest.approx(ce + 1 - (d0 + d1) / 2, rel=1e-6)
+    void = soft_dice(logits, torch.full((1, 1, 3), 255))
+    void.backward()
+    assert void.item() == 0.0 and logits.grad is not None
+    with pytest.raises(ValueError, match=r"unknown segmentation loss 'dice': expected one of"):
+        segmentation_loss(logits, target, "dice")

@@ -228,3 +228,120 @@ def test_no_detections_equal_pycocotools_with_one_harmless_detection(max_dets, m
     assert empty["per_class"]["cat"] == 0.0
     assert math.isnan(empty["per_class"]["dog"]) and math.isnan(empty["per_class"]["bird"])
     assert math.isnan(ref["per_class"]["dog"]) and ref["per_class"]["cat"] == 0.0
+
+
+def test_seg_metrics_worked_example_and_the_empty_matrix():
+    from eval.seg import seg_metrics
+
+    # gt rows, pred columns: class 0 4 right + 1 as class 1; class 1 2 right; class 2 absent
+    hist = np.array([[4, 1, 0], [0, 2, 0], [0, 0, 0]])
+    r = seg_metrics(hist, ["a", "b", "c"])
+    assert r["pixel_acc"] == 6 / 7
+    assert r["per_class_acc"]["a"] == 4 / 5 and r["per_class_acc"]["b"] == 1.0
+    assert r["per_class_iou"]["a"] == 4 / 5 and r["per_class_iou"]["b"] == 2 / 3
+    assert math.isnan(r["per_class_iou"]["c"]) and math.isnan(r["per_class_acc"]["c"])
+    assert r["mIoU"] == (4 / 5 + 2 / 3) / 2 and r["mean_acc"] == (4 / 5 + 1) / 2
+    assert r["fwIoU"] == pytest.approx(5 / 7 * 4 / 5 + 2 / 7 * 2 / 3, abs=1e-15)
+    assert r["protocol"].startswith("confusion matrix over non-ignored pixels; mIoU = nan-mean")
+    assert list(seg_metrics(hist)["per_class_iou"]) == ["0", "1", "2"]
+    empty = seg_metrics(np.zeros((2, 2), np.int64), ["a", "b"])
+    for k in ("pixel_acc", "mean_acc", "mIoU", "fwIoU"):
+        assert math.isnan(empty[k]), k
+
+
+def test_seg_evaluator_ignores_void_and_out_of_range_truth_and_refuses_bad_predictions():
+    from eval.seg import SegEvaluator
+
+    ev = SegEvaluator(3, ["a", "b", "c"])
+    gt = np.array([[0, 1, 255], [2, 7, -1]])
+    pred = np.array([[0, 2, 9], [2, 0, 0]])  # under void / out-of-range truth: not counted
+    ev.process([{"mask": torch.tensor(gt), "image_id": 5}], [{"mask": pred}])
+    r = ev.evaluate()["seg"]
+    assert r["confusion"] == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+    ev.reset()
+    assert ev.evaluate()["seg"]["confusion"] == [[0] * 3] * 3
+    with pytest.raises(ValueError, match=r"^5: expected predicted classes 0..2, got \[-1, 3\]$"):
+        ev.process([{"mask": gt, "image_id": 5}], [{"mask": np.array([[3, -1, 0], [0, 0, 0]])}])
+    with pytest.raises(ValueError, match=r"^mask: expected prediction and ground truth of the "):
+        ev.process([{"mask": gt}], [{"mask": pred[:1]}])
+
+
+def test_box_and_mask_iou_inputs_and_edges():
+    from eval.iou import box_iou, mask_iou
+
+    one = box_iou([0, 0, 10, 10], torch.tensor([[0.0, 0, 10, 5], [0, 0, 10, 10], [20, 20, 21, 21]]))
+    assert one.shape == (1, 3) and one.dtype == torch.float64
+    np.testing.assert_allclose(one.numpy(), [[0.5, 1.0, 0.0]])
+    t = box_iou(torch.tensor([[0, 0, 4, 4], [0, 0, 2, 2]]), [[0, 0, 2, 4]])  # integer tensors
+    np.testing.assert_allclose(t.numpy(), [[0.5], [0.5]])
+    a = np.zeros((2, 2, 3), np.uint8)
+    a[0, 0] = 2  # three pixels (any non-zero value is "in"); the second mask is empty
+    b = np.ones((1, 2, 3), np.uint8)
+    np.testing.assert_allclose(mask_iou(a, b), [[0.5], [0.0]])
+    np.testing.assert_allclose(mask_iou(np.zeros((1, 2, 2)), np.zeros((1, 2, 2))), [[0.0]])
+    with pytest.raises(
+        ValueError, match=r"^mask_iou: expected masks of the same size, got 6 and 4"
+    ):
+        mask_iou(a, np.ones((1, 2, 2)))
+
+
+def test_coco_ground_truth_of_a_reader_field_by_field():
+    from eval.coco import coco_gt_from_dataset
+
+    r = _reader()
+    r.samples[1].crowd = np.array([True])
+    gt = coco_gt_from_dataset(r, NAMES)
+    assert gt == {
+        "images": [
+            {"id": 1, "width": 100, "height": 100, "file_name": "1.jpg"},
+            {"id": 2, "width": 100, "height": 100, "file_name": "2.jpg"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 40.0, 40.0],
+             "area": 1600.0, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50.0, 50.0, 40.0, 40.0],
+             "area": 1600.0, "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [10.0, 10.0, 20.0, 20.0],
+             "area": 400.0, "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }  # fmt: skip
+    r.samples[0].image_id, r.samples[1].image_id = "a", "b"  # names: numbered from 1
+    r.samples[0].boxes = np.array([[10, 20, 40, 30]], np.float32)
+    r.samples[0].labels = np.array([1])
+    gt = coco_gt_from_dataset(r, NAMES)
+    assert [i["id"] for i in gt["images"]] == [1, 2]
+    assert gt["annotations"][0]["bbox"] == [10.0, 20.0, 30.0, 10.0]
+    assert gt["annotations"][0]["area"] == 300.0 and gt["annotations"][0]["category_id"] == 2
+
+
+def test_coco_evaluator_maps_reader_ids_and_reads_lists():
+    from eval.coco import COCOEvaluator
+
+    r = _reader()
+    r.samples[0].image_id, r.samples[1].image_id = "x", "y"
+    ev = COCOEvaluator.from_dataset(r, NAMES)
+    assert ev.primary == "coco/AP"
+    ev.process([{"image_id": "x"}, {"image_id": "y"}], OUTPUTS)  # lists, not tensors
+    got = ev.evaluate()["coco"]
+    assert got["AP"] == pytest.approx((67 + 34 * 0.75) / 101, abs=1e-12)
+    ev.reset()
+    ev.process([{"image_id": "x"}], [{"boxes": [], "scores": [], "labels": []}])
+    assert ev.evaluate()["coco"]["AP"] == 0.0  # nothing found: 0, not an error
+
+
+def test_devkit_matching_without_the_plus_one_and_protocol_labels():
+    """0-based continuous boxes: IoU of [0, 0, 10, 10] and [5, 0, 15, 10] is 50/150 = 0.333
+    (the devkit's "+1" pixels would make it 66/176 = 0.375)."""
+    r = _reader()
+    r.samples[0].boxes, r.samples[0].labels = np.array([[0, 0, 10, 10]], np.float32), np.array([0])
+    r.samples[0].difficult = np.array([False])
+    for iou, tp in ((0.35, 0), (0.3, 1)):
+        ev = VOCEvaluator.from_dataset(r, NAMES, iou=iou)
+        ev.process(INPUTS[:1], [{"boxes": [[5, 0, 15, 10]], "scores": [0.9], "labels": [0]}])
+        res = ev.evaluate()
+        assert res["prf"]["TP"] == tp, iou
+        assert res["voc07"]["protocol"] == (
+            f"VOC2007 11-point (python thresholds) AP, IoU >= {iou}, difficult ignored"
+        )
+        assert res["prf"]["protocol"].startswith(f"P/R/F1 at confidence >= 0.5, IoU >= {iou}")
