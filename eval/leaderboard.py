@@ -63,14 +63,15 @@ def compare(current: dict, previous: dict | None) -> list[dict]:
                 if o is None:
                     out.append({"pair": f"{r['dataset']} × {r['model']}", "change": "new"})
                     continue
-                d = _score(r["primary"]) - _score(o["primary"])
-                dl = r["latency_ms_p50"] - o["latency_ms_p50"]
+                now, before = _score(r["primary"]), _score(o["primary"])
+                # a score that became (or stopped being) undefined: worse (better), no delta
+                d = now - before if math.isfinite(now) and math.isfinite(before) else math.nan
                 out.append(
                     {
                         "pair": f"{r['dataset']} × {r['model']}",
                         "primary_delta": d,
-                        "latency_delta_ms": dl,
-                        "change": "better" if d > 0 else "worse" if d < 0 else "same",
+                        "latency_delta_ms": r["latency_ms_p50"] - o["latency_ms_p50"],
+                        "change": "better" if now > before else "worse" if now < before else "same",
                     }
                 )
     return out

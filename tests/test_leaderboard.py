@@ -101,12 +101,17 @@ def _full(model, primary, p50, task="detection", dataset="shapes", **kw):
     }
 
 
+def _refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
 def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
+    import html
     import json
 
     import torch
 
-    from eval.leaderboard import write_suite_report
+    from eval.leaderboard import RULE, write_suite_report
 
     (tmp_path / "pairs").mkdir()
     torch.save([torch.full((4, 6, 3), 200, dtype=torch.uint8)],
@@ -121,12 +126,17 @@ def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
     first = [_full("a", 0.5, 10.0), _full("b", 0.25, 20.0), _full("s", 0.75, 5.0, "segmentation")]
     data = write_suite_report(tmp_path, {"name": "unit"}, first, {"shapes": health})
     assert data["comparison"] == [] and not (tmp_path / "previous.json").exists()
-    md = (tmp_path / "leaderboard.md").read_text()
-    assert md.startswith("# Benchmark: unit\n\nRule: ranked by the primary metric")
-    assert "## detection on shapes — primary: coco/AP" in md
-    assert "| 1 | a | 0.5000 | 10.0 | 15.0 | 100.0 | 1.50 M | 2.00 G | yes |" in md
-    assert "| 2 | b | 0.2500 | 20.0 | 30.0 | 50.0 | 1.50 M | 2.00 G |  |" in md
-    assert "## segmentation on shapes — primary: seg/mIoU" in md
+    head = "| # | model | primary | p50 ms | p95 ms | img/s | params | FLOPs | Pareto |\n" + (
+        "|---" * 9 + "|\n"
+    )
+    top = f"# Benchmark: unit\n\nRule: {RULE}.\n\n## detection on shapes — primary: coco/AP\n\n"
+    assert (tmp_path / "leaderboard.md").read_text() == (
+        f"{top}{head}"
+        "| 1 | a | 0.5000 | 10.0 | 15.0 | 100.0 | 1.50 M | 2.00 G | yes |\n"
+        "| 2 | b | 0.2500 | 20.0 | 30.0 | 50.0 | 1.50 M | 2.00 G |  |\n\n"
+        f"## segmentation on shapes — primary: seg/mIoU\n\n{head}"
+        "| 1 | s | 0.7500 | 5.0 | 7.5 | 200.0 | 1.50 M | 2.00 G | yes |\n"
+    )
     page = (tmp_path / "index.html").read_text()
     # the health table once (under the dataset's first task), per-class tables of the best
     assert page.count("<th>split</th>") == 1
@@ -145,12 +155,32 @@ def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
     assert json.loads((tmp_path / "previous.json").read_text()) == saved
     change = {c["pair"]: c["change"] for c in data["comparison"]}
     assert change == {"shapes × a": "worse", "shapes × b": "worse", "shapes × c": "new"}
-    md = (tmp_path / "leaderboard.md").read_text()
-    assert "## Compared with the previous run" in md
-    assert "| shapes × a | worse | -0.1250 | 2.0 |" in md
-    assert "| 3 | b | n/a |" in md  # undefined primary: shown as n/a, ranked last
-    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    # an undefined primary is shown as n/a and ranked last; having lost its score is worse
+    assert (tmp_path / "leaderboard.md").read_text() == (
+        f"{top}{head}"
+        "| 1 | a | 0.3750 | 12.0 | 18.0 | 83.3 | 1.50 M | 2.00 G | yes |\n"
+        "| 2 | c | 0.1000 | 1.0 | 1.5 | 1000.0 | 1.50 M | 2.00 G | yes |\n"
+        "| 3 | b | n/a | 20.0 | 30.0 | 50.0 | 1.50 M | 2.00 G |  |\n\n"
+        "## Compared with the previous run\n\n"
+        "| pair | change | Δ primary | Δ p50 ms |\n|---|---|---|---|\n"
+        "| shapes × a | worse | -0.1250 | 2.0 |\n"
+        "| shapes × c | new | n/a | n/a |\n"
+        "| shapes × b | worse | n/a | 0.0 |\n"
+    )
+    page = (tmp_path / "index.html").read_text()
+    assert page.startswith("<!doctype html><html><head><meta charset=utf-8><title>Benchmark unit"
+                           "</title><style>")  # fmt: skip
+    assert page.endswith("</body></html>") and "<h1>Benchmark: unit</h1>" in page
+    assert f"<p class=small>Rule: {html.escape(RULE)}.</p>" in page
+    assert (
+        "<h2>Compared with the previous run</h2><table><thead><tr><th>pair</th><th>change" in page
+    )
+    assert "<h3>shapes: per-class results</h3>" in page  # no health table this time
+    assert page.count("<h2>") == 2
+    saved = json.loads((tmp_path / "leaderboard.json").read_text(), parse_constant=_refuse)
     assert saved["boards"]["detection"]["shapes"][2]["primary"] is None  # NaN as JSON null
+    assert saved["comparison"][2]["primary_delta"] is None  # strict JSON: no -Infinity
+    assert saved["suite"] == "unit" and saved["rule"] == RULE
 
 
 def test_promote_stores_the_winner_with_its_variant_and_record(tmp_path):
