@@ -177,7 +177,7 @@ def _pareto_svg(rows: list[dict], metric: str) -> str:
         y = 10 + (1 - a) * (300 - 45)
         dots.append(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#333"><title>'
-            f"{html.escape(r['model'])}: {a:.4f} at {r['latency_ms_p50']:.1f} ms"
+            f"{html.escape(r['model'])}: {fmt(r['primary'])} at {r['latency_ms_p50']:.1f} ms"
             f"</title></circle>"
         )
     return svg.replace("</svg>", "".join(dots) + "</svg>")

@@ -101,6 +101,21 @@ def _full(model, primary, p50, task="detection", dataset="shapes", **kw):
     }
 
 
+SNAPSHOTS = Path(__file__).parent / "data" / "snapshots"
+
+
+def _same_as_snapshot(path: Path, name: str) -> None:
+    """The page byte for byte as reviewed once (``UPDATE_SNAPSHOTS=1`` rewrites it after a
+    deliberate change of the report; review the diff)."""
+    import os
+
+    want = SNAPSHOTS / name
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        want.parent.mkdir(parents=True, exist_ok=True)
+        want.write_text(path.read_text())
+    assert path.read_text() == want.read_text(), f"{path} differs from {want}"
+
+
 def _refuse(constant):
     raise ValueError(f"not strict JSON: {constant}")
 
@@ -125,6 +140,7 @@ def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
     }  # fmt: skip
     first = [_full("a", 0.5, 10.0), _full("b", 0.25, 20.0), _full("s", 0.75, 5.0, "segmentation")]
     data = write_suite_report(tmp_path, {"name": "unit"}, first, {"shapes": health})
+    _same_as_snapshot(tmp_path / "index.html", "leaderboard_index.html")
     assert data["comparison"] == [] and not (tmp_path / "previous.json").exists()
     head = "| # | model | primary | p50 ms | p95 ms | img/s | params | FLOPs | Pareto |\n" + (
         "|---" * 9 + "|\n"
@@ -152,6 +168,8 @@ def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
     assert "fps" not in saved["boards"]["detection"]["shapes"][0]
     second = [_full("a", 0.375, 12.0), _full("b", float("nan"), 20.0), _full("c", 0.1, 1.0)]
     data = write_suite_report(tmp_path, {"name": "unit"}, second)
+    _same_as_snapshot(tmp_path / "index.html", "leaderboard_index_second.html")
+    assert "<title>b: n/a at 20.0 ms</title>" in (tmp_path / "index.html").read_text()
     assert json.loads((tmp_path / "previous.json").read_text()) == saved
     change = {c["pair"]: c["change"] for c in data["comparison"]}
     assert change == {"shapes × a": "worse", "shapes × b": "worse", "shapes × c": "new"}
