@@ -345,3 +345,27 @@ def test_devkit_matching_without_the_plus_one_and_protocol_labels():
             f"VOC2007 11-point (python thresholds) AP, IoU >= {iou}, difficult ignored"
         )
         assert res["prf"]["protocol"].startswith(f"P/R/F1 at confidence >= 0.5, IoU >= {iou}")
+
+
+def test_bad_detections_are_named_exactly():
+    from vision.errors import DataError
+
+    gt = _gt_small_and_large()
+    good = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}
+    cases = [
+        ({"not": "a list"}, "bbox", "predictions: expected a JSON list of detections, got dict"),
+        ([good, 7], "bbox", "predictions[1]: expected a detection object, got int"),
+        ([{k: v for k, v in good.items() if k != "score"}], "bbox",
+         "predictions[0]: expected field 'score', got fields ['bbox', 'category_id', 'image_id']"),
+        ([good], "segm", "predictions[0]: expected field 'segmentation', got fields "
+                         "['bbox', 'category_id', 'image_id', 'score']"),
+        ([good, {**good, "image_id": 9}], "bbox",
+         "predictions[1] image_id: expected an image id of the ground truth, got 9"),
+        ([{**good, "category_id": "1"}], "bbox",
+         "predictions[0] category_id: expected a category id of the ground truth [1, 2, 3], "
+         "got '1'"),
+    ]  # fmt: skip
+    for dt, iou_type, message in cases:
+        with pytest.raises(DataError) as e:
+            coco_evaluate(gt, dt, iou_type)
+        assert str(e.value) == message
