@@ -369,3 +369,58 @@ def test_bad_detections_are_named_exactly():
         with pytest.raises(DataError) as e:
             coco_evaluate(gt, dt, iou_type)
         assert str(e.value) == message
+
+
+def _prf_case():
+    """One class, two objects; detections at 0.9 (hit), 0.5 (miss, exactly the default
+    confidence), 0.5 (hit) and 0.3 (duplicate of the first object: a miss)."""
+    gts = {1: {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "labels": [0, 0]}}
+    dets = [
+        {"image_id": 1, "label": 0, "box": [0, 0, 10, 10], "score": 0.9},
+        {"image_id": 1, "label": 0, "box": [50, 50, 60, 60], "score": 0.5},
+        {"image_id": 1, "label": 0, "box": [20, 20, 30, 30], "score": 0.5},
+        {"image_id": 1, "label": 0, "box": [0, 0, 10, 10.5], "score": 0.3},
+    ]
+    return gts, dets
+
+
+def test_precision_recall_defaults_ties_and_undefined_cases():
+    from eval.prf import _prf, best_f1, detection_outcomes, precision_recall
+    from eval.voc import match_all
+
+    gts, dets = _prf_case()
+    r = precision_recall(gts, dets, ["a"])  # confidence 0.5 (inclusive), IoU 0.5, no "+1"
+    assert r["settings"] == {"conf": 0.5, "iou": 0.5}
+    assert (r["TP"], r["FP"], r["FN"]) == (2, 1, 0)
+    assert r["precision"] == 2 / 3 and r["recall"] == 1.0 and r["F1"] == 0.8
+    # pooled F1 by threshold: 0.9 -> 2*1/(1+2); 0.5 (both tied detections) -> 2*2/(3+2);
+    # 0.3 -> 2*2/(4+2): the best is 0.8 at 0.5
+    assert (r["best_F1"], r["best_F1_conf"]) == (0.8, 0.5)
+    assert len(r["pr_curves"]["a"]["recall"]) == 101  # every recall level is reached
+    assert r["pr_curves"]["a"]["precision"][50] == 1.0
+    assert r["pr_curves"]["a"]["precision"][100] == 2 / 3
+    assert detection_outcomes(gts, dets, ["a"]) == [(0.9, 1), (0.5, 0), (0.5, 1), (0.3, 0)]
+    assert detection_outcomes(gts, dets, ["a"], iou=0.99)[3] == (0.3, 0)
+    # IoU of [0, 0, 10, 10] and [5, 0, 15, 10]: 50/150 without the devkit's "+1" (the
+    # default for 0-based boxes), 66/176 with it
+    g1 = {1: {"boxes": [[0, 0, 10, 10]], "labels": [0]}}
+    d1 = [{"image_id": 1, "label": 0, "box": [5, 0, 15, 10], "score": 0.9}]
+    assert precision_recall(g1, d1, ["a"], iou=0.35)["TP"] == 0
+    assert precision_recall(g1, d1, ["a"], iou=0.35, plus_one=True)["TP"] == 1
+    assert detection_outcomes(g1, d1, ["a"], iou=0.35) == [(0.9, 0)]
+    assert detection_outcomes(g1, d1, ["a"], iou=0.35, plus_one=True) == [(0.9, 1)]
+    assert detection_outcomes(g1, d1, ["a"]) == [(0.9, 0)]  # default IoU 0.5
+    assert detection_outcomes(g1, d1, ["a"], iou=0.3) == [(0.9, 1)]
+    strict = precision_recall(gts, dets, ["a"], conf=0.6, curve_points=11)
+    assert (strict["TP"], strict["FP"], strict["FN"]) == (1, 0, 1)
+    assert len(strict["pr_curves"]["a"]["recall"]) == 11
+    assert _prf(0, 0, 3)["precision"] != _prf(0, 0, 3)["precision"]  # NaN: nothing predicted
+    assert math.isnan(_prf(0, 0, 3)["f1"]) and _prf(0, 0, 3)["recall"] == 0.0
+    assert math.isnan(_prf(0, 2, 0)["recall"]) and math.isnan(_prf(0, 2, 0)["f1"])
+    assert _prf(0, 2, 3) == {"tp": 0, "fp": 2, "fn": 3, "precision": 0.0, "recall": 0.0,
+                             "f1": 0.0}  # fmt: skip
+    matches = match_all(gts, dets, 1, 0.5, False)
+    assert best_f1(matches) == {"conf": 0.5, "f1": 0.8, "precision": 2 / 3, "recall": 1.0}
+    assert all(math.isnan(v) for v in best_f1([]).values())
+    none = match_all({1: {"boxes": [], "labels": []}}, dets[:1], 1, 0.5, False)
+    assert all(math.isnan(v) for v in best_f1(none).values())  # no positives: undefined
