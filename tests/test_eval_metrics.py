@@ -61,7 +61,17 @@ OUTPUTS = [
 
 
 def _tensors(outputs):
-    return [{k: torch.tensor(v) for k, v in o.items()} for o in outputs]
+    """As a model's outputs; the float ones still attached to a graph, which the evaluators
+    must detach (``numpy()`` refuses such tensors)."""
+    return [
+        {
+            k: torch.tensor(v, dtype=torch.float32, requires_grad=True)
+            if k != "labels"
+            else torch.tensor(v)
+            for k, v in o.items()
+        }
+        for o in outputs
+    ]
 
 
 def test_devkit_scores_worked_out_by_hand():
