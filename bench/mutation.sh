@@ -4,8 +4,9 @@
 # in pyproject.toml) mutates inside functions and, for each mutant, runs only the tests that
 # reach the mutated function.
 #   bash bench/mutation.sh            (MUTATION_TIMEOUT=seconds bounds the run; default 2 h)
-# Output: bench/results/mutation/{results.txt,stats.json,summary.md}; `mutmut show NAME`
-# prints a mutant's diff. An interrupted run continues where it stopped.
+# Output: bench/results/mutation/{results.txt,stats.json,survivors.diff,summary.md}; `mutmut
+# show NAME` prints a mutant's diff. An interrupted run continues where it stopped; after a
+# test is added, `mutmut run NAME...` re-checks those survivors.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -E "^ERROR" || true
@@ -21,4 +22,10 @@ timeout "${MUTATION_TIMEOUT:-7200}" .venv/bin/mutmut run --max-children 2 >"$OUT
 echo "mutmut run exit: $?"
 .venv/bin/mutmut results --all true >"$OUT/results.txt" 2>&1
 .venv/bin/mutmut export-cicd-stats >/dev/null 2>&1 && cp mutants/mutmut-cicd-stats.json "$OUT/stats.json"
-.venv/bin/python bench/mutation_summary.py "$OUT/results.txt" | tee "$OUT/summary.md"
+# every survivor's diff, sorted by the summary into equivalent / text / real
+grep ": survived" "$OUT/results.txt" | cut -d: -f1 | tr -d ' ' | while read -r m; do
+    echo "## $m"
+    .venv/bin/mutmut show "$m" 2>/dev/null | grep "^[-+] "
+done >"$OUT/survivors.diff"
+.venv/bin/python bench/mutation_summary.py "$OUT/results.txt" "$OUT/survivors.diff" |
+    tee "$OUT/summary.md"

@@ -1,45 +1,148 @@
-"""Per-module counts of a ``mutmut results --all true`` listing (killed / survived / timed
-out / other), and the survivors by name, as Markdown."""
+"""Per-module counts of a mutmut run, and its survivors sorted into kinds, as Markdown.
+
+    python bench/mutation_summary.py RESULTS [SURVIVORS_DIFF]
+
+``RESULTS``: ``mutmut results --all true``; ``SURVIVORS_DIFF``: each survivor's ``mutmut show``
+(``## name`` then its diff). A survivor is **equivalent** when the mutated program behaves the
+same for every input the code can receive (the rule that says why is named per kind below),
+**text** when only the wording of a message, label or page changes (tests check the meaning of
+messages, not every word), and otherwise **real**: a missing test, listed by name.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+# (kind, why, test on the removed and the added line)
+EQUIVALENT = [
+    (
+        "zip-strict",
+        "zip(strict=True) over sequences built with equal lengths: strict only "
+        "guards against a programming error",
+        lambda a, b: "strict=True" in a and "strict=True" not in b,
+    ),
+    ("nan-spelling", 'float("NAN") is float("nan")', lambda a, b: '"NAN"' in b and '"nan"' in a),
+    (
+        "numpy-unknown-dim",
+        "numpy reads any negative size as the one unknown dimension",
+        lambda a, b: re.sub(r"reshape\(-2", "reshape(-1", b) == a and "np." in a,
+    ),
+    ("numpy-sort-kind", "numpy accepts the sort kind in any case", lambda a, b: '"STABLE"' in b),
+    (
+        "float64-default",
+        "numpy's default dtype is float64",
+        lambda a, b: "astype(np.float64)" in a and "astype(None)" in b,
+    ),
+    (
+        "errstate",
+        "np.errstate only silences warnings; the values are the same",
+        lambda a, b: "np.errstate(" in a,
+    ),
+    ("default-arg", 'searchsorted side="left" is the default', lambda a, b: 'side="left"' in a),
+    (
+        "weights-only-default",
+        "torch.load's weights_only defaults to True since torch 2.6",
+        lambda a, b: "weights_only=True" in a and "weights_only=False" not in b,
+    ),
+]
 
-def main(path: str) -> int:
-    counts: dict[str, Counter] = defaultdict(Counter)
-    survivors: dict[str, list[str]] = defaultdict(list)
-    for line in Path(path).read_text().splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if not sep or "__mutmut_" not in name:
+
+def _strings(line: str) -> list[str]:
+    return re.findall(r"\"[^\"]*\"|'[^']*'", line)
+
+
+def _text_only(a: str, b: str) -> bool:
+    """Only a string literal with words in it (a space, or markup) changed."""
+    sa, sb = _strings(a), _strings(b)
+    if len(sa) != len(sb) or re.sub(r"\"[^\"]*\"|'[^']*'", "S", a) != re.sub(
+        r"\"[^\"]*\"|'[^']*'", "S", b
+    ):
+        return False
+    changed = [(x, y) for x, y in zip(sa, sb, strict=True) if x != y]
+    return bool(changed) and all((" " in x or "<" in x) for x, _ in changed)
+
+
+def classify(diff_lines: list[str]) -> str:
+    minus = [ln[2:].strip() for ln in diff_lines if ln.startswith("- ")]
+    plus = [ln[2:].strip() for ln in diff_lines if ln.startswith("+ ")]
+    a, b = " ".join(minus), " ".join(plus)
+    for kind, _, test in EQUIVALENT:
+        try:
+            if test(a, b):
+                return kind
+        except Exception:  # noqa: BLE001 - a rule that does not apply
             continue
-        module = name.split(".x", 1)[0].split(".x_", 1)[0]
-        module = ".".join(p for p in module.split(".") if not p.startswith("x"))
-        counts[module][status] += 1
-        if status == "survived":
-            survivors[module].append(name)
-    print("| module | killed | survived | timeout | other | survived % |")
-    print("|---|---|---|---|---|---|")
-    total = Counter()
+    if (
+        len(minus) == len(plus)
+        and minus
+        and all(_text_only(x, y) for x, y in zip(minus, plus, strict=True) if x != y)
+    ):
+        return "text"
+    return "real"
+
+
+def module_of(name: str) -> str:
+    module = name.split(".x", 1)[0].split(".x_", 1)[0]
+    return ".".join(p for p in module.split(".") if not p.startswith("x"))
+
+
+def main(results: str, diffs: str | None = None) -> int:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for line in Path(results).read_text().splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            counts[module_of(name)][status] += 1
+    kinds: dict[str, str] = {}
+    if diffs:
+        block: list[str] = []
+        name = None
+        for line in [*Path(diffs).read_text().splitlines(), "## end"]:
+            if line.startswith("## "):
+                if name:
+                    kinds[name] = classify(block)
+                name, block = line[3:].strip(), []
+            else:
+                block.append(line)
+    by_module: dict[str, Counter] = defaultdict(Counter)
+    for name, kind in kinds.items():
+        by_module[module_of(name)][kind] += 1
+    print("| module | mutants | killed | timeout | no tests | survived | equivalent | text | "
+          "real | real % of non-equivalent |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    total, tk = Counter(), Counter()
     for module in sorted(counts):
-        c = counts[module]
-        other = sum(v for k, v in c.items() if k not in ("killed", "survived", "timeout"))
-        n = sum(c.values())
+        c, k = counts[module], by_module[module]
         total.update(c)
-        print(
-            f"| {module} | {c['killed']} | {c['survived']} | {c['timeout']} | {other} | "
-            f"{100 * c['survived'] / max(n, 1):.1f} |"
-        )
-    n = sum(total.values())
-    print(f"| all | {total['killed']} | {total['survived']} | {total['timeout']} | "
-          f"{n - total['killed'] - total['survived'] - total['timeout']} | "
-          f"{100 * total['survived'] / max(n, 1):.1f} |")  # fmt: skip
-    for module, names in sorted(survivors.items()):
-        print(f"\n{module}: {', '.join(sorted(names))}")
+        tk.update(k)
+        print(_row(module, c, k))
+    print(_row("**all**", total, tk))
+    if kinds:
+        print("\nEquivalent kinds: " + "; ".join(
+            f"**{kind}** ({sum(1 for v in kinds.values() if v == kind)}): {why}"
+            for kind, why, _ in EQUIVALENT
+            if any(v == kind for v in kinds.values())
+        ))  # fmt: skip
+        real = sorted(n for n, v in kinds.items() if v == "real")
+        print(f"\nReal survivors ({len(real)}):")
+        for n in real:
+            print(f"- {n}")
     return 0
 
 
+def _row(module: str, c: Counter, k: Counter) -> str:
+    n = sum(c.values())
+    equivalent = sum(v for kind, v in k.items() if kind not in ("text", "real"))
+    non_eq = n - equivalent
+    survived = c["survived"]
+    return (
+        f"| {module} | {n} | {c['killed']} | {c['timeout']} | {c['no tests']} | {survived} | "
+        f"{equivalent} | {k['text']} | {k['real']} | "
+        f"{100 * (k['real'] + k['text'] + c['no tests']) / max(non_eq, 1):.1f} |"
+    )
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -434,3 +434,52 @@ def test_precision_recall_defaults_ties_and_undefined_cases():
     assert all(math.isnan(v) for v in best_f1([]).values())
     none = match_all({1: {"boxes": [], "labels": []}}, dets[:1], 1, 0.5, False)
     assert all(math.isnan(v) for v in best_f1(none).values())  # no positives: undefined
+
+
+def _box_masks(boxes, size=100) -> np.ndarray:
+    out = np.zeros((len(boxes), size, size), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, int).reshape(-1, 4)):
+        out[k, y1:y2, x1:x2] = 1
+    return out
+
+
+def test_instance_masks_are_scored_as_coco_segm_when_asked():
+    """Masks that fill their boxes: the mask AP equals the box AP, key by key."""
+    r = _reader()
+    r.instance_masks = lambda i: _box_masks(r.samples[i].boxes)
+    ev = build_evaluator("detection", r, NAMES, keys=("coco", "coco_segm"))
+    outs = [dict(o, masks=_box_masks(o["boxes"])) for o in OUTPUTS]
+    ev.process(INPUTS, outs)
+    res = ev.evaluate()
+    assert set(res) == {"coco", "coco_segm"} and ev.primary == "coco/AP"
+    assert res["coco_segm"]["AP"] == res["coco"]["AP"] == pytest.approx(92.5 / 101, abs=1e-12)
+    assert res["coco_segm"]["protocol"].startswith("COCO segm AP")
+    boxes_only = build_evaluator("detection", r, NAMES, keys=("coco",))
+    boxes_only.process(INPUTS, outs)  # masks given but not asked for: ignored
+    assert set(boxes_only.evaluate()) == {"coco"}
+
+
+def test_readers_without_a_layout_attribute_have_a_background_class():
+    plain = SimpleNamespace(samples=[])  # readers of VOC/COCO sets: index 0 = background
+    ev = build_evaluator("segmentation", plain, NAMES)
+    ev.process([{"mask": np.array([[0, 1, 2]])}], [{"mask": np.array([[0, 1, 2]])}])
+    assert list(ev.evaluate()["seg"]["per_class_iou"]) == ["background", *NAMES]
+    check_label_layout(SimpleNamespace(name="m", background=True), plain)
+    with pytest.raises(ValueError) as e:
+        check_label_layout(SimpleNamespace(name="m", background=False), plain)
+    assert str(e.value) == (
+        "model m: expected class maps laid out as the dataset's label maps (index 0 = "
+        "background), got a model trained with every index a class, no background; evaluate "
+        "it on a dataset of its own layout, or train one for this dataset"
+    )
+
+
+def test_seg_evaluator_uses_its_own_void_index():
+    from eval.seg import SegEvaluator
+
+    ev = SegEvaluator(3, ignore_index=2)  # class 2 is void here: not counted
+    ev.process([{"mask": np.array([[0, 1, 2]])}], [{"mask": np.array([[0, 1, 0]])}])
+    assert ev.evaluate()["seg"]["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    ev.reset()
+    ev.process([{"mask": np.array([[2]])}], [{"mask": np.array([[1]])}])
+    assert ev.evaluate()["seg"]["confusion"] == [[0] * 3] * 3

@@ -38,6 +38,9 @@ def test_rank_ties_by_latency_undefined_last_and_pareto():
     # best (most accurate), fast_tie (faster at that accuracy), nan (fastest: an undefined
     # score is -inf, so it is on the front only by speed); slow_tie, dominated and none are not
     assert pareto == {"best", "fast_tie", "nan"}
+    # at equal latency the more accurate one dominates; at equal accuracy the faster one
+    same_speed = rank([_pair("hi", 0.5, 10.0), _pair("lo", 0.4, 10.0)])["detection"]["shapes"]
+    assert [(r["model"], r["pareto"]) for r in same_speed] == [("hi", True), ("lo", False)]
 
 
 def test_boards_are_per_task_and_dataset():

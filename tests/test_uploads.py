@@ -74,6 +74,7 @@ def test_parse_number():
         ("9", True): "'t': expected an integer in [0, 1], got 9",
         ("x" * 50, False): f"'t': expected a number in [0, 1], got {'x' * 40!r}",
         ("1.5", False): "'t': expected a number in [0, 1], got 1.5",
+        ("1" + "0" * 45, False): f"'t': expected a number in [0, 1], got 1{'0' * 39}",
     }
     for (value, integer), message in cases.items():
         with pytest.raises(ClientError) as e:
