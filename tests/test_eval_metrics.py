@@ -483,3 +483,30 @@ def test_seg_evaluator_uses_its_own_void_index():
     ev.reset()
     ev.process([{"mask": np.array([[2]])}], [{"mask": np.array([[1]])}])
     assert ev.evaluate()["seg"]["confusion"] == [[0] * 3] * 3
+
+
+def test_composite_without_primaries_and_its_duplicate_message():
+    assert Evaluators([Evaluator()]).primary == ""
+    first = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc12",))
+    twice = Evaluators([first, VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc12",))])
+    with pytest.raises(ValueError) as e:
+        twice.evaluate()
+    assert str(e.value) == (
+        "two evaluators report task 'voc12': expected unique task keys, got VOCEvaluator "
+        "repeating it"
+    )
+
+
+def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
+    gt = _gt_small_and_large()
+    for a in gt["annotations"][:2]:
+        del a["iscrowd"]  # not a crowd when the flag is absent
+    empty = coco_evaluate(gt, [], "bbox")
+    assert empty["AP"] == 0.0 and empty["per_class"]["cat"] == 0.0
+    assert empty["protocol"] == "COCO AP@[.50:.05:.95], 101-point (no detections)"
+
+
+def test_devkit_threshold_convention_reaches_the_result():
+    ev = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc07",), thresholds="matlab")
+    ev.process(INPUTS, OUTPUTS)
+    assert ev.evaluate()["voc07"]["protocol"].startswith("VOC2007 11-point (matlab thresholds)")

@@ -147,3 +147,15 @@ def test_soft_dice_and_segmentation_loss_worked_values():
     assert void.item() == 0.0 and logits.grad is not None
     with pytest.raises(ValueError, match=r"unknown segmentation loss 'dice': expected one of"):
         segmentation_loss(logits, target, "dice")
+
+
+def test_soft_dice_counts_classes_by_the_logits_not_the_labels():
+    """Two classes of logits, labels only of class 0: class 1 is absent and left out, and the
+    one-hot has the logits' two channels (not one, from the largest label)."""
+    from vision.engine.losses import soft_dice
+
+    logits = torch.tensor([[0.0, math.log(3)], [0.0, 0.0]]).view(1, 2, 1, 2)
+    target = torch.tensor([[[0, 0]]])
+    # class 0: probabilities 1/2 and 3/4 on its two pixels
+    want = 1 - (2 * 1.25 + 1) / (1.25 + 2 + 1)
+    assert soft_dice(logits, target).item() == pytest.approx(want, rel=1e-6)
