@@ -89,6 +89,19 @@ def module_of(name: str) -> str:
     return ".".join(p for p in module.split(".") if not p.startswith("x"))
 
 
+REVIEWED = Path(__file__).with_name("mutation_equivalent.txt")
+
+
+def reviewed() -> dict[str, str]:
+    """Survivors read one by one and found equivalent: ``NAME  reason`` per line."""
+    out = {}
+    for line in REVIEWED.read_text().splitlines() if REVIEWED.is_file() else []:
+        if line.strip() and not line.startswith("#"):
+            name, _, why = line.strip().partition(" ")
+            out[name] = why.strip()
+    return out
+
+
 def main(results: str, diffs: str | None = None) -> int:
     counts: dict[str, Counter] = defaultdict(Counter)
     for line in Path(results).read_text().splitlines():
@@ -96,13 +109,14 @@ def main(results: str, diffs: str | None = None) -> int:
         if sep and "__mutmut_" in name:
             counts[module_of(name)][status] += 1
     kinds: dict[str, str] = {}
+    by_hand = reviewed()
     if diffs:
         block: list[str] = []
         name = None
         for line in [*Path(diffs).read_text().splitlines(), "## end"]:
             if line.startswith("## "):
                 if name:
-                    kinds[name] = classify(block)
+                    kinds[name] = "reviewed" if name in by_hand else classify(block)
                 name, block = line[3:].strip(), []
             else:
                 block.append(line)
@@ -122,7 +136,8 @@ def main(results: str, diffs: str | None = None) -> int:
     if kinds:
         print("\nEquivalent kinds: " + "; ".join(
             f"**{kind}** ({sum(1 for v in kinds.values() if v == kind)}): {why}"
-            for kind, why, _ in EQUIVALENT
+            for kind, why, _ in [*EQUIVALENT, ("reviewed", f"read one by one, {REVIEWED.name}",
+                                                None)]
             if any(v == kind for v in kinds.values())
         ))  # fmt: skip
         real = sorted(n for n, v in kinds.items() if v == "real")
