@@ -129,11 +129,10 @@ def evaluate_folders(
         pred = read_mask(pred_files[stem], 256, ignore_index)
         try:
             cm.update(gt, pred, where=f"{pred_files[stem]} vs {gt_files[stem]}")
-        except ValueError as e:
+        except ValueError as e:  # "WHERE: expected X, got Y" from the matrix
+            want, _, got = str(e).split("expected ", 1)[-1].partition(", got ")
             raise DataError(
-                str(pred_files[stem]),
-                "a mask matching its ground truth",
-                str(e).split("expected ", 1)[-1],
+                str(pred_files[stem]), f"a mask matching its ground truth: {want}", got
             ) from e
     out = seg_metrics(cm.hist, names)
     out["images"] = len(gt_files)

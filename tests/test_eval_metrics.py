@@ -510,3 +510,69 @@ def test_devkit_threshold_convention_reaches_the_result():
     ev = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc07",), thresholds="matlab")
     ev.process(INPUTS, OUTPUTS)
     assert ev.evaluate()["voc07"]["protocol"].startswith("VOC2007 11-point (matlab thresholds)")
+
+
+def _png(path: Path, mask: np.ndarray, rgb: bool = False) -> None:
+    from PIL import Image
+
+    from vision.data.colormap import voc_colormap
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(voc_colormap()[mask] if rgb else mask.astype(np.uint8)).save(path)
+
+
+def test_mask_folders_paired_by_stem_with_void_and_names(tmp_path):
+    """Ground truth in the VOC colour map (void drawn in its colour), predictions as index
+    PNGs named ``<stem>_pred``: scored with void left out, names and the image count kept."""
+    from eval.seg import evaluate_folders
+
+    gt = np.array([[0, 1, 255], [1, 1, 0]])
+    _png(tmp_path / "gt" / "a.png", gt, rgb=True)
+    _png(tmp_path / "gt" / "b_target.png", gt)
+    _png(tmp_path / "pred" / "a_pred.png", np.array([[0, 1, 1], [1, 0, 0]]))
+    _png(tmp_path / "pred" / "b.png", gt.clip(0, 1))
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 2, names=["bg", "fg"])
+    assert r["images"] == 2 and list(r["per_class_iou"]) == ["bg", "fg"]
+    assert r["pixel_acc"] == 9 / 10  # 5 + 5 counted pixels, one wrong, void twice left out
+    assert r["per_class_iou"]["fg"] == 5 / 6 and r["per_class_iou"]["bg"] == 4 / 5
+
+
+def test_mask_folder_errors_name_the_folder_and_the_files(tmp_path):
+    from eval.seg import evaluate_folders
+    from vision.errors import DataError
+
+    def error(gt_dir, pred_dir) -> str:
+        with pytest.raises(DataError) as e:
+            evaluate_folders(gt_dir, pred_dir, 2)
+        return str(e.value)
+
+    assert error(tmp_path / "nowhere", tmp_path) == (
+        f"{tmp_path / 'nowhere'}: expected a folder of PNG masks, got no such folder"
+    )
+    (tmp_path / "empty").mkdir()
+    assert error(tmp_path / "empty", tmp_path) == (
+        f"{tmp_path / 'empty'}: expected ground-truth PNG masks, got no PNG files"
+    )
+    one = np.zeros((2, 2))
+    for i in range(7):
+        _png(tmp_path / "gt" / f"g{i}.png", one)
+        _png(tmp_path / "pred" / f"p{i}.png", one)
+    _png(tmp_path / "pred" / "g0.png", one)
+    missing = [f"g{i}" for i in range(1, 6)]
+    unmatched = [f"p{i}" for i in range(5)]
+    assert error(tmp_path / "gt", tmp_path / "pred") == (
+        f"{tmp_path / 'pred'}: expected one prediction per ground-truth mask (paired by stem), "
+        f"got missing {missing}..., unmatched {unmatched}..."
+    )
+    for i in range(1, 7):
+        (tmp_path / "pred" / f"p{i}.png").rename(tmp_path / "pred" / f"g{i}.png")
+    (tmp_path / "pred" / "p0.png").unlink()
+    _png(tmp_path / "pred" / "g6.png", np.zeros((2, 3)))
+    assert error(tmp_path / "gt", tmp_path / "pred") == (
+        f"{tmp_path / 'pred' / 'g6.png'}: expected a mask matching its ground truth: "
+        "prediction and ground truth of the same size, got (2, 3) and (2, 2)"
+    )
+    few = tmp_path / "few"
+    _png(few / "gt" / "x.png", one)
+    _png(few / "pred" / "y.png", one)
+    assert error(few / "gt", few / "pred").endswith("got missing ['x'], unmatched ['y']")
