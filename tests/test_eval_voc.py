@@ -373,3 +373,58 @@ def test_best_f1_ties_take_the_higher_threshold_and_nothing_is_nan():
     assert np.isnan(empty["conf"]) and np.isnan(empty["f1"])
     no_gt = best_f1([ClassMatches(np.array([0.9]), np.array([False]), 0)])
     assert np.isnan(no_gt["f1"])
+
+
+def _xml(path, objects, size=(100, 80)) -> None:
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin>"
+        f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
+    path.write_text(
+        f"<annotation><filename>{path.stem}.jpg</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>"
+    )
+
+
+def test_voc_files_raw_coordinates_unlisted_classes_and_errors(tmp_path):
+    """The reference scripts' conventions: raw 1-based corners kept, boxes past the image
+    edge accepted (as the devkit does), objects of unlisted classes counted; bad files named."""
+    from eval.voc_io import load_voc_folder, read_classes
+    from vision.errors import DataError
+
+    _xml(tmp_path / "a.xml", [("cat", (1, 2, 30, 40)), ("dog", (50, 10, 130, 90))])
+    _xml(tmp_path / "b.xml", [("bird", (5, 5, 9, 9))])
+    gts, names, unlisted = load_voc_folder(tmp_path)
+    assert names == ["bird", "cat", "dog"] and unlisted == 0
+    np.testing.assert_array_equal(gts["a"]["boxes"], [[1, 2, 30, 40], [50, 10, 130, 90]])
+    gts, names, unlisted = load_voc_folder(tmp_path, ["dog", "cat"])
+    assert names == ["dog", "cat"] and unlisted == 1 and list(gts["a"]["labels"]) == [1, 0]
+    (tmp_path / "text.txt").write_text("dog\n\n cat \n")
+    assert read_classes(str(tmp_path / "text.txt")) == ["dog", "cat"]
+    assert read_classes(None) is None
+    assert read_classes("shapes") == ["circle", "square", "triangle", "star"]  # a config name
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(DataError) as e:
+        read_classes(str(tmp_path / "empty.txt"))
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'empty.txt'}: expected class names, one per line, got an empty file"
+    )
+    with pytest.raises(DataError) as e:
+        load_voc_folder(tmp_path / "text.txt")
+    assert str(e.value) == (
+        f"{tmp_path / 'text.txt'}: expected a folder of VOC XML files, got no *.xml files"
+    )
+    _xml(tmp_path / "c.xml", [("cat", (30, 5, 10, 9))])  # xmax < xmin
+    with pytest.raises(DataError) as e:
+        load_voc_folder(tmp_path, ["cat"])
+    assert str(e.value).startswith(
+        f"{tmp_path}: expected valid VOC objects, got skipped 3 items: 1 invalid box, "
+        f"2 unknown class: {tmp_path / 'c.xml'} object #0 <bndbox>: expected xmax > xmin"
+    )
+    (tmp_path / "c.xml").write_text("<annotation>\n<size></annotation>")
+    with pytest.raises(DataError) as e:
+        load_voc_folder(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'c.xml'}:2: expected well-formed VOC XML, got ")
+    assert "mismatched tag: line 2, column" in str(e.value)
