@@ -204,6 +204,12 @@ def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
     assert saved["suite"] == "unit" and saved["rule"] == RULE
 
 
+def saved_args(bm) -> dict:
+    import torch
+
+    return torch.load(Path(bm.path) / "model.pt", weights_only=True)["args"]
+
+
 def test_promote_stores_the_winner_with_its_variant_and_record(tmp_path):
     import json
 
@@ -251,10 +257,48 @@ def test_promote_stores_the_winner_with_its_variant_and_record(tmp_path):
     assert md["metrics"] == {"coco/AP": 0.5, "voc07/mAP": 0.5}
     assert (md["variant"], md["variant_metric"], md["variant_p50_ms"]) == ("int8", 0.495, 8.0)
     assert md["variant_rule"] == "fastest within 0.01" and md["variant_file"] == "m.int8.onnx"
-    assert [v["variant"] for v in json.loads(md["variants"])] == ["eager", "int8"]
+    assert json.loads(md["variants"]) == [
+        {"variant": "eager", "status": "ok", "metric": 0.5, "p50_ms": 20.0, "speedup": 1.0},
+        {"variant": "int8", "status": "ok", "metric": 0.495, "p50_ms": 8.0, "speedup": 2.5},
+    ]
+    assert saved_args(bm) == {"model_kwargs": {"fpn_width": 32}}
     assert bm.info.labels == {"task": "detection"}
     assert (Path(bm.path) / "m.int8.onnx").read_bytes() == b"onnx bytes"
     saved = torch.load(Path(bm.path) / "model.pt", weights_only=True)
     assert set(saved) == {"model", "meta", "args"}  # no optimizer state in the store
     assert torch.equal(saved["model"]["w"], torch.arange(3.0))
     assert logs == [f"[promote] detection: fcos_r18 (coco/AP 0.5000, variant int8) → {bm.tag}"]
+
+
+def test_promote_without_a_variants_table_stores_the_eager_model(tmp_path):
+    import json
+
+    import bentoml
+    import torch
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    from eval.leaderboard import RULE
+    from service.promote import promote
+    from vision.engine.checkpoint import save_checkpoint
+
+    meta = {"name": "fcn8s_slim", "class_names": ["a", "b"], "input_size": 64,
+            "mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}  # fmt: skip
+    save_checkpoint({"model": {"w": torch.ones(1)}, "meta": meta}, tmp_path / "s.pt")  # no args
+    seg = {**_full("fcn8s_slim", 0.75, 5.0, "segmentation"), "checkpoint": str(tmp_path / "s.pt")}
+    first, second = (dict(seg, dataset=d) for d in ("first", "second"))  # a tie: the first wins
+    BentoMLContainer.model_store.set(ModelStore(tmp_path / "store"))
+    logs: list[str] = []
+    try:
+        tag = promote([first, second], "r2", log=logs.append)["segmentation"]
+        bm = bentoml.models.get(tag)
+    finally:
+        BentoMLContainer.model_store.reset()
+    md = bm.info.metadata
+    assert md["dataset"] == "first" and md["rule"] == RULE and md["git_commit"] == "unknown"
+    assert md["mean"] == [0.1, 0.2, 0.3] and md["std"] == [0.4, 0.5, 0.6]
+    assert md["model_kwargs"] == "{}" and md["variant"] == "eager"
+    assert not {"variant_file", "variants", "variant_rule"} & set(md)
+    assert torch.load(Path(bm.path) / "model.pt", weights_only=True)["args"] == {}
+    assert logs == [f"[promote] segmentation: fcn8s_slim (seg/mIoU 0.7500) → {bm.tag}"]
+    assert json.loads(md["model_kwargs"]) == {}
