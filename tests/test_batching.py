@@ -149,3 +149,31 @@ def test_drain_waits_for_requests_in_flight_then_hands_the_signal_over():
         assert mine._previous == before
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_drain_defaults_and_what_it_logs(caplog, monkeypatch):
+    import logging
+    import signal
+
+    from service.drain import Drain
+
+    d = Drain()
+    assert (d.min_s, d.max_s, d.poll_s) == (2.0, 30.0, 0.05) and not d.draining
+    monkeypatch.setenv("VISION_DRAIN_S", "0.5")
+    monkeypatch.setenv("VISION_GRACE_S", "7")
+    env = Drain.from_env()
+    assert (env.min_s, env.max_s) == (0.5, 7.0)
+    quick = Drain(min_s=0.0, max_s=5.0, poll_s=0.01)  # nobody counts: nothing is in flight
+    quick.since = time.monotonic()
+    assert quick.done()
+    handed = []
+    quick._previous = lambda sig, frame: handed.append(sig)
+    with caplog.at_level(logging.INFO, logger="vision.service"):
+        quick._on_term(signal.SIGTERM, None)
+        deadline = time.monotonic() + 5
+        while not handed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert handed == [signal.SIGTERM]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "SIGTERM: draining (0 in flight; new requests get 503 for at least 0.0 s)"
+    assert lines[1].startswith("drained after 0.0 s (0 in flight)")

@@ -4,6 +4,7 @@ knowledge-distillation losses and ``Distiller`` (``vision.engine.losses``, ``dis
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -159,3 +160,28 @@ def test_soft_dice_counts_classes_by_the_logits_not_the_labels():
     # class 0: probabilities 1/2 and 3/4 on its two pixels
     want = 1 - (2 * 1.25 + 1) / (1.25 + 2 + 1)
     assert soft_dice(logits, target).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_distiller_refuses_outputs_it_cannot_compare_with_both_shapes():
+    from vision.engine.distill import Distiller
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    seg = build_model("fcn8s_slim", 3, input_size=64)
+    d = Distiller(seg, build_model("fcn8s_slim", 5, input_size=64))
+    with pytest.raises(ValueError) as e:
+        d(x, None, seg(x))
+    assert str(e.value) == (
+        "KD needs logits of one shape: student (2, 4, 64, 64), teacher (2, 6, 64, 64)"
+    )
+    det = build_model("fcos_slim", 3, input_size=64, fpn_width=32).eval()
+    dd = Distiller(det, build_model("fcos_slim", 4, input_size=64, fpn_width=32))
+    with torch.no_grad():
+        det(x)
+        with pytest.raises(ValueError) as e:
+            dd(x)
+    # (batch, anchors, classes) of each
+    assert re.fullmatch(
+        r"KD needs the same FPN levels and classes: student \(2, (\d+), 3\), teacher \(2, \1, 4\)",
+        str(e.value),
+    ), str(e.value)
