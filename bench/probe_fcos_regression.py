@@ -62,7 +62,7 @@ def main() -> None:
         opt.step()
         if step % 5 == 0 or step == a.steps - 1:
             raw = seen["raw"]
-            parts = " ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
+            parts = " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
             print(
                 f"step {step:3d}  {parts}  alive {float((raw > 0).float().mean()):.3f}  "
                 f"mean side {float(raw.mean()):.3f}  bias "
