@@ -23,9 +23,10 @@ echo "mutmut run exit: $?"
 .venv/bin/mutmut results --all true >"$OUT/results.txt" 2>&1
 .venv/bin/mutmut export-cicd-stats >/dev/null 2>&1 && cp mutants/mutmut-cicd-stats.json "$OUT/stats.json"
 # every survivor's diff, sorted by the summary into equivalent / text / real
-grep ": survived" "$OUT/results.txt" | cut -d: -f1 | tr -d ' ' | while read -r m; do
-    echo "## $m"
-    .venv/bin/mutmut show "$m" 2>/dev/null | grep "^[-+] "
-done >"$OUT/survivors.diff"
+show() { echo "## $1"; .venv/bin/mutmut show "$1" 2>/dev/null | grep "^[-+] "; }
+export -f show
+grep ": survived" "$OUT/results.txt" | cut -d: -f1 | tr -d ' ' |
+    xargs -P 2 -I{} bash -c 'show "$1" >"$0/diff.$1"' "$OUT" {}
+cat "$OUT"/diff.* >"$OUT/survivors.diff" 2>/dev/null && rm -f "$OUT"/diff.*
 .venv/bin/python bench/mutation_summary.py "$OUT/results.txt" "$OUT/survivors.diff" |
     tee "$OUT/summary.md"

@@ -125,9 +125,9 @@ def main(results: str, diffs: str | None = None) -> int:
     by_module: dict[str, Counter] = defaultdict(Counter)
     for name, kind in kinds.items():
         by_module[module_of(name)][kind] += 1
-    print("| module | mutants | killed | timeout | no tests | survived | equivalent | text | "
-          "real | real % of non-equivalent |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| module | mutants | not checked | killed | timeout | no tests | survived | "
+          "equivalent | text | real | survived % of checked non-equivalent |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     total, tk = Counter(), Counter()
     for module in sorted(counts):
         c, k = counts[module], by_module[module]
@@ -151,13 +151,14 @@ def main(results: str, diffs: str | None = None) -> int:
 
 def _row(module: str, c: Counter, k: Counter) -> str:
     n = sum(c.values())
+    unchecked = c["not checked"]
     equivalent = sum(v for kind, v in k.items() if kind not in ("text", "real"))
-    non_eq = n - equivalent
-    survived = c["survived"]
+    checked_non_eq = n - unchecked - equivalent
+    left = k["real"] + k["text"] + c["no tests"]
     return (
-        f"| {module} | {n} | {c['killed']} | {c['timeout']} | {c['no tests']} | {survived} | "
-        f"{equivalent} | {k['text']} | {k['real']} | "
-        f"{100 * (k['real'] + k['text'] + c['no tests']) / max(non_eq, 1):.1f} |"
+        f"| {module} | {n} | {unchecked} | {c['killed']} | {c['timeout']} | {c['no tests']} | "
+        f"{c['survived']} | {equivalent} | {k['text']} | {k['real']} | "
+        f"{100 * left / max(checked_non_eq, 1):.1f} |"
     )
 
 
