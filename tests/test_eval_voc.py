@@ -428,3 +428,56 @@ def test_voc_files_raw_coordinates_unlisted_classes_and_errors(tmp_path):
         load_voc_folder(tmp_path)
     assert str(e.value).startswith(f"{tmp_path / 'c.xml'}:2: expected well-formed VOC XML, got ")
     assert "mismatched tag: line 2, column" in str(e.value)
+
+
+def test_voc_detection_files_every_error_word_for_word(tmp_path):
+    from eval.voc_io import load_voc_detections
+    from vision.errors import DataError
+
+    gts = {"a": {}, "7": {}}
+    good = {"image_id": "a", "category": "cat", "bbox": [1, 2, 3, 4], "score": 0.5}
+
+    def error(content, ignore=False) -> str:
+        path = tmp_path / "d.json"
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(DataError) as e:
+            load_voc_detections(path, gts, ["cat", "dog"], ignore)
+        return str(e.value).replace(str(path), "F")
+
+    with pytest.raises(DataError) as e:
+        load_voc_detections(tmp_path / "none.json", gts, ["cat"])
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'none.json'}: expected a JSON file of detections, got no such file"
+    )
+    assert error(" \n") == "F: expected a JSON list of detections, got an empty file"
+    assert (
+        error("[{]")
+        == "F:1:3: expected valid JSON, got Expecting property name enclosed in double quotes"
+    )
+    assert error({"a": 1}) == "F: expected a JSON list of detections, got dict"
+    assert error([good, 3]) == "F[1]: expected a detection object, got int"
+    assert error([{"image_id": "a", "category": "cat", "bbox": [1, 2, 3, 4]}]) == (
+        "F[0]: expected field 'score', got fields ['bbox', 'category', 'image_id']"
+    )
+    assert error([{**good, "image_id": "b"}]) == (
+        "F[0] image_id: expected the stem of an XML file in the annotations, got 'b'"
+    )
+    assert error([{**good, "category": "cow"}]) == (
+        "F[0] category: expected a class of the ground truth ['cat', 'dog'], got 'cow' (list "
+        "the classes to score with --classes, or leave such detections out with "
+        "--ignore-unknown)"
+    )
+    assert error([{**good, "bbox": [1, 2, 3]}]) == "F[0] bbox: expected [x, y, w, h], got [1, 2, 3]"
+    assert error([{**good, "bbox": [1, 2, -3, 4]}]) == (
+        "F[0] bbox: expected [x, y, w, h] with w >= 0 and h >= 0, got [1, 2, -3, 4]"
+    )
+    path = tmp_path / "ok.json"
+    cow = {**good, "category": "cow"}
+    path.write_text(json.dumps([good, cow, {**good, "image_id": 7, "category": "dog"}, cow]))
+    dets, unknown = load_voc_detections(path, gts, ["cat", "dog"], ignore_unknown=True)
+    assert unknown == 2
+    assert dets == [
+        {"image_id": "a", "label": 0, "box": [1.0, 2.0, 4.0, 6.0], "score": 0.5},
+        {"image_id": "7", "label": 1, "box": [1.0, 2.0, 4.0, 6.0], "score": 0.5},
+    ]
