@@ -56,8 +56,7 @@ def load_voc_folder(
     }
     other = {r: n for r, n in skips.counts.items() if r != "unknown class"}
     if other:  # only objects of unlisted classes may be left out; anything else is an error
-        # the first message of such an object (unknown-class messages name the <name> tag)
-        first = next((m for m in skips.messages if " <name>: " not in m), skips.messages[0])
+        first = skips.first[sorted(other)[0]]  # an object of that kind, not an unlisted class
         raise DataError(str(folder), "valid VOC objects", f"{skips.summary()}: {first}")
     return gts, names, skips.counts.get("unknown class", 0)
 

@@ -23,10 +23,12 @@ class SkipLog:
 
     counts: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
+    first: dict[str, str] = field(default_factory=dict)  # the first message of each reason
     keep: int = 50
 
     def add(self, reason: str, message: str) -> None:
         self.counts[reason] += 1
+        self.first.setdefault(reason, message)
         if len(self.messages) < self.keep:
             self.messages.append(message)
 
