@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from eval.base import Evaluator, Evaluators, flatten
-from eval.coco import coco_evaluate
 from eval.devkit import VOCEvaluator
 from eval.metrics import KEYS, PRIMARY, build_evaluator, check_label_layout, primary_value
 from vision.data.sample import Sample
@@ -188,158 +187,6 @@ def test_composite_takes_the_first_primary_and_resets_every_part():
     assert only.evaluate()["voc12"]["mAP"] == 0.0
 
 
-def _gt_small_and_large() -> dict:
-    """A small and a large cat, a dog that is only a crowd region, no medium object; bird has
-    no annotation. Areas on the range ends count in both ranges, as in pycocotools."""
-    anns = [
-        (1, [0, 0, 32, 32], 1, 0),  # area 1024: small and medium's lower end
-        (1, [0, 40, 100, 100], 1, 0),
-        (2, [0, 0, 50, 50], 2, 1),
-    ]
-    return {
-        "images": [{"id": i, "width": 200, "height": 200} for i in (1, 2, 3)],
-        "annotations": [
-            {
-                "id": n,
-                "image_id": i,
-                "bbox": b,
-                "area": b[2] * b[3],
-                "category_id": c,
-                "iscrowd": crowd,
-            }  # fmt: skip
-            for n, (i, b, c, crowd) in enumerate(anns, 1)
-        ],
-        "categories": [
-            {"id": 1, "name": "cat"},
-            {"id": 2, "name": "dog"},
-            {"id": 3, "name": "bird"},
-        ],
-    }
-
-
-@pytest.mark.parametrize("max_dets", [None, [1, 5, 20]])
-@pytest.mark.parametrize("medium", [False, True])
-def test_no_detections_equal_pycocotools_with_one_harmless_detection(max_dets, medium):
-    """Zero detections cannot go through the COCO API; their stats must equal what it reports
-    for one detection that can match nothing (a bird where no bird is: 'bird' has no ground
-    truth, so its class is skipped), with -1 as NaN."""
-    gt = _gt_small_and_large()
-    if not medium:  # 1024 is on the small/medium boundary: move it inside "small"
-        gt["annotations"][0]["bbox"], gt["annotations"][0]["area"] = [0, 0, 30, 30], 900
-    empty = coco_evaluate(gt, [], "bbox", max_dets=max_dets)
-    one = [{"image_id": 3, "category_id": 3, "bbox": [0, 0, 10, 10], "score": 0.5}]
-    ref = coco_evaluate(gt, one, "bbox", engine="pycocotools", max_dets=max_dets)
-    stats = [k for k in ref if k not in ("per_class", "protocol")]
-    assert stats == [k for k in empty if k not in ("per_class", "protocol")]
-    for k in stats:
-        assert (math.isnan(empty[k]) and math.isnan(ref[k])) or empty[k] == ref[k], k
-    assert math.isnan(empty["APm"]) != medium
-    assert empty["AP"] == 0.0 and empty["APs"] == 0.0 and empty["APl"] == 0.0
-    assert empty["per_class"]["cat"] == 0.0
-    assert math.isnan(empty["per_class"]["dog"]) and math.isnan(empty["per_class"]["bird"])
-    assert math.isnan(ref["per_class"]["dog"]) and ref["per_class"]["cat"] == 0.0
-
-
-def test_seg_metrics_worked_example_and_the_empty_matrix():
-    from eval.seg import seg_metrics
-
-    # gt rows, pred columns: class 0 4 right + 1 as class 1; class 1 2 right; class 2 absent
-    hist = np.array([[4, 1, 0], [0, 2, 0], [0, 0, 0]])
-    r = seg_metrics(hist, ["a", "b", "c"])
-    assert r["pixel_acc"] == 6 / 7
-    assert r["per_class_acc"]["a"] == 4 / 5 and r["per_class_acc"]["b"] == 1.0
-    assert r["per_class_iou"]["a"] == 4 / 5 and r["per_class_iou"]["b"] == 2 / 3
-    assert math.isnan(r["per_class_iou"]["c"]) and math.isnan(r["per_class_acc"]["c"])
-    assert r["mIoU"] == (4 / 5 + 2 / 3) / 2 and r["mean_acc"] == (4 / 5 + 1) / 2
-    assert r["fwIoU"] == pytest.approx(5 / 7 * 4 / 5 + 2 / 7 * 2 / 3, abs=1e-15)
-    assert r["protocol"].startswith("confusion matrix over non-ignored pixels; mIoU = nan-mean")
-    assert list(seg_metrics(hist)["per_class_iou"]) == ["0", "1", "2"]
-    empty = seg_metrics(np.zeros((2, 2), np.int64), ["a", "b"])
-    for k in ("pixel_acc", "mean_acc", "mIoU", "fwIoU"):
-        assert math.isnan(empty[k]), k
-
-
-def test_seg_evaluator_ignores_void_and_out_of_range_truth_and_refuses_bad_predictions():
-    from eval.seg import SegEvaluator
-
-    ev = SegEvaluator(3, ["a", "b", "c"])
-    gt = np.array([[0, 1, 255], [2, 7, -1]])
-    pred = np.array([[0, 2, 9], [2, 0, 0]])  # under void / out-of-range truth: not counted
-    ev.process([{"mask": torch.tensor(gt), "image_id": 5}], [{"mask": pred}])
-    r = ev.evaluate()["seg"]
-    assert r["confusion"] == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
-    ev.reset()
-    assert ev.evaluate()["seg"]["confusion"] == [[0] * 3] * 3
-    with pytest.raises(ValueError, match=r"^5: expected predicted classes 0..2, got \[-1, 3\]$"):
-        ev.process([{"mask": gt, "image_id": 5}], [{"mask": np.array([[3, -1, 0], [0, 0, 0]])}])
-    with pytest.raises(ValueError, match=r"^mask: expected prediction and ground truth of the "):
-        ev.process([{"mask": gt}], [{"mask": pred[:1]}])
-
-
-def test_box_and_mask_iou_inputs_and_edges():
-    from eval.iou import box_iou, mask_iou
-
-    one = box_iou([0, 0, 10, 10], torch.tensor([[0.0, 0, 10, 5], [0, 0, 10, 10], [20, 20, 21, 21]]))
-    assert one.shape == (1, 3) and one.dtype == torch.float64
-    np.testing.assert_allclose(one.numpy(), [[0.5, 1.0, 0.0]])
-    t = box_iou(torch.tensor([[0, 0, 4, 4], [0, 0, 2, 2]]), [[0, 0, 2, 4]])  # integer tensors
-    np.testing.assert_allclose(t.numpy(), [[0.5], [0.5]])
-    a = np.zeros((2, 2, 3), np.uint8)
-    a[0, 0] = 2  # three pixels (any non-zero value is "in"); the second mask is empty
-    b = np.ones((1, 2, 3), np.uint8)
-    np.testing.assert_allclose(mask_iou(a, b), [[0.5], [0.0]])
-    np.testing.assert_allclose(mask_iou(np.zeros((1, 2, 2)), np.zeros((1, 2, 2))), [[0.0]])
-    with pytest.raises(
-        ValueError, match=r"^mask_iou: expected masks of the same size, got 6 and 4"
-    ):
-        mask_iou(a, np.ones((1, 2, 2)))
-
-
-def test_coco_ground_truth_of_a_reader_field_by_field():
-    from eval.coco import coco_gt_from_dataset
-
-    r = _reader()
-    r.samples[1].crowd = np.array([True])
-    gt = coco_gt_from_dataset(r, NAMES)
-    assert gt == {
-        "images": [
-            {"id": 1, "width": 100, "height": 100, "file_name": "1.jpg"},
-            {"id": 2, "width": 100, "height": 100, "file_name": "2.jpg"},
-        ],
-        "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 40.0, 40.0],
-             "area": 1600.0, "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50.0, 50.0, 40.0, 40.0],
-             "area": 1600.0, "iscrowd": 0},
-            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [10.0, 10.0, 20.0, 20.0],
-             "area": 400.0, "iscrowd": 1},
-        ],
-        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-    }  # fmt: skip
-    r.samples[0].image_id, r.samples[1].image_id = "a", "b"  # names: numbered from 1
-    r.samples[0].boxes = np.array([[10, 20, 40, 30]], np.float32)
-    r.samples[0].labels = np.array([1])
-    gt = coco_gt_from_dataset(r, NAMES)
-    assert [i["id"] for i in gt["images"]] == [1, 2]
-    assert gt["annotations"][0]["bbox"] == [10.0, 20.0, 30.0, 10.0]
-    assert gt["annotations"][0]["area"] == 300.0 and gt["annotations"][0]["category_id"] == 2
-
-
-def test_coco_evaluator_maps_reader_ids_and_reads_lists():
-    from eval.coco import COCOEvaluator
-
-    r = _reader()
-    r.samples[0].image_id, r.samples[1].image_id = "x", "y"
-    ev = COCOEvaluator.from_dataset(r, NAMES)
-    assert ev.primary == "coco/AP"
-    ev.process([{"image_id": "x"}, {"image_id": "y"}], OUTPUTS)  # lists, not tensors
-    got = ev.evaluate()["coco"]
-    assert got["AP"] == pytest.approx((67 + 34 * 0.75) / 101, abs=1e-12)
-    ev.reset()
-    ev.process([{"image_id": "x"}], [{"boxes": [], "scores": [], "labels": []}])
-    assert ev.evaluate()["coco"]["AP"] == 0.0  # nothing found: 0, not an error
-
-
 def test_devkit_matching_without_the_plus_one_and_protocol_labels():
     """0-based continuous boxes: IoU of [0, 0, 10, 10] and [5, 0, 15, 10] is 50/150 = 0.333
     (the devkit's "+1" pixels would make it 66/176 = 0.375)."""
@@ -355,30 +202,6 @@ def test_devkit_matching_without_the_plus_one_and_protocol_labels():
             f"VOC2007 11-point (python thresholds) AP, IoU >= {iou}, difficult ignored"
         )
         assert res["prf"]["protocol"].startswith(f"P/R/F1 at confidence >= 0.5, IoU >= {iou}")
-
-
-def test_bad_detections_are_named_exactly():
-    from vision.errors import DataError
-
-    gt = _gt_small_and_large()
-    good = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}
-    cases = [
-        ({"not": "a list"}, "bbox", "predictions: expected a JSON list of detections, got dict"),
-        ([good, 7], "bbox", "predictions[1]: expected a detection object, got int"),
-        ([{k: v for k, v in good.items() if k != "score"}], "bbox",
-         "predictions[0]: expected field 'score', got fields ['bbox', 'category_id', 'image_id']"),
-        ([good], "segm", "predictions[0]: expected field 'segmentation', got fields "
-                         "['bbox', 'category_id', 'image_id', 'score']"),
-        ([good, {**good, "image_id": 9}], "bbox",
-         "predictions[1] image_id: expected an image id of the ground truth, got 9"),
-        ([{**good, "category_id": "1"}], "bbox",
-         "predictions[0] category_id: expected a category id of the ground truth [1, 2, 3], "
-         "got '1'"),
-    ]  # fmt: skip
-    for dt, iou_type, message in cases:
-        with pytest.raises(DataError) as e:
-            coco_evaluate(gt, dt, iou_type)
-        assert str(e.value) == message
 
 
 def _prf_case():
@@ -436,29 +259,6 @@ def test_precision_recall_defaults_ties_and_undefined_cases():
     assert all(math.isnan(v) for v in best_f1(none).values())  # no positives: undefined
 
 
-def _box_masks(boxes, size=100) -> np.ndarray:
-    out = np.zeros((len(boxes), size, size), np.uint8)
-    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, int).reshape(-1, 4)):
-        out[k, y1:y2, x1:x2] = 1
-    return out
-
-
-def test_instance_masks_are_scored_as_coco_segm_when_asked():
-    """Masks that fill their boxes: the mask AP equals the box AP, key by key."""
-    r = _reader()
-    r.instance_masks = lambda i: _box_masks(r.samples[i].boxes)
-    ev = build_evaluator("detection", r, NAMES, keys=("coco", "coco_segm"))
-    outs = [dict(o, masks=_box_masks(o["boxes"])) for o in OUTPUTS]
-    ev.process(INPUTS, outs)
-    res = ev.evaluate()
-    assert set(res) == {"coco", "coco_segm"} and ev.primary == "coco/AP"
-    assert res["coco_segm"]["AP"] == res["coco"]["AP"] == pytest.approx(92.5 / 101, abs=1e-12)
-    assert res["coco_segm"]["protocol"].startswith("COCO segm AP")
-    boxes_only = build_evaluator("detection", r, NAMES, keys=("coco",))
-    boxes_only.process(INPUTS, outs)  # masks given but not asked for: ignored
-    assert set(boxes_only.evaluate()) == {"coco"}
-
-
 def test_readers_without_a_layout_attribute_have_a_background_class():
     plain = SimpleNamespace(samples=[])  # readers of VOC/COCO sets: index 0 = background
     ev = build_evaluator("segmentation", plain, NAMES)
@@ -474,17 +274,6 @@ def test_readers_without_a_layout_attribute_have_a_background_class():
     )
 
 
-def test_seg_evaluator_uses_its_own_void_index():
-    from eval.seg import SegEvaluator
-
-    ev = SegEvaluator(3, ignore_index=2)  # class 2 is void here: not counted
-    ev.process([{"mask": np.array([[0, 1, 2]])}], [{"mask": np.array([[0, 1, 0]])}])
-    assert ev.evaluate()["seg"]["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
-    ev.reset()
-    ev.process([{"mask": np.array([[2]])}], [{"mask": np.array([[1]])}])
-    assert ev.evaluate()["seg"]["confusion"] == [[0] * 3] * 3
-
-
 def test_composite_without_primaries_and_its_duplicate_message():
     assert Evaluators([Evaluator()]).primary == ""
     first = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc12",))
@@ -497,82 +286,7 @@ def test_composite_without_primaries_and_its_duplicate_message():
     )
 
 
-def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
-    gt = _gt_small_and_large()
-    for a in gt["annotations"][:2]:
-        del a["iscrowd"]  # not a crowd when the flag is absent
-    empty = coco_evaluate(gt, [], "bbox")
-    assert empty["AP"] == 0.0 and empty["per_class"]["cat"] == 0.0
-    assert empty["protocol"] == "COCO AP@[.50:.05:.95], 101-point (no detections)"
-
-
 def test_devkit_threshold_convention_reaches_the_result():
     ev = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc07",), thresholds="matlab")
     ev.process(INPUTS, OUTPUTS)
     assert ev.evaluate()["voc07"]["protocol"].startswith("VOC2007 11-point (matlab thresholds)")
-
-
-def _png(path: Path, mask: np.ndarray, rgb: bool = False) -> None:
-    from PIL import Image
-
-    from vision.data.colormap import voc_colormap
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(voc_colormap()[mask] if rgb else mask.astype(np.uint8)).save(path)
-
-
-def test_mask_folders_paired_by_stem_with_void_and_names(tmp_path):
-    """Ground truth in the VOC colour map (void drawn in its colour), predictions as index
-    PNGs named ``<stem>_pred``: scored with void left out, names and the image count kept."""
-    from eval.seg import evaluate_folders
-
-    gt = np.array([[0, 1, 255], [1, 1, 0]])
-    _png(tmp_path / "gt" / "a.png", gt, rgb=True)
-    _png(tmp_path / "gt" / "b_target.png", gt)
-    _png(tmp_path / "pred" / "a_pred.png", np.array([[0, 1, 1], [1, 0, 0]]))
-    _png(tmp_path / "pred" / "b.png", gt.clip(0, 1))
-    r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 2, names=["bg", "fg"])
-    assert r["images"] == 2 and list(r["per_class_iou"]) == ["bg", "fg"]
-    assert r["pixel_acc"] == 9 / 10  # 5 + 5 counted pixels, one wrong, void twice left out
-    assert r["per_class_iou"]["fg"] == 5 / 6 and r["per_class_iou"]["bg"] == 4 / 5
-
-
-def test_mask_folder_errors_name_the_folder_and_the_files(tmp_path):
-    from eval.seg import evaluate_folders
-    from vision.errors import DataError
-
-    def error(gt_dir, pred_dir) -> str:
-        with pytest.raises(DataError) as e:
-            evaluate_folders(gt_dir, pred_dir, 2)
-        return str(e.value)
-
-    assert error(tmp_path / "nowhere", tmp_path) == (
-        f"{tmp_path / 'nowhere'}: expected a folder of PNG masks, got no such folder"
-    )
-    (tmp_path / "empty").mkdir()
-    assert error(tmp_path / "empty", tmp_path) == (
-        f"{tmp_path / 'empty'}: expected ground-truth PNG masks, got no PNG files"
-    )
-    one = np.zeros((2, 2))
-    for i in range(7):
-        _png(tmp_path / "gt" / f"g{i}.png", one)
-        _png(tmp_path / "pred" / f"p{i}.png", one)
-    _png(tmp_path / "pred" / "g0.png", one)
-    missing = [f"g{i}" for i in range(1, 6)]
-    unmatched = [f"p{i}" for i in range(5)]
-    assert error(tmp_path / "gt", tmp_path / "pred") == (
-        f"{tmp_path / 'pred'}: expected one prediction per ground-truth mask (paired by stem), "
-        f"got missing {missing}..., unmatched {unmatched}..."
-    )
-    for i in range(1, 7):
-        (tmp_path / "pred" / f"p{i}.png").rename(tmp_path / "pred" / f"g{i}.png")
-    (tmp_path / "pred" / "p0.png").unlink()
-    _png(tmp_path / "pred" / "g6.png", np.zeros((2, 3)))
-    assert error(tmp_path / "gt", tmp_path / "pred") == (
-        f"{tmp_path / 'pred' / 'g6.png'}: expected a mask matching its ground truth: "
-        "prediction and ground truth of the same size, got (2, 3) and (2, 2)"
-    )
-    few = tmp_path / "few"
-    _png(few / "gt" / "x.png", one)
-    _png(few / "pred" / "y.png", one)
-    assert error(few / "gt", few / "pred").endswith("got missing ['x'], unmatched ['y']")

@@ -299,6 +299,6 @@ def test_promote_without_a_variants_table_stores_the_eager_model(tmp_path):
     assert md["mean"] == [0.1, 0.2, 0.3] and md["std"] == [0.4, 0.5, 0.6]
     assert md["model_kwargs"] == "{}" and md["variant"] == "eager"
     assert not {"variant_file", "variants", "variant_rule"} & set(md)
-    assert torch.load(Path(bm.path) / "model.pt", weights_only=True)["args"] == {}
+    assert saved_args(bm) == {}
     assert logs == [f"[promote] segmentation: fcn8s_slim (seg/mIoU 0.7500) → {bm.tag}"]
     assert json.loads(md["model_kwargs"]) == {}

@@ -1,0 +1,167 @@
+"""COCO scoring on hand-made ground truth: empty result sets against pycocotools, the ground truth
+of a reader, id mapping, instance masks, and every error about bad detections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from eval.coco import coco_evaluate
+from eval.metrics import build_evaluator
+
+from .test_eval_metrics import INPUTS, NAMES, OUTPUTS, _reader
+
+
+def _gt_small_and_large() -> dict:
+    """A small and a large cat, a dog that is only a crowd region, no medium object; bird has
+    no annotation. Areas on the range ends count in both ranges, as in pycocotools."""
+    anns = [
+        (1, [0, 0, 32, 32], 1, 0),  # area 1024: small and medium's lower end
+        (1, [0, 40, 100, 100], 1, 0),
+        (2, [0, 0, 50, 50], 2, 1),
+    ]
+    return {
+        "images": [{"id": i, "width": 200, "height": 200} for i in (1, 2, 3)],
+        "annotations": [
+            {
+                "id": n,
+                "image_id": i,
+                "bbox": b,
+                "area": b[2] * b[3],
+                "category_id": c,
+                "iscrowd": crowd,
+            }  # fmt: skip
+            for n, (i, b, c, crowd) in enumerate(anns, 1)
+        ],
+        "categories": [
+            {"id": 1, "name": "cat"},
+            {"id": 2, "name": "dog"},
+            {"id": 3, "name": "bird"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("max_dets", [None, [1, 5, 20]])
+@pytest.mark.parametrize("medium", [False, True])
+def test_no_detections_equal_pycocotools_with_one_harmless_detection(max_dets, medium):
+    """Zero detections cannot go through the COCO API; their stats must equal what it reports
+    for one detection that can match nothing (a bird where no bird is: 'bird' has no ground
+    truth, so its class is skipped), with -1 as NaN."""
+    gt = _gt_small_and_large()
+    if not medium:  # 1024 is on the small/medium boundary: move it inside "small"
+        gt["annotations"][0]["bbox"], gt["annotations"][0]["area"] = [0, 0, 30, 30], 900
+    empty = coco_evaluate(gt, [], "bbox", max_dets=max_dets)
+    one = [{"image_id": 3, "category_id": 3, "bbox": [0, 0, 10, 10], "score": 0.5}]
+    ref = coco_evaluate(gt, one, "bbox", engine="pycocotools", max_dets=max_dets)
+    stats = [k for k in ref if k not in ("per_class", "protocol")]
+    assert stats == [k for k in empty if k not in ("per_class", "protocol")]
+    for k in stats:
+        assert (math.isnan(empty[k]) and math.isnan(ref[k])) or empty[k] == ref[k], k
+    assert math.isnan(empty["APm"]) != medium
+    assert empty["AP"] == 0.0 and empty["APs"] == 0.0 and empty["APl"] == 0.0
+    assert empty["per_class"]["cat"] == 0.0
+    assert math.isnan(empty["per_class"]["dog"]) and math.isnan(empty["per_class"]["bird"])
+    assert math.isnan(ref["per_class"]["dog"]) and ref["per_class"]["cat"] == 0.0
+
+
+def test_coco_ground_truth_of_a_reader_field_by_field():
+    from eval.coco import coco_gt_from_dataset
+
+    r = _reader()
+    r.samples[1].crowd = np.array([True])
+    gt = coco_gt_from_dataset(r, NAMES)
+    assert gt == {
+        "images": [
+            {"id": 1, "width": 100, "height": 100, "file_name": "1.jpg"},
+            {"id": 2, "width": 100, "height": 100, "file_name": "2.jpg"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 40.0, 40.0],
+             "area": 1600.0, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50.0, 50.0, 40.0, 40.0],
+             "area": 1600.0, "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [10.0, 10.0, 20.0, 20.0],
+             "area": 400.0, "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }  # fmt: skip
+    r.samples[0].image_id, r.samples[1].image_id = "a", "b"  # names: numbered from 1
+    r.samples[0].boxes = np.array([[10, 20, 40, 30]], np.float32)
+    r.samples[0].labels = np.array([1])
+    gt = coco_gt_from_dataset(r, NAMES)
+    assert [i["id"] for i in gt["images"]] == [1, 2]
+    assert gt["annotations"][0]["bbox"] == [10.0, 20.0, 30.0, 10.0]
+    assert gt["annotations"][0]["area"] == 300.0 and gt["annotations"][0]["category_id"] == 2
+
+
+def test_coco_evaluator_maps_reader_ids_and_reads_lists():
+    from eval.coco import COCOEvaluator
+
+    r = _reader()
+    r.samples[0].image_id, r.samples[1].image_id = "x", "y"
+    ev = COCOEvaluator.from_dataset(r, NAMES)
+    assert ev.primary == "coco/AP"
+    ev.process([{"image_id": "x"}, {"image_id": "y"}], OUTPUTS)  # lists, not tensors
+    got = ev.evaluate()["coco"]
+    assert got["AP"] == pytest.approx((67 + 34 * 0.75) / 101, abs=1e-12)
+    ev.reset()
+    ev.process([{"image_id": "x"}], [{"boxes": [], "scores": [], "labels": []}])
+    assert ev.evaluate()["coco"]["AP"] == 0.0  # nothing found: 0, not an error
+
+
+def test_bad_detections_are_named_exactly():
+    from vision.errors import DataError
+
+    gt = _gt_small_and_large()
+    good = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}
+    cases = [
+        ({"not": "a list"}, "bbox", "predictions: expected a JSON list of detections, got dict"),
+        ([good, 7], "bbox", "predictions[1]: expected a detection object, got int"),
+        ([{k: v for k, v in good.items() if k != "score"}], "bbox",
+         "predictions[0]: expected field 'score', got fields ['bbox', 'category_id', 'image_id']"),
+        ([good], "segm", "predictions[0]: expected field 'segmentation', got fields "
+                         "['bbox', 'category_id', 'image_id', 'score']"),
+        ([good, {**good, "image_id": 9}], "bbox",
+         "predictions[1] image_id: expected an image id of the ground truth, got 9"),
+        ([{**good, "category_id": "1"}], "bbox",
+         "predictions[0] category_id: expected a category id of the ground truth [1, 2, 3], "
+         "got '1'"),
+    ]  # fmt: skip
+    for dt, iou_type, message in cases:
+        with pytest.raises(DataError) as e:
+            coco_evaluate(gt, dt, iou_type)
+        assert str(e.value) == message
+
+
+def _box_masks(boxes, size=100) -> np.ndarray:
+    out = np.zeros((len(boxes), size, size), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, int).reshape(-1, 4)):
+        out[k, y1:y2, x1:x2] = 1
+    return out
+
+
+def test_instance_masks_are_scored_as_coco_segm_when_asked():
+    """Masks that fill their boxes: the mask AP equals the box AP, key by key."""
+    r = _reader()
+    r.instance_masks = lambda i: _box_masks(r.samples[i].boxes)
+    ev = build_evaluator("detection", r, NAMES, keys=("coco", "coco_segm"))
+    outs = [dict(o, masks=_box_masks(o["boxes"])) for o in OUTPUTS]
+    ev.process(INPUTS, outs)
+    res = ev.evaluate()
+    assert set(res) == {"coco", "coco_segm"} and ev.primary == "coco/AP"
+    assert res["coco_segm"]["AP"] == res["coco"]["AP"] == pytest.approx(92.5 / 101, abs=1e-12)
+    assert res["coco_segm"]["protocol"].startswith("COCO segm AP")
+    boxes_only = build_evaluator("detection", r, NAMES, keys=("coco",))
+    boxes_only.process(INPUTS, outs)  # masks given but not asked for: ignored
+    assert set(boxes_only.evaluate()) == {"coco"}
+
+
+def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
+    gt = _gt_small_and_large()
+    for a in gt["annotations"][:2]:
+        del a["iscrowd"]  # not a crowd when the flag is absent
+    empty = coco_evaluate(gt, [], "bbox")
+    assert empty["AP"] == 0.0 and empty["per_class"]["cat"] == 0.0
+    assert empty["protocol"] == "COCO AP@[.50:.05:.95], 101-point (no detections)"
