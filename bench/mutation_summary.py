@@ -52,16 +52,13 @@ EQUIVALENT = [
 ]
 
 
-def _strings(line: str) -> list[str]:
-    return re.findall(r"\"[^\"]*\"|'[^']*'", line)
+STRING = re.compile(r"\"[^\"]*\"|'[^']*'")  # a quoted literal on one line
 
 
 def _text_only(a: str, b: str) -> bool:
     """Only a string literal with words in it (a space, or markup) changed."""
-    sa, sb = _strings(a), _strings(b)
-    if len(sa) != len(sb) or re.sub(r"\"[^\"]*\"|'[^']*'", "S", a) != re.sub(
-        r"\"[^\"]*\"|'[^']*'", "S", b
-    ):
+    sa, sb = STRING.findall(a), STRING.findall(b)
+    if len(sa) != len(sb) or STRING.sub("S", a) != STRING.sub("S", b):
         return False
     changed = [(x, y) for x, y in zip(sa, sb, strict=True) if x != y]
     return bool(changed) and all((" " in x or "<" in x) for x, _ in changed)
