@@ -53,6 +53,10 @@ class Drain:
         return True
 
     def _on_term(self, sig: int, frame) -> None:
+        if self._handed_over.is_set():  # sent by _hand_over from the drain thread
+            if self._default_action():
+                self._end(sig)
+            return
         if self.draining:  # asked twice: stop waiting
             self._hand_over(sig)
             return
@@ -80,9 +84,21 @@ class Drain:
         if self._handed_over.is_set():
             return
         self._handed_over.set()
-        previous = self._previous
-        if callable(previous):
-            previous(sig, None)
-        elif previous != signal.SIG_IGN:  # the default action: end the process
-            signal.signal(sig, signal.SIG_DFL)
+        if callable(self._previous):
+            self._previous(sig, None)
+        elif not self._default_action():  # SIGTERM was ignored before the drain: so it stays
+            return
+        elif threading.current_thread() is threading.main_thread():
+            self._end(sig)
+        else:  # only the main thread may reset a handler: the signal takes it back there
             os.kill(os.getpid(), sig)
+
+    def _default_action(self) -> bool:
+        """Whether the handler before the drain was the default action (end the process)."""
+        return not callable(self._previous) and self._previous != signal.SIG_IGN
+
+    @staticmethod
+    def _end(sig: int) -> None:
+        """On the main thread: end the process by ``sig`` as if no handler had been set."""
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 import torch
 
-from service.batching import Batcher
+from service.batching import Batcher, inference_thread
 from service.uploads import ClientError
 
 
@@ -104,6 +105,112 @@ def test_batcher_reports_a_stuck_forward_pass_only_while_it_runs():
     assert during == (True, False) and after is False
 
 
+def test_batcher_defaults_and_its_one_inference_thread():
+    """Defaults as documented; every forward pass runs on the one "vision-infer" thread
+    (torch's OpenMP team belongs to one thread); the pool really has a single worker."""
+    threads: list[str] = []
+
+    def infer(xs):
+        threads.append(threading.current_thread().name)
+        return list(xs)
+
+    b = Batcher(infer)
+    assert (b.max_batch, b.max_wait, b.max_queue, b.deadline_s) == (8, 0.0, 64, None)
+    assert b.queue is None and Batcher(infer, max_wait_ms=250).max_wait == 0.25
+
+    async def main():
+        for x in "abc":
+            await b.submit(x)
+
+    asyncio.run(main())
+    assert len(threads) == 3 and set(threads) == {"vision-infer_0"}, threads
+    pool = inference_thread()
+    jobs = [pool.submit(lambda: (time.sleep(0.05), threading.get_ident())[1]) for _ in range(3)]
+    assert len({j.result() for j in jobs}) == 1  # one worker: the busy thread takes them all
+    pool.shutdown()
+
+
+def test_batcher_queue_full_message_and_batch_bounds():
+    """The 503 of a full queue word for word; ``max_batch`` holds while ``max_wait_ms``
+    gathers; a wait shorter than the loop's own step still answers; ``on_batch`` gets the
+    forward time in ms."""
+    calls: list[tuple[int, float]] = []
+
+    def slow(xs):
+        time.sleep(0.1)
+        return list(xs)
+
+    async def main():
+        full = Batcher(slow, max_batch=1, max_queue=2)
+        out = await asyncio.gather(*[full.submit(i) for i in range(5)], return_exceptions=True)
+        refused = [o for o in out if isinstance(o, ClientError)]
+        assert len(refused) == 3 and refused[0].detail == {
+            "error": "server busy: 2 images are already queued for inference; retry shortly",
+            "queued": 2,
+        }
+        b = Batcher(
+            slow, max_batch=2, max_wait_ms=400, on_batch=lambda n, ms: calls.append((n, ms))
+        )
+
+        async def later(x, delay):
+            await asyncio.sleep(delay)
+            return await b.submit(x)
+
+        got = await asyncio.gather(*[later(x, 0.03 * i) for i, x in enumerate("pqr")])
+        assert [g[1] for g in got] == [2, 2, 1]
+        tiny = Batcher(lambda xs: list(xs), max_wait_ms=1e-6)
+        assert (await asyncio.wait_for(tiny.submit("t"), 2))[0] == "t"
+
+    asyncio.run(main())
+    assert [n for n, _ in calls] == [2, 1] and all(95 < ms < 2000 for _, ms in calls), calls
+
+
+def test_batcher_counts_every_request_that_left_and_keeps_serving_the_rest():
+    """Requests cancelled in the queue or gone before inference are counted one by one; a
+    batch with nobody left does not stop the worker; a request cancelled during the forward
+    pass does not keep the rest of its batch from their answers; a generous deadline keeps
+    everything, a tight one says how long the request waited."""
+
+    def slow(xs):
+        time.sleep(0.2)
+        return list(xs)
+
+    async def gone():
+        return True
+
+    async def main():
+        b = Batcher(slow, max_batch=1, max_queue=16)
+        first = asyncio.ensure_future(b.submit("a"))
+        await asyncio.sleep(0.05)  # "a" is in its forward pass; the rest wait in the queue
+        queued = [asyncio.ensure_future(b.submit(x)) for x in "bc"]
+        left = [asyncio.ensure_future(b.submit(x, gone=gone)) for x in "de"]
+        last = asyncio.ensure_future(b.submit("f"))
+        await asyncio.sleep(0.01)
+        for q in queued:
+            q.cancel()
+        assert (await asyncio.wait_for(first, 2))[0] == "a"
+        assert (await asyncio.wait_for(last, 2))[0] == "f"  # served after five drops
+        assert b.dropped == {"client_gone": 4, "deadline": 0}
+        assert all(t.cancelled() for t in queued + left)
+
+        many = Batcher(slow, max_batch=8)
+        batch = [asyncio.ensure_future(many.submit(x)) for x in "xyz"]
+        await asyncio.sleep(0.05)
+        batch[0].cancel()  # during the forward pass of all three
+        rest = await asyncio.wait_for(asyncio.gather(*batch[1:]), 2)
+        assert [r[0] for r in rest] == ["y", "z"]
+
+        roomy = Batcher(slow, max_batch=1, deadline_s=30.0)
+        got = await asyncio.gather(*[roomy.submit(x) for x in "gh"])
+        assert [g[0] for g in got] == ["g", "h"] and roomy.dropped["deadline"] == 0
+        tight = Batcher(slow, max_batch=1, deadline_s=0.1)
+        res = await asyncio.gather(*[tight.submit(x) for x in "ij"], return_exceptions=True)
+        waited = float(res[1].detail["error"].split("waited ")[1].split(" s")[0])
+        assert 0.1 <= waited <= 1.0, res[1].detail
+
+    asyncio.run(main())
+
+
 def test_drain_waits_for_requests_in_flight_then_hands_the_signal_over():
     import signal
     import threading
@@ -177,3 +284,51 @@ def test_drain_defaults_and_what_it_logs(caplog, monkeypatch):
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "SIGTERM: draining (0 in flight; new requests get 503 for at least 0.0 s)"
     assert lines[1].startswith("drained after 0.0 s (0 in flight)")
+
+
+def test_drain_state_env_defaults_and_its_thread(monkeypatch):
+    import signal
+
+    from service.drain import Drain
+
+    d = Drain()
+    assert d.draining is False and d.since is None
+    monkeypatch.delenv("VISION_DRAIN_S", raising=False)
+    monkeypatch.delenv("VISION_GRACE_S", raising=False)
+    env = Drain.from_env()
+    assert (env.min_s, env.max_s) == (2.0, 30.0)
+    slow = Drain(min_s=0.3, max_s=5.0, poll_s=0.01)
+    handed = []
+    slow._previous = lambda sig, frame: handed.append(sig)
+    before = set(threading.enumerate())
+    slow._on_term(signal.SIGTERM, None)
+    drains = [t for t in set(threading.enumerate()) - before if t.name == "vision-drain"]
+    assert len(drains) == 1 and drains[0].daemon  # never holds the process open
+    drains[0].join(5)
+    assert handed == [signal.SIGTERM]
+
+
+@pytest.mark.parametrize("previous", ["default", "ignore"])
+def test_drain_without_a_server_handler_ends_the_process_unless_sigterm_is_ignored(previous):
+    """In a real process: with the default SIGTERM action before it, the drain ends the process
+    by that signal once drained; with SIGTERM ignored, the process lives on."""
+    import signal
+    import subprocess
+    import sys
+
+    code = f"""
+import os, signal, sys, time
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parents[1])!r})
+from service.drain import Drain
+signal.signal(signal.SIGTERM, signal.{"SIG_DFL" if previous == "default" else "SIG_IGN"})
+d = Drain(min_s=0.1, max_s=5.0, poll_s=0.01)
+assert d.install()
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(1.5)
+print("alive", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    if previous == "default":
+        assert done.returncode == -signal.SIGTERM and "alive" not in done.stdout, done
+    else:
+        assert done.returncode == 0 and done.stdout == "alive\n", done
