@@ -290,3 +290,67 @@ def test_devkit_threshold_convention_reaches_the_result():
     ev = VOCEvaluator.from_dataset(_reader(), NAMES, keys=("voc07",), thresholds="matlab")
     ev.process(INPUTS, OUTPUTS)
     assert ev.evaluate()["voc07"]["protocol"].startswith("VOC2007 11-point (matlab thresholds)")
+
+
+class _Split(list):
+    """A reader of in-memory samples (images included), as ``eval.metrics.score`` reads one."""
+
+    def __init__(self, samples, background: bool = True):
+        super().__init__(samples)
+        self.samples, self.background = samples, background
+
+
+def _queued(outputs):
+    """A backend answering each image of a batch with the next of ``outputs``, in order."""
+    left = list(outputs)
+    return lambda x: [left.pop(0) for _ in range(x.shape[0])]
+
+
+def test_score_is_the_one_evaluation_pass_with_its_options():
+    """``score`` runs a predictor over a split in batches and scores it: the worked-out VOC
+    and P/R values above, the metric keys passed through, the first ``keep`` results kept."""
+    from eval.metrics import score
+    from vision.models.registry import build_model
+    from vision.predictor import Predictor
+
+    samples = _reader().samples
+    for s in samples:
+        s.image = np.zeros((100, 100, 3), np.uint8)
+    split = _Split(samples)
+    model = build_model("fcos_slim", 2, class_names=NAMES, input_size=50)
+    half = [  # the model sees the images letterboxed to 50 px: boxes at half scale
+        {k: (torch.tensor(v) * (0.5 if k == "boxes" else 1)) for k, v in o.items()} for o in OUTPUTS
+    ]
+    metrics, kept = score(Predictor(model, backend=_queued(half)), split, NAMES)
+    assert set(metrics) == {"coco", "voc07", "voc12", "prf"} and kept == []
+    assert metrics["voc12"]["per_class"]["cat"] == pytest.approx(5 / 6)
+    assert metrics["voc07"]["per_class"]["cat"] == pytest.approx((6 + 10 / 3) / 11)
+    assert (metrics["prf"]["precision"], metrics["prf"]["recall"]) == pytest.approx((2 / 3, 1))
+    pred = Predictor(model, backend=_queued(half))
+    metrics, kept = score(pred, split, NAMES, batch=1, keep=1, keys=("voc12",))
+    assert set(metrics) == {"voc12"} and len(kept) == 1
+    np.testing.assert_allclose(kept[0]["boxes"], OUTPUTS[0]["boxes"], atol=1e-4)
+
+
+def test_score_segmentation_checks_the_label_layout_first():
+    from eval.metrics import score
+    from vision.models.registry import build_model
+    from vision.predictor import Predictor
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, :4] = 1  # left half cat, right half background
+    samples = [
+        Sample(image_id=i, path=None, width=8, height=8, image=np.zeros((8, 8, 3), np.uint8),
+               mask=mask)
+        for i in range(3)
+    ]  # fmt: skip
+    model = build_model("fcn8s_slim", 2, class_names=NAMES, input_size=16)
+    cat = torch.zeros(3, 3, 16, 16)
+    cat[:, 1] = 1.0  # every pixel "cat"
+    metrics, kept = score(Predictor(model, backend=lambda x: cat[: x.shape[0]]), _Split(samples),
+                          NAMES, batch=2, keep=5)  # fmt: skip
+    iou = metrics["seg"]["per_class_iou"]
+    assert (iou["background"], iou["cat"]) == (0.0, 0.5) and math.isnan(iou["dog"])
+    assert metrics["seg"]["mIoU"] == 0.25 and len(kept) == 3
+    with pytest.raises(ValueError, match="expected class maps laid out as the dataset's"):
+        score(Predictor(model, backend=lambda x: cat), _Split(samples, background=False), NAMES)
