@@ -18,6 +18,14 @@ import torch.distributed as dist
 from eval.base import Evaluator
 
 
+class MaskMismatch(ValueError):
+    """A prediction that cannot be scored against its ground truth: ``expected``/``got``."""
+
+    def __init__(self, where: str, expected: str, got: str):
+        super().__init__(f"{where}: expected {expected}, got {got}")
+        self.expected, self.got = expected, got
+
+
 class ConfusionMatrix:
     """Accumulates ``hist[gt, pred]`` over batches; reduces across ranks in ``compute``."""
 
@@ -28,15 +36,16 @@ class ConfusionMatrix:
     def update(self, gt, pred, where: str = "mask") -> None:
         gt, pred = _np(gt), _np(pred)
         if gt.shape != pred.shape:
-            raise ValueError(
-                f"{where}: expected prediction and ground truth of the same size, "
-                f"got {pred.shape} and {gt.shape}"
+            raise MaskMismatch(
+                where,
+                "prediction and ground truth of the same size",
+                f"{pred.shape} and {gt.shape}",
             )
         valid = (gt != self.ignore_index) & (gt >= 0) & (gt < self.n)
         g, p = gt[valid].astype(np.int64), pred[valid].astype(np.int64)
         if p.size and (p.min() < 0 or p.max() >= self.n):
             bad = np.unique(p[(p < 0) | (p >= self.n)])[:5].tolist()
-            raise ValueError(f"{where}: expected predicted classes 0..{self.n - 1}, got {bad}")
+            raise MaskMismatch(where, f"predicted classes 0..{self.n - 1}", str(bad))
         self.hist += np.bincount(self.n * g + p, minlength=self.n**2).reshape(self.n, self.n)
 
     def reduce(self) -> np.ndarray:
@@ -129,10 +138,9 @@ def evaluate_folders(
         pred = read_mask(pred_files[stem], 256, ignore_index)
         try:
             cm.update(gt, pred, where=f"{pred_files[stem]} vs {gt_files[stem]}")
-        except ValueError as e:  # "WHERE: expected X, got Y" from the matrix
-            want, _, got = str(e).split("expected ", 1)[-1].partition(", got ")
+        except MaskMismatch as e:
             raise DataError(
-                str(pred_files[stem]), f"a mask matching its ground truth: {want}", got
+                str(pred_files[stem]), f"a mask matching its ground truth: {e.expected}", e.got
             ) from e
     out = seg_metrics(cm.hist, names)
     out["images"] = len(gt_files)

@@ -141,3 +141,51 @@ def test_mask_folder_errors_name_the_folder_and_the_files(tmp_path):
     _png(few / "gt" / "x.png", one)
     _png(few / "pred" / "y.png", one)
     assert error(few / "gt", few / "pred").endswith("got missing ['x'], unmatched ['y']")
+
+
+def test_confusion_matrix_defaults_bounds_and_integer_counts():
+    """Void 255 by default; ground truth equal to ``num_classes`` is out of range (left out);
+    a prediction equal to ``num_classes`` alone is refused, at most five bad values are
+    named; counts stay integers; tensors that require grad are read too."""
+    from eval.seg import ConfusionMatrix, MaskMismatch, SegEvaluator
+
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([[0, 255, 3, 1]]), np.array([[0, 1, 2, 1]]))
+    assert cm.hist.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]] and cm.hist.dtype == np.int64
+    with pytest.raises(MaskMismatch) as e:
+        cm.update(np.zeros((1, 2)), np.array([[0, 3]]))
+    assert str(e.value) == "mask: expected predicted classes 0..2, got [3]"
+    assert (e.value.expected, e.value.got) == ("predicted classes 0..2", "[3]")
+    with pytest.raises(ValueError, match=r"got \[3, 4, 5, 6, 7\]$"):
+        cm.update(np.zeros((1, 6)), np.array([[3, 4, 5, 6, 7, 8]]))
+    ev = SegEvaluator(2)
+    ev.process(
+        [{"mask": torch.tensor([[0, 1]])}],
+        [{"mask": torch.tensor([[0.0, 1.0]], requires_grad=True)}],
+    )
+    confusion = ev.evaluate()["seg"]["confusion"]
+    assert confusion == [[1, 0], [0, 1]] and all(type(v) is int for r in confusion for v in r)
+
+
+def test_mask_folders_own_void_index_and_rgb_ground_truth(tmp_path):
+    """A void index other than 255 reaches both the matrix and the RGB decoding (the VOC void
+    colour becomes that index); a folder path holding the word "expected " does not garble
+    the error."""
+    from eval.seg import evaluate_folders
+    from vision.errors import DataError
+
+    gt = np.array([[0, 1, 255], [1, 1, 0]])  # RGB in the VOC colours, void drawn in its colour
+    _png(tmp_path / "gt" / "a.png", gt, rgb=True)
+    _png(tmp_path / "pred" / "a.png", np.array([[0, 0, 1], [1, 0, 0]]))
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=2)
+    assert r["pixel_acc"] == 3 / 5  # void read as 2 and ignored; index 2 never predicted
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=1)
+    assert math.isnan(r["per_class_iou"]["1"]) and r["pixel_acc"] == 1.0  # class 1 ignored
+    odd = tmp_path / "expected results"
+    _png(odd / "a.png", np.zeros((2, 2)))
+    with pytest.raises(DataError) as e:
+        evaluate_folders(tmp_path / "gt", odd, 3)
+    assert str(e.value) == (
+        f"{odd / 'a.png'}: expected a mask matching its ground truth: "
+        "prediction and ground truth of the same size, got (2, 2) and (2, 3)"
+    )
