@@ -185,3 +185,63 @@ def test_distiller_refuses_outputs_it_cannot_compare_with_both_shapes():
         r"KD needs the same FPN levels and classes: student \(2, (\d+), 3\), teacher \(2, \1, 4\)",
         str(e.value),
     ), str(e.value)
+
+
+def test_kd_losses_reduce_over_the_right_dimensions():
+    """Channel KD averages (not sums) over channels and scales by T²; PKD standardizes each
+    channel over batch and positions (a per-channel affine change costs nothing), with its
+    epsilon added to the deviation; pixel KD with no valid pixel is exactly 0."""
+    from vision.engine.distill import channel_kd, pearson_mse, pixel_kd
+
+    s = torch.zeros(1, 2, 1, 2)
+    t = torch.tensor([[math.log(3), 0.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # KL_3_1 and 0
+    assert channel_kd(s, t, 1.0).item() == pytest.approx(KL_3_1 / 2, rel=1e-6)
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    kl2 = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
+    assert channel_kd(s, t, 2.0).item() == pytest.approx(4 * kl2 / 2, rel=1e-6)
+    torch.manual_seed(0)
+    te = torch.randn(2, 2, 4, 4)
+    st = te.clone()
+    st[:, 1] = 10 * te[:, 1] + 5
+    assert pearson_mse(st, te).item() < 1e-8
+    st[1] = st[1] * 3  # the second image's features scaled: not one affine map per channel
+    assert pearson_mse(st, te).item() > 0.01
+    tiny = 1e-5 * torch.arange(4.0, dtype=torch.float64).view(1, 1, 2, 2)  # std ~ 1.3e-5
+    want = 1.25e-10 / (math.sqrt(5 / 3) * 1e-5 + 1e-6) ** 2  # mean squared deviation / (s+eps)²
+    assert pearson_mse(tiny, torch.zeros_like(tiny)).item() == pytest.approx(want, rel=1e-9)
+    none = pixel_kd(torch.ones(1, 2, 1, 2), t, 1.0, torch.zeros(1, 1, 2, dtype=torch.bool))
+    assert none.item() == 0.0
+
+
+def test_detection_distiller_defaults_adapter_and_its_worked_loss():
+    """Defaults weight 1, T = 2; the loss is weight x (mean over FPN levels of PKD + binary KD
+    on the class logits), read from the student's own forward pass; a width-changing 1x1
+    adapter makes different widths comparable."""
+    from vision.engine.distill import Distiller, binary_kd, pearson_mse
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    student = build_model("fcos_slim", 3, input_size=64, fpn_width=32).eval()
+    teacher = build_model("fcos_slim", 3, input_size=64, fpn_width=32)
+    d = Distiller(student, teacher)
+    assert (d.weight, d.t, d.mode) == (1.0, 2.0, "pixel")
+
+    def parts(net):
+        f = list(net.backbone(net.transform(list(x))[0].tensors).values())
+        return f, net.head.classification_head(f)
+
+    weighted = Distiller(student, teacher, weight=1.5)
+    with torch.no_grad():
+        student(x)
+        got = weighted(x).item()
+        (sf, sc), (tf, tc) = parts(student.net), parts(teacher.net)
+    levels = sum(pearson_mse(a, b) for a, b in zip(sf, tf, strict=True)) / len(sf)
+    assert got == pytest.approx(1.5 * (levels + binary_kd(sc, tc, 2.0)).item(), rel=1e-5)
+    assert levels.item() > 0.1  # the feature term is really there
+    wide_student = build_model("fcos_slim", 3, input_size=64).eval()  # FPN width 64
+    wide = Distiller(wide_student, teacher)
+    assert wide.adapter.kernel_size == (1, 1)
+    with torch.no_grad():
+        wide_student(x)
+        loss = wide(x)
+    assert torch.isfinite(loss) and loss.item() > 0.1

