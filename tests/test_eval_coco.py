@@ -165,3 +165,28 @@ def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
     empty = coco_evaluate(gt, [], "bbox")
     assert empty["AP"] == 0.0 and empty["per_class"]["cat"] == 0.0
     assert empty["protocol"] == "COCO AP@[.50:.05:.95], 101-point (no detections)"
+
+
+def test_coco_evaluator_options_own_ids_and_duplicate_detections():
+    """A ground-truth dict with its own integer ids (no reader, no id map); the engine and
+    maxDets reach the protocol; a second detection of an already matched object is a false
+    positive whichever detection is listed first (ids of results start at 1: pycocotools
+    reads a matched id 0 as unmatched)."""
+    from eval.coco import COCOEvaluator, coco_gt_from_dataset
+
+    gt = _gt_small_and_large()
+    box = [[0.0, 40.0, 100.0, 140.0]]  # the large cat of image 1, x1y1x2y2
+    twice = [{"boxes": box * 2, "scores": [0.9, 0.8], "labels": [0, 0]}]
+    want = None
+    for engine in ("faster", "pycocotools"):
+        ev = COCOEvaluator(gt, engine=engine, max_dets=[1, 5, 20])
+        ev.process([{"image_id": 1}], twice)
+        got = ev.evaluate()["coco"]
+        assert got["protocol"].endswith(f"maxDets=[1, 5, 20], engine={engine}")
+        # one of two cats found at precision 1 (the duplicate comes after full recall of it)
+        assert got["per_class"]["cat"] == pytest.approx(51 / 101, abs=1e-12)
+        want = got["AP"] if want is None else want
+        assert got["AP"] == pytest.approx(want, abs=1e-12)
+    r = _reader()
+    r.samples[0].image_id, r.samples[1].image_id = 5, 9
+    assert [im["id"] for im in coco_gt_from_dataset(r, NAMES)["images"]] == [5, 9]

@@ -354,3 +354,10 @@ def test_score_segmentation_checks_the_label_layout_first():
     assert metrics["seg"]["mIoU"] == 0.25 and len(kept) == 3
     with pytest.raises(ValueError, match="expected class maps laid out as the dataset's"):
         score(Predictor(model, backend=lambda x: cat), _Split(samples, background=False), NAMES)
+
+
+def test_build_evaluator_passes_the_voc07_threshold_convention():
+    ev = build_evaluator("detection", _reader(), NAMES, keys=("voc07",), voc07_thresholds="matlab")
+    ev.reset()
+    ev.process(INPUTS, _tensors(OUTPUTS))
+    assert "(matlab thresholds)" in ev.evaluate()["voc07"]["protocol"]

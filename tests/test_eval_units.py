@@ -60,3 +60,35 @@ def test_coco_evaluator_on_perfect_outputs(shapes_cfg, iou_types):
     assert set(res) == {{"bbox": "coco", "segm": "coco_segm"}[t] for t in iou_types}
     for key in res:
         assert res[key]["AP"] == pytest.approx(1.0) and res[key]["AP50"] == pytest.approx(1.0)
+
+
+def test_mask_iou_reads_any_nonzero_as_foreground_and_empty_pairs_as_zero():
+    from eval.iou import mask_iou
+
+    a = np.zeros((1, 3, 3), np.uint8)
+    a[0, 0, 0] = 255  # a one-pixel mask stored as 0/255
+    b = np.zeros((3, 3, 3), np.uint8)
+    b[0, 0, 0] = 1
+    b[1, 0, :2] = 7
+    np.testing.assert_array_equal(mask_iou(a, b), [[1.0, 0.5, 0.0]])
+    empty = mask_iou(np.zeros((40, 2, 2), bool), np.zeros((40, 2, 2), bool))
+    assert empty.shape == (40, 40) and not empty.any()
+
+
+def test_best_f1_thresholds_sit_after_whole_ties_and_outcomes_cover_every_class():
+    """Scores 0.9 (FP), 0.5 (TP), 0.5 (FP), one positive: a threshold can only fall after
+    both 0.5s (F1 2/4 = 0.5), never between them (which would give 2/3)."""
+    from eval.prf import best_f1, detection_outcomes, prf_from_matches
+    from eval.voc import ClassMatches
+
+    m = ClassMatches(np.array([0.9, 0.5, 0.5]), np.array([False, True, False]), 1)
+    assert best_f1([m]) == {"conf": 0.5, "f1": 0.5, "precision": 1 / 3, "recall": 1.0}
+    assert math.isnan(best_f1([])["f1"])
+    gts = {"i": {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "labels": [0, 1]}}
+    dets = [{"image_id": "i", "label": k, "box": b, "score": s}
+            for k, b, s in ((0, [0, 0, 10, 10], 0.9), (1, [20, 20, 30, 30], 0.6))]  # fmt: skip
+    assert detection_outcomes(gts, dets, ["a", "b"]) == [(0.9, True), (0.6, True)]
+    perfect = ClassMatches(np.array([0.6]), np.array([True]), 1)
+    r = prf_from_matches([perfect], ["a"])  # defaults: confidence 0.5, IoU 0.5, 101 points
+    assert r["settings"] == {"conf": 0.5, "iou": 0.5} and r["TP"] == 1
+    assert len(r["pr_curves"]["a"]["recall"]) == 101

@@ -393,7 +393,9 @@ def test_voc_defaults_are_the_devkit_protocol():
     got = voc_evaluate(DEFAULTS_GT, DEFAULTS_DETS, ["x"])
     assert got["per_class"]["x"] == pytest.approx(5 / 6)
     assert got["protocol"] == "VOC2010+ all-point AP, IoU >= 0.5, difficult ignored"
-    assert voc_evaluate(DEFAULTS_GT, DEFAULTS_DETS, ["x"], plus_one=False)["mAP"] == pytest.approx(1 / 6)
+    assert voc_evaluate(DEFAULTS_GT, DEFAULTS_DETS, ["x"], plus_one=False)["mAP"] == pytest.approx(
+        1 / 6
+    )
     m = match_all(DEFAULTS_GT, DEFAULTS_DETS, 1)
     assert m[0].tp.tolist() == [True, False, True] and m[0].npos == 2
     direct = match_class(

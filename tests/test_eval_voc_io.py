@@ -119,3 +119,28 @@ def test_voc_detection_files_every_error_word_for_word(tmp_path):
         {"image_id": "a", "label": 0, "box": [1.0, 2.0, 4.0, 6.0], "score": 0.5},
         {"image_id": "7", "label": 1, "box": [1.0, 2.0, 4.0, 6.0], "score": 0.5},
     ]
+
+
+def test_voc_detection_defaults_zero_size_boxes_and_yaml_class_lists(tmp_path):
+    """Unknown classes are an error unless asked otherwise; a box of zero or sub-pixel width
+    or height is valid; a class list with a .yml or .yaml suffix is read as a dataset config."""
+    from eval.voc_io import load_voc_detections, read_classes
+    from vision.errors import DataError
+
+    path = tmp_path / "d.json"
+    dets = [{"image_id": "a", "category": "cat", "bbox": b, "score": 0.5}
+            for b in ([1, 2, 0, 4], [1, 2, 3, 0], [1, 2, 0.5, 0.5])]  # fmt: skip
+    path.write_text(json.dumps(dets))
+    got, unknown = load_voc_detections(path, {"a": {}}, ["cat"])
+    assert unknown == 0 and [d["box"] for d in got] == [
+        [1.0, 2.0, 1.0, 6.0], [1.0, 2.0, 4.0, 2.0], [1.0, 2.0, 1.5, 2.5]]  # fmt: skip
+    path.write_text(json.dumps([{**dets[0], "category": "cow"}]))
+    with pytest.raises(DataError, match="expected a class of the ground truth"):
+        load_voc_detections(path, {"a": {}}, ["cat"])
+    for suffix in (".yml", ".yaml"):
+        cfg = tmp_path / f"pets{suffix}"
+        cfg.write_text("name: pets\nformat: voc\nroot: .\nnames: [cat, dog]\n")
+        assert read_classes(str(cfg)) == ["cat", "dog"]
+    listed = tmp_path / "pets.txt"
+    listed.write_text("cat\n\ndog\n")
+    assert read_classes(str(listed)) == ["cat", "dog"] and read_classes(None) is None

@@ -79,6 +79,7 @@ def test_promotion_picks_the_best_per_task_ties_by_latency_never_undefined():
     assert best["detection"]["model"] == "det_fast"
     assert best["segmentation"]["model"] == "seg_low"
     assert choose_best([_pair("only_nan", math.nan, 1)])["detection"]["model"] == "only_nan"
+    assert all("_key" not in row for row in best.values())  # the sort key stays inside
 
 
 def _full(model, primary, p50, task="detection", dataset="shapes", **kw):
@@ -289,9 +290,17 @@ def test_promote_without_a_variants_table_stores_the_eager_model(tmp_path):
     first, second = (dict(seg, dataset=d) for d in ("first", "second"))  # a tie: the first wins
     BentoMLContainer.model_store.set(ModelStore(tmp_path / "store"))
     logs: list[str] = []
+    eager = {
+        "rule": "fastest within 0.01",
+        "rows": [
+            {"variant": "eager", "status": "ok", "metric": 0.75, "p50_ms": 5.0, "chosen": True}
+        ],
+    }
     try:
         tag = promote([first, second], "r2", log=logs.append)["segmentation"]
         bm = bentoml.models.get(tag)
+        tag = promote([first], "r3", {"segmentation": eager}, log=logs.append)["segmentation"]
+        chose_eager = bentoml.models.get(tag).info.metadata
     finally:
         BentoMLContainer.model_store.reset()
     md = bm.info.metadata
@@ -300,5 +309,6 @@ def test_promote_without_a_variants_table_stores_the_eager_model(tmp_path):
     assert md["model_kwargs"] == "{}" and md["variant"] == "eager"
     assert not {"variant_file", "variants", "variant_rule"} & set(md)
     assert saved_args(bm) == {}
-    assert logs == [f"[promote] segmentation: fcn8s_slim (seg/mIoU 0.7500) → {bm.tag}"]
+    assert logs[0] == f"[promote] segmentation: fcn8s_slim (seg/mIoU 0.7500) → {bm.tag}"
+    assert chose_eager["variant"] == "eager" and "variant_file" not in chose_eager  # no file
     assert json.loads(md["model_kwargs"]) == {}

@@ -90,3 +90,9 @@ def test_image_errors_keep_the_decoder_detail_and_status():
         assert err.detail == {"error": "'photo': expected an image, got nothing", "field": "photo",
                               "pixels": 5}  # fmt: skip
     assert image_error(ImageError("empty", "upload", "a", "b")).detail["field"] == "image"
+
+
+def test_client_error_message_is_its_error_text():
+    e = ClientError(422, "'max_detections': expected a number", field="max_detections")
+    assert str(e) == "'max_detections': expected a number" and e.status == 422
+    assert e.detail == {"error": "'max_detections': expected a number", "field": "max_detections"}
