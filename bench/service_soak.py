@@ -43,6 +43,7 @@ from service.launch import start_server  # noqa: E402
 
 BOUNDARY = "soak-boundary"
 MAX_BYTES = 1_000_000
+IDLE_WAIT_S = 6  # three looks of the service's idle trim (VISION_TRIM_IDLE_S, 2 s)
 
 
 def form(fields: dict[str, str], files: dict[str, bytes]) -> bytes:
@@ -345,6 +346,7 @@ def main() -> int:
     try:
         for _ in range(3):  # warm-up: every kind of request, good and bad, a few times
             asyncio.run(load(url, good + bad, 8))
+        time.sleep(IDLE_WAIT_S)  # the server gives freed memory back once idle
         warm = rss(proc.pid)
         for clients in a.clients:
             t0, samples = time.perf_counter(), []
@@ -368,6 +370,8 @@ def main() -> int:
                 rss_end_mb=rss(proc.pid) / 2**20,
                 rss_every_1000_mb=samples,
             )
+            time.sleep(IDLE_WAIT_S)
+            s["rss_idle_mb"] = rss(proc.pid) / 2**20  # after the idle trim (service/memory.py)
             out["soak"].append(s)
             print(
                 f"[soak] {clients} clients: {s['requests']} requests in {s['seconds']:.0f} s, "
@@ -375,7 +379,8 @@ def main() -> int:
                 f"{s['overload_refusals']} final / {load.refusals} retried, dropped "
                 f"{s['dropped_connections']}, malformed "
                 f"mis-answered {s['malformed_not_refused_as_expected']}, RSS "
-                f"{s['rss_after_warmup_mb']:.0f} -> {s['rss_end_mb']:.0f} MB",
+                f"{s['rss_after_warmup_mb']:.0f} -> {s['rss_end_mb']:.0f} MB, "
+                f"{s['rss_idle_mb']:.0f} MB after {IDLE_WAIT_S} s idle",
                 flush=True,
             )
         if not a.no_faults:

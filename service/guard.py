@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.drain import Drain
+from service.memory import IdleTrim
 
 ACCEPTED = (
     "multipart/form-data with the image as a file part named 'image' (curl -F image=@photo.jpg)"
@@ -43,6 +44,7 @@ class RequestGuard:
         max_field_bytes: int = 1024,
         retry_after_s: int = 1,
         drain: Drain | None = None,
+        idle: IdleTrim | None = None,
     ):
         self.app, self.max_bytes, self.routes = app, max_bytes, set(routes)
         self.max_pending, self.max_fields = max_pending, max_fields
@@ -52,10 +54,15 @@ class RequestGuard:
         self.drain = drain
         if drain is not None:
             drain.in_flight = lambda: self.pending
+        self.idle = idle
+        if idle is not None:
+            idle.in_flight = lambda: self.pending
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] not in self.routes:
             return await self.app(scope, receive, send)
+        if self.idle is not None:
+            self.idle.seen()
         if self.drain is not None and self.drain.draining:
             return await _reply(
                 scope,

@@ -30,6 +30,7 @@ from service.batching import Batcher, inference_thread
 from service.drain import Drain
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
+from service.memory import IdleTrim
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
 from vision.data.io import ImageError
 from vision.deploy import VARIANT_KINDS, variant_predictor
@@ -54,6 +55,9 @@ BATCH = prometheus_client.Histogram(
 # SIGTERM → 503s for new requests while those in flight finish (installed by the service
 # instance, which BentoML creates on the worker's main thread after uvicorn set its handlers)
 DRAIN = Drain.from_env()
+# once idle (VISION_TRIM_IDLE_S, default 2 s), freed memory goes back to the OS: the RSS
+# high-water mark of a load peak does not stay (service/memory.py)
+IDLE = IdleTrim.from_env()
 REQUESTS = prometheus_client.Counter(
     name="vision_requests",
     documentation="Requests by endpoint and HTTP status",
@@ -162,6 +166,7 @@ class VisionService:
             )
         self.ready = True
         DRAIN.install()
+        IDLE.start()
 
     @staticmethod
     def _set_threads() -> int:
@@ -347,4 +352,5 @@ VisionService.add_asgi_middleware(
     max_bytes=Limits.from_env().max_bytes + 65536,
     max_pending=int(os.environ.get("VISION_MAX_PENDING", "64")),
     drain=DRAIN,
+    idle=IDLE,
 )
