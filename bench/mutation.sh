@@ -5,8 +5,9 @@
 # reach the mutated function.
 #   bash bench/mutation.sh            (MUTATION_TIMEOUT=seconds bounds the run; default 2 h)
 # Output: bench/results/mutation/{results.txt,stats.json,survivors.diff,summary.md}; `mutmut
-# show NAME` prints a mutant's diff. An interrupted run continues where it stopped; after a
-# test is added, `mutmut run NAME...` re-checks those survivors.
+# show NAME` prints a mutant's diff. An interrupted run continues where it stopped; mutants of
+# changed functions are checked again by themselves; after tests were added,
+# `MUTATION_RECHECK=1 bash bench/mutation.sh` re-checks every survivor against them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q -e '.[dev,mutation]' 2>&1 | grep -E "^ERROR" || true
@@ -17,6 +18,9 @@ export VISION_HYPOTHESIS_EXAMPLES=60  # the VOC property test, once per mutant
 export OMP_NUM_THREADS=1
 OUT=bench/results/mutation
 mkdir -p mutants/datasets  # mutmut copies single files into existing folders only
+# tests and unmutated files as they are now (mutmut copies them once); MUTATION_RECHECK=1 also
+# re-checks the survivors of the last run against the current tests
+.venv/bin/python bench/mutation_sync.py ${MUTATION_RECHECK:+--recheck}
 mkdir -p "$OUT"
 timeout "${MUTATION_TIMEOUT:-7200}" .venv/bin/mutmut run --max-children 2 >"$OUT/run.log" 2>&1
 echo "mutmut run exit: $?"
