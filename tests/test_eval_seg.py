@@ -174,13 +174,13 @@ def test_mask_folders_own_void_index_and_rgb_ground_truth(tmp_path):
     from eval.seg import evaluate_folders
     from vision.errors import DataError
 
-    gt = np.array([[0, 1, 255], [1, 1, 0]])  # RGB in the VOC colours, void drawn in its colour
+    gt = np.array([[0, 1, 255], [1, 2, 0]])  # RGB in the VOC colours, void drawn in its colour
     _png(tmp_path / "gt" / "a.png", gt, rgb=True)
     _png(tmp_path / "pred" / "a.png", np.array([[0, 0, 1], [1, 0, 0]]))
     r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=2)
-    assert r["pixel_acc"] == 3 / 5  # void read as 2 and ignored; index 2 never predicted
+    assert r["pixel_acc"] == 3 / 4  # void read as 2: it and class 2 are left out
     r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=1)
-    assert math.isnan(r["per_class_iou"]["1"]) and r["pixel_acc"] == 1.0  # class 1 ignored
+    assert math.isnan(r["per_class_iou"]["1"]) and r["pixel_acc"] == 2 / 3  # class 1 left out
     odd = tmp_path / "expected results"
     _png(odd / "a.png", np.zeros((2, 2)))
     with pytest.raises(DataError) as e:
