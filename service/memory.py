@@ -6,7 +6,8 @@ in the arenas (fragmented, or below the top of a heap), so the worker's RSS stay
 high-water mark: +396 MB after 600 clients in ``bench/service_soak.py``, flat afterwards (not
 a leak). ``malloc_trim(0)`` returns the free pages of every arena to the kernel. It costs a
 few milliseconds and takes the arena locks, so it runs only when nothing has arrived for
-``idle_s`` seconds and nothing is in flight, once per idle spell.
+``idle_s`` seconds and nothing is in flight, once per idle spell. Large buffers (request
+bodies, decoded images) are kept out of the heaps altogether: see ``pin_mmap_threshold``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ def _libc():
         return ctypes.CDLL(name) if name else None
     except OSError:
         return None
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+def pin_mmap_threshold(kib: int) -> bool:
+    """Serve allocations of ``kib`` KiB and more from their own mmap, returned to the OS as
+    soon as they are freed. glibc's default threshold starts at 128 KiB but rises to the size
+    of every mmap-ed block freed (up to 32 MiB), so after the first freed request body or
+    decoded image all later ones come from the heap, where they fragment it; setting the
+    threshold turns that adjustment off. False when the C library has no ``mallopt``."""
+    fn = getattr(_libc(), "mallopt", None)
+    return bool(fn(M_MMAP_THRESHOLD, kib * 1024)) if fn is not None and kib > 0 else False
 
 
 def malloc_trim() -> bool:

@@ -30,7 +30,7 @@ from service.batching import Batcher, inference_thread
 from service.drain import Drain
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
-from service.memory import IdleTrim
+from service.memory import IdleTrim, pin_mmap_threshold
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
 from vision.data.io import ImageError
 from vision.deploy import VARIANT_KINDS, variant_predictor
@@ -58,6 +58,9 @@ DRAIN = Drain.from_env()
 # once idle (VISION_TRIM_IDLE_S, default 2 s), freed memory goes back to the OS: the RSS
 # high-water mark of a load peak does not stay (service/memory.py)
 IDLE = IdleTrim.from_env()
+# request bodies and decoded images in their own mmaps (VISION_MMAP_THRESHOLD_KB, default 128;
+# 0 leaves glibc's sliding threshold), so they go back to the OS when freed
+pin_mmap_threshold(int(os.environ.get("VISION_MMAP_THRESHOLD_KB", "128")))
 REQUESTS = prometheus_client.Counter(
     name="vision_requests",
     documentation="Requests by endpoint and HTTP status",

@@ -364,6 +364,36 @@ def test_idle_trim_gives_memory_back_once_per_idle_spell():
     assert [t for t in threading.enumerate() if t.name == "vision-trim"][0].daemon
 
 
+@pytest.mark.parametrize("pinned", [False, True])
+def test_pinned_mmap_threshold_returns_freed_buffers_at_once(pinned):
+    """In a fresh process: after one 2 MB buffer is freed, glibc serves 500 KB buffers from
+    the heap, where they stay when freed; with the threshold pinned at 128 KiB each has its own
+    mmap and the memory goes back as they are freed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import gc, sys
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+import psutil
+from service.memory import pin_mmap_threshold
+assert pin_mmap_threshold({128 if pinned else 0}) is {pinned}
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+big = bytearray(2_000_000)
+del big
+blobs = [bytearray(500_000) for _ in range(100)]
+pins = [bytearray(2000) for _ in range(50)]
+peak = rss()
+del blobs
+gc.collect()
+print(round(peak - rss()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    freed_mb = int(done.stdout)
+    assert (freed_mb >= 40) if pinned else (freed_mb < 10), done
+
+
 def test_malloc_trim_returns_freed_heap_memory_to_the_os():
     """In a fresh process: 50 MB of 100 KB buffers freed under a live allocation stay in the
     heap (RSS unchanged) until ``malloc_trim`` hands them back."""
