@@ -417,3 +417,66 @@ print(malloc_trim(), round(held - rss()))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     trimmed, freed_mb = done.stdout.split()
     assert trimmed == "True" and int(freed_mb) >= 30, done
+
+
+def test_batcher_keeps_serving_after_a_failed_forward_and_times_each_stage():
+    """A request queued behind a failing forward pass is still answered; the answer's times
+    are milliseconds: the forward pass, the wait in the queue behind the batch before it, and
+    the item's own post-processing."""
+
+    def infer(xs):
+        time.sleep(0.1)
+        if "boom" in xs:
+            raise RuntimeError("forward failed")
+        return list(xs)
+
+    def post(out):
+        time.sleep(0.05)
+        return out
+
+    async def main():
+        b = Batcher(infer, max_batch=1)
+        res = await asyncio.wait_for(
+            asyncio.gather(b.submit("boom"), b.submit("ok", post), return_exceptions=True), 5
+        )
+        assert isinstance(res[0], RuntimeError)
+        out, size, forward_ms, queued_ms, post_ms = res[1]
+        assert (out, size) == ("ok", 1)
+        assert 90 < forward_ms < 1000 and 90 < queued_ms < 1000 and 40 < post_ms < 1000
+
+    asyncio.run(main())
+
+
+def test_drain_default_action_follows_the_handler_it_replaced():
+    import signal
+
+    from service.drain import Drain
+
+    d = Drain()
+    for previous, default in ((None, True), (signal.SIG_DFL, True), (signal.SIG_IGN, False),
+                              (lambda s, f: None, False)):  # fmt: skip
+        d._previous = previous
+        assert d._default_action() is default, previous
+
+
+def test_idle_trim_counts_reads_its_setting_and_logs(monkeypatch, caplog):
+    import logging
+
+    from service.memory import IdleTrim, _libc, malloc_trim
+
+    assert _libc() is not None and malloc_trim() is True  # glibc here
+    monkeypatch.setenv("VISION_TRIM_IDLE_S", "0.5")
+    assert IdleTrim.from_env().idle_s == 0.5
+    idle = IdleTrim(0.05, trim=lambda: True)
+    for _ in range(3):
+        idle.seen()
+    assert idle.requests == 3
+    never = IdleTrim(5.0, trim=lambda: True)
+    assert not never.check() and not never.check() and never.trims == 0  # no request yet
+    with caplog.at_level(logging.DEBUG, logger="vision.service"):
+        idle.start()
+        deadline = time.monotonic() + 5
+        while idle.trims < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+    assert "idle: freed memory given back to the OS (trim 1)" in caplog.messages

@@ -190,3 +190,61 @@ def test_coco_evaluator_options_own_ids_and_duplicate_detections():
     r = _reader()
     r.samples[0].image_id, r.samples[1].image_id = 5, 9
     assert [im["id"] for im in coco_gt_from_dataset(r, NAMES)["images"]] == [5, 9]
+
+
+def test_coco_files_inputs_left_untouched_quiet_and_restricted(tmp_path, capsys):
+    """Detections and ground truth passed as objects are not modified (the engines add keys:
+    they get copies); nothing is printed; ``img_ids`` restricts the images scored; per-class AP
+    is read at the largest maxDets; bad files and options are named exactly."""
+    import copy
+    import json
+
+    from eval.coco import coco_gt_from_dataset, summarize
+    from vision.errors import DataError
+
+    gt = _gt_small_and_large()
+    gt["annotations"] += [  # two more cats on image 1: three there
+        {"id": 10 + k, "image_id": 1, "bbox": [150, 10 + 40 * k, 30, 30], "area": 900,
+         "category_id": 1, "iscrowd": 0} for k in range(2)
+    ]  # fmt: skip
+    dt = [{"image_id": 1, "category_id": 1, "bbox": b, "score": s} for b, s in
+          (([0, 0, 32, 32], 0.9), ([150, 10, 30, 30], 0.8), ([150, 50, 30, 30], 0.7))]  # fmt: skip
+    gt0, dt0 = copy.deepcopy(gt), copy.deepcopy(dt)
+    full = coco_evaluate(gt, dt, max_dets=[1, 2, 100])
+    assert gt == gt0 and dt == dt0 and capsys.readouterr().out == ""
+    for engine in ("faster", "pycocotools"):
+        coco_evaluate(gt, dt, "bbox", engine)
+        assert capsys.readouterr().out == "" and gt == gt0 and dt == dt0, engine
+    # image 1: 3 of 4 cats (the large one missed), all at maxDets 100, 2 at maxDets 2
+    assert full["per_class"]["cat"] == pytest.approx(76 / 101, abs=1e-12)
+    only2 = coco_evaluate(gt, dt, img_ids=[2])  # image 2 holds only the crowd dog
+    assert math.isnan(only2["per_class"]["cat"])
+    path = tmp_path / "dt.json"
+    path.write_text(json.dumps(dt))
+    assert coco_evaluate(gt, str(path))["AP"] == pytest.approx(coco_evaluate(gt, dt)["AP"])
+
+    def error(dt, **kw) -> str:
+        with pytest.raises(DataError) as e:
+            coco_evaluate(gt, dt, **kw)
+        return str(e.value).replace(str(tmp_path), "T")
+
+    assert error(tmp_path / "none.json") == "T/none.json: expected a JSON file, got no such file"
+    path.write_text(" \n")
+    assert error(path) == "T/dt.json: expected a JSON list of detections, got an empty file"
+    path.write_text("[{]")
+    assert error(path).startswith("T/dt.json:1:3: expected valid JSON, got ")
+    path.write_text(json.dumps([{"image_id": 1}]))
+    assert error(path) == ("T/dt.json[0]: expected field 'category_id', got fields ['image_id']")
+    assert error(dt, iou_type="keypoints") == "iou_type: expected 'bbox' or 'segm', got 'keypoints'"
+    with pytest.raises(ValueError) as e:
+        coco_evaluate(gt, dt, engine="detectron2")
+    assert (
+        str(e.value) == "COCO engine: expected one of ('faster', 'pycocotools'), got 'detectron2'"
+    )
+    odd = summarize(np.ones((2, 101, 1, 4, 3)), np.ones((2, 1, 4, 3)), np.array([0.6, 0.7]),
+                    [1, 10, 100])  # fmt: skip
+    assert math.isnan(odd["AP50"]) and math.isnan(odd["AP75"]) and odd["AP"] == 1.0
+    r = _reader()
+    r.instance_masks = lambda i: _box_masks(r.samples[i].boxes)
+    segm = coco_gt_from_dataset(r, NAMES, masks=True)
+    assert [a["area"] for a in segm["annotations"]] == [1600.0, 1600.0, 400.0]
