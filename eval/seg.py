@@ -115,8 +115,10 @@ def evaluate_folders(
     ignore_index: int = 255,
     names: list[str] | None = None,
 ) -> dict:
-    """Pair PNG masks by file stem and score them (palette/index or VOC-colour RGB masks).
-    A ``<stem>_target``/``<stem>_pred`` naming pairs too. Unpaired files are an error."""
+    """Pair PNG masks by file stem and score them (palette/index or VOC-colour RGB masks: the
+    colours of the first ``num_classes`` VOC classes, void read as ``ignore_index``; any other
+    colour is an error). A ``<stem>_target``/``<stem>_pred`` naming pairs too. Unpaired files
+    are an error."""
     from vision.data.io import read_mask
     from vision.errors import DataError
 
@@ -134,8 +136,8 @@ def evaluate_folders(
         )
     cm = ConfusionMatrix(num_classes, ignore_index)
     for stem in sorted(gt_files):
-        gt = read_mask(gt_files[stem], 256, ignore_index)
-        pred = read_mask(pred_files[stem], 256, ignore_index)
+        gt = read_mask(gt_files[stem], num_classes, ignore_index)
+        pred = read_mask(pred_files[stem], num_classes, ignore_index)
         try:
             cm.update(gt, pred, where=f"{pred_files[stem]} vs {gt_files[stem]}")
         except MaskMismatch as e:

@@ -181,6 +181,9 @@ def test_mask_folders_own_void_index_and_rgb_ground_truth(tmp_path):
     assert r["pixel_acc"] == 3 / 4  # void read as 2: it and class 2 are left out
     r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=1)
     assert math.isnan(r["per_class_iou"]["1"]) and r["pixel_acc"] == 2 / 3  # class 1 left out
+    _png(tmp_path / "gt5" / "a.png", np.array([[0, 5, 255], [1, 2, 0]]), rgb=True)
+    with pytest.raises(DataError, match=r"expected an index mask or an RGB mask in the VOC colour"):
+        evaluate_folders(tmp_path / "gt5", tmp_path / "pred", 3)  # class 5's colour: not of 3
     odd = tmp_path / "expected results"
     _png(odd / "a.png", np.zeros((2, 2)))
     with pytest.raises(DataError) as e:
