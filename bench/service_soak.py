@@ -39,7 +39,7 @@ import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.launch import start_server  # noqa: E402
+from service.launch import start_server, stop_server  # noqa: E402
 
 BOUNDARY = "soak-boundary"
 MAX_BYTES = 1_000_000
@@ -389,8 +389,7 @@ def main() -> int:
             out["sigterm"] = term_test(proc, url, good, 16)
             print(f"[soak] SIGTERM: {out['sigterm']}", flush=True)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_server(proc)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
     print(f"[soak] wrote {a.out}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.launch import half_precision, start_server  # noqa: E402
+from service.launch import half_precision, start_server, stop_server  # noqa: E402
 from vision.predictor import Predictor  # noqa: E402
 
 
@@ -205,8 +205,7 @@ def main() -> None:
                 else:
                     r["saturated_ratio_b1"] = ips / r["inproc_ips"]
             finally:
-                proc.terminate()
-                proc.wait(30)
+                stop_server(proc)
         rounds.append(r)
     med = {
         k: statistics.median(r[k] for r in rounds)

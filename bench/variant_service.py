@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_speed import loaded, multipart  # noqa: E402
 
-from service.launch import CKPT_ENV, VARIANT_ENV, start_server  # noqa: E402
+from service.launch import CKPT_ENV, VARIANT_ENV, start_server, stop_server  # noqa: E402
 
 TASKS = {"detect": "detection", "segment": "segmentation"}
 
@@ -91,8 +91,7 @@ def main() -> int:
                     got[k]["ips"].append(loaded(url, a.task, bodies, a.requests, a.clients)[0])
     finally:
         for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(30)
+            stop_server(proc)
     med = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in got.items()}
     e, v = med["eager"], med[a.variant]
     summary = {

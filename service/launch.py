@@ -3,6 +3,7 @@ from the environment, and a launcher for tests and benchmarks (127.0.0.1, waits 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -67,3 +68,25 @@ def start_server(
         time.sleep(0.5)
     proc.kill()
     raise RuntimeError(f"bentoml serve not ready after {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
+    """Stop a server from ``start_server`` with its workers: SIGTERM (the workers drain), then
+    after ``timeout`` SIGKILL to whatever is left of the process tree. Killing only the parent
+    would leave its workers running, orphaned."""
+    import psutil
+
+    try:
+        tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        tree = []
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    for pid in tree[1:]:  # workers that outlived their arbiter
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+    return proc.returncode

@@ -99,7 +99,7 @@ def serving(home: Path, env: dict[str, str]):
     """A real `bentoml serve` on 127.0.0.1 with ``env`` (its log in ``home``); yields
     ``(url, process)`` and stops it afterwards. A server that never gets ready fails the test
     with the end of its log."""
-    from service.launch import start_server
+    from service.launch import start_server, stop_server
 
     with (home / "serve.log").open("w") as log:
         try:
@@ -109,5 +109,9 @@ def serving(home: Path, env: dict[str, str]):
         try:
             yield url, proc
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            import psutil
+
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            stop_server(proc)
+            left = [w.pid for w in workers if w.is_running() and w.status() != "zombie"]
+            assert not left, f"server processes left running: {left}"
