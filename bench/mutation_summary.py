@@ -101,21 +101,31 @@ def reviewed() -> dict[str, str]:
     return out
 
 
+BY_HAND = Path(__file__).with_name("mutation_by_hand.txt")
+
+
+def killed_by_hand() -> set[str]:
+    """Mutants only a test running a child process can reach, checked one at a time."""
+    lines = BY_HAND.read_text().splitlines() if BY_HAND.is_file() else []
+    return {ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")}
+
+
 def main(results: str, diffs: str | None = None) -> int:
     counts: dict[str, Counter] = defaultdict(Counter)
+    by_hand = killed_by_hand()
     for line in Path(results).read_text().splitlines():
         name, sep, status = line.strip().rpartition(": ")
         if sep and "__mutmut_" in name:
-            counts[module_of(name)][status] += 1
+            counts[module_of(name)]["killed" if name in by_hand else status] += 1
     kinds: dict[str, str] = {}
-    by_hand = reviewed()
+    equivalent_by_hand = reviewed()
     if diffs:
         block: list[str] = []
         name = None
         for line in [*Path(diffs).read_text().splitlines(), "## end"]:
             if line.startswith("## "):
-                if name:
-                    kinds[name] = "reviewed" if name in by_hand else classify(block)
+                if name and name not in by_hand:
+                    kinds[name] = "reviewed" if name in equivalent_by_hand else classify(block)
                 name, block = line[3:].strip(), []
             else:
                 block.append(line)

@@ -308,10 +308,11 @@ def test_drain_state_env_defaults_and_its_thread(monkeypatch):
     assert handed == [signal.SIGTERM]
 
 
-@pytest.mark.parametrize("previous", ["default", "ignore"])
+@pytest.mark.parametrize("previous", ["default", "ignore", "twice"])
 def test_drain_without_a_server_handler_ends_the_process_unless_sigterm_is_ignored(previous):
     """In a real process: with the default SIGTERM action before it, the drain ends the process
-    by that signal once drained; with SIGTERM ignored, the process lives on."""
+    by that signal once drained, or at once on a second SIGTERM (the drain would wait 10 s);
+    with SIGTERM ignored, the process lives on."""
     import signal
     import subprocess
     import sys
@@ -320,15 +321,18 @@ def test_drain_without_a_server_handler_ends_the_process_unless_sigterm_is_ignor
 import os, signal, sys, time
 sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parents[1])!r})
 from service.drain import Drain
-signal.signal(signal.SIGTERM, signal.{"SIG_DFL" if previous == "default" else "SIG_IGN"})
-d = Drain(min_s=0.1, max_s=5.0, poll_s=0.01)
+signal.signal(signal.SIGTERM, signal.{"SIG_IGN" if previous == "ignore" else "SIG_DFL"})
+d = Drain(min_s={10.0 if previous == "twice" else 0.1}, max_s=20.0, poll_s=0.01)
 assert d.install()
 os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.3)
+if {previous == "twice"}:
+    os.kill(os.getpid(), signal.SIGTERM)
 time.sleep(1.5)
 print("alive", flush=True)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    if previous == "default":
+    if previous != "ignore":
         assert done.returncode == -signal.SIGTERM and "alive" not in done.stdout, done
     else:
         assert done.returncode == 0 and done.stdout == "alive\n", done
