@@ -111,7 +111,10 @@ def serving(home: Path, env: dict[str, str]):
         finally:
             import psutil
 
-            workers = psutil.Process(proc.pid).children(recursive=True)
+            try:  # (a test may have ended the server already)
+                workers = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                workers = []
             stop_server(proc)
             left = [w.pid for w in workers if w.is_running() and w.status() != "zombie"]
             assert not left, f"server processes left running: {left}"
