@@ -17,12 +17,21 @@ from .test_uploads import _png
 def svc(tiny_checkpoints):
     import os
 
-    os.environ["VISION_DETECTOR_CKPT"] = str(tiny_checkpoints["detection"])
-    os.environ["VISION_SEGMENTER_CKPT"] = str(tiny_checkpoints["segmentation"])
-    os.environ["VISION_MAX_PIXELS"] = "4000000"
+    env = {
+        "VISION_DETECTOR_CKPT": str(tiny_checkpoints["detection"]),
+        "VISION_SEGMENTER_CKPT": str(tiny_checkpoints["segmentation"]),
+        "VISION_MAX_PIXELS": "4000000",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     from service.service import VisionService
 
-    return VisionService()
+    yield VisionService()
+    for k, v in saved.items():  # servers started by later tests inherit os.environ
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _call(svc, method, path, **kw):
