@@ -16,6 +16,17 @@ def add_commands(sub) -> None:
     p.add_argument("--ratio", type=float, nargs="+", default=[0.3, 0.5], help="FLOPs to remove")
     p.add_argument("--importance", default="magnitude", choices=["magnitude", "bn", "taylor"])
     p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument(
+        "--finetune-budget",
+        type=float,
+        default=None,
+        help="fine-tune for this share of the checkpoint's own training iterations "
+        "(e.g. 0.3; replaces --finetune-epochs)",
+    )
+    p.add_argument("--teacher", default=None, help="distill from this checkpoint while fine-tuning")
+    p.add_argument("--kd-weight", type=float, default=1.0)
+    p.add_argument("--kd-temperature", type=float, default=2.0)
+    p.add_argument("--kd-mode", default="pixel", choices=["pixel", "channel"])
     p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: recipe's)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
@@ -56,6 +67,22 @@ def _loss_batches(model, recipe: dict, n: int = 4):
     return batches
 
 
+def budget_schedule(recipe: dict, train_images: int, share: float) -> dict:
+    """Epochs and iterations per epoch that make ``share`` of the recipe's own training
+    iterations (``epochs`` × batches per epoch, capped by its ``max_iters``)."""
+    import math
+
+    if not 0 < share <= 1:
+        raise ValueError(f"fine-tuning budget: expected a share in (0, 1], got {share}")
+    per_epoch = max(train_images // int(recipe.get("batch", 8)), 1)
+    if recipe.get("max_iters"):
+        per_epoch = min(per_epoch, int(recipe["max_iters"]))
+    total = int(recipe.get("epochs", 1)) * per_epoch
+    iters = max(round(share * total), 1)
+    epochs = math.ceil(iters / per_epoch)
+    return {"epochs": epochs, "max_iters": math.ceil(iters / epochs), "of_iters": total}
+
+
 def cmd_prune(a) -> int:
     import torch
 
@@ -84,20 +111,46 @@ def cmd_prune(a) -> int:
             f"{report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M",
             flush=True,
         )
+        budget = {"epochs": a.finetune_epochs}
+        if a.finetune_budget is not None:
+            budget = budget_schedule(
+                recipe, _train_images(recipe, ck["meta"]["task"]), a.finetune_budget
+            )
+            print(
+                f"[prune] fine-tuning {budget['epochs']} × {budget['max_iters']} iterations "
+                f"({a.finetune_budget:.0%} of the recipe's {budget['of_iters']})",
+                flush=True,
+            )
+        kd = {}
+        if a.teacher:
+            kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
+                  "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode}  # fmt: skip
         cfg = finetune_config(
             recipe,
             out=str(run / "finetune"),
             weights=str(pruned),
-            epochs=a.finetune_epochs,
+            epochs=budget["epochs"],
+            **({"max_iters": budget["max_iters"]} if "max_iters" in budget else {}),
+            **kd,
             **({"lr": a.lr} if a.lr else {}),
         )
         torch.manual_seed(0)
         summ = train(cfg, build_evaluator)
         summary.append({"ratio": ratio, **report, "finetuned": str(run / "finetune/best.pt"),
+                        "budget": budget, "teacher": a.teacher,
                         "finetune_summary": summ})  # fmt: skip
     (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"[prune] wrote {out / 'prune.json'}")
     return 0
+
+
+def _train_images(recipe: dict, task: str) -> int:
+    from vision.config import load_config
+    from vision.data.build import build_dataset
+
+    reader = build_dataset(load_config(recipe["data"]), task, "train")
+    reader.limit(recipe.get("limit_train"))
+    return len(reader)
 
 
 def cmd_table(a) -> int:

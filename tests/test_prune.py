@@ -12,7 +12,9 @@ from vision.models import build_model
 from vision.predictor import Predictor
 from vision.prune import prune_flops
 
-SUPPORTED = ["fcn8s_slim", "fcn32s", "dilated_slim", "fcos_slim"]  # fcos_r18: as fcos_slim
+# fcos_r18: as fcos_slim; the Lite0 models (the defaults) have depthwise and "SAME" convolutions
+SUPPORTED = ["fcn8s_slim", "fcn32s", "dilated_slim", "fcos_slim", "fcn8s_lite0", "fcos_lite0",
+             "dilated_lite0"]  # fmt: skip
 SIZE = 96
 
 

@@ -160,7 +160,7 @@ def fit_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
     """Give every convolution and normalization layer of ``model`` the shapes ``state`` has
     (a pruned model's state dict), so that ``load_state_dict`` fits; returns how many layers
     changed. Kernel sizes, strides, dilations, group counts (GroupNorm) and depthwise
-    convolutions are kept as the registry built them."""
+    convolutions are kept as the registry built them, and so is each layer's class."""
     changed = 0
     for name, m in list(model.named_modules()):
         w = state.get(f"{name}.weight" if name else "weight")
@@ -180,12 +180,12 @@ def _resized(m: nn.Module, w: torch.Tensor) -> nn.Module | None:
     if isinstance(m, nn.Conv2d):
         depthwise = m.groups > 1 and m.groups == m.in_channels
         groups = w.shape[0] if depthwise else m.groups
-        return nn.Conv2d(
+        return type(m)(  # subclasses too (EfficientNet's SameConv2d pads in forward)
             w.shape[1] * groups, w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
             groups, bias, m.padding_mode,
         )  # fmt: skip
     if isinstance(m, nn.ConvTranspose2d):
-        return nn.ConvTranspose2d(
+        return type(m)(
             w.shape[0], w.shape[1] * m.groups, m.kernel_size, m.stride, m.padding,
             m.output_padding, m.groups, bias, m.dilation,
         )  # fmt: skip
