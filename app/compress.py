@@ -28,6 +28,20 @@ def add_commands(sub) -> None:
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--kd-mode", default="pixel", choices=["pixel", "channel"])
     p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: recipe's)")
+    p.add_argument(
+        "--backbone-lr-mult", type=float, default=None, help="fine-tuning (default: recipe's)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning's data order and init")
+    p.add_argument("--steps", type=int, default=1, help="prune and fine-tune in this many steps")
+    p.add_argument("--taylor-batches", type=int, default=4, help="batches for Taylor importance")
+    p.add_argument("--scope", default="all", choices=["all", "inner"], help="channels to prune")
+    p.add_argument(
+        "--recalibrate",
+        type=int,
+        default=40,
+        help="batches of training images that re-estimate BatchNorm statistics after pruning "
+        "(0: off)",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
     t = c.add_parser("table", help="several checkpoints and their variants in one table")
@@ -41,24 +55,31 @@ def add_commands(sub) -> None:
     t.set_defaults(func=cmd_table)
 
 
-def _loss_batches(model, recipe: dict, n: int = 4):
-    """Losses of ``n`` training batches (Taylor importance), as training computes them."""
+def _batches(model, recipe: dict, n: int, train: bool = True):
+    """``n`` batches ``(images, targets)`` of the recipe's training images, as training (``train``) or
+    evaluation (no augmentation) transforms them."""
     from vision.config import load_config
     from vision.data import transforms as T
     from vision.data.build import build_dataset
-    from vision.engine.losses import segmentation_loss
 
     det = model.meta.task == "detection"
     reader = build_dataset(load_config(recipe["data"]), model.meta.task, "train")
-    tf = (T.DetectionTransform if det else T.SegmentationTransform)(recipe["img_size"], True)
+    reader.limit(recipe.get("limit_train"))  # the images the recipe trained on
+    tf = (T.DetectionTransform if det else T.SegmentationTransform)(recipe["img_size"], train)
     collate = T.collate_detection if det else T.collate_segmentation
     batch = recipe.get("batch", 8)
+    for i in range(min(n, len(reader) // batch)):
+        yield collate([tf(reader[j]) for j in range(i * batch, (i + 1) * batch)])
+
+
+def _loss_batches(model, recipe: dict, n: int = 4):
+    """Losses of ``n`` training batches (Taylor importance), as training computes them."""
+    from vision.engine.losses import segmentation_loss
 
     def batches():
         model.train()
-        for i in range(n):
-            x, y = collate([tf(reader[j]) for j in range(i * batch, (i + 1) * batch)])
-            if det:
+        for x, y in _batches(model, recipe, n):
+            if model.meta.task == "detection":
                 yield sum(model(x, y).values())
             else:
                 yield segmentation_loss(model(x), y, recipe.get("seg_loss", "ce"))
@@ -90,55 +111,74 @@ def cmd_prune(a) -> int:
     from vision.engine.checkpoint import load_checkpoint, save_checkpoint
     from vision.engine.train import finetune_config, train
     from vision.predictor import Predictor
-    from vision.prune import prune_flops
+    from vision.prune import prune_flops, recalibrate_bn
 
     ck = load_checkpoint(a.checkpoint)
     recipe = {**ck.get("args", {}), "data": a.data}
     out = Path(a.out)
-    summary = []
-    for ratio in a.ratio:
-        model = Predictor.from_checkpoint(a.checkpoint).model
-        batches = _loss_batches(model, recipe) if a.importance == "taylor" else None
-        report = prune_flops(model, ratio, a.importance, batches)
-        run = out / f"pruned_{int(round(ratio * 100))}"
-        run.mkdir(parents=True, exist_ok=True)
-        pruned = run / "pruned.pt"
-        save_checkpoint({"model": model.state_dict(), "meta": model.meta.as_dict(),
-                         "args": ck.get("args", {})}, pruned)  # fmt: skip
+    budget = {"epochs": a.finetune_epochs}  # per step
+    if a.finetune_budget is not None:
+        images = _train_images(recipe, ck["meta"]["task"])
+        budget = budget_schedule(recipe, images, a.finetune_budget / a.steps)
         print(
-            f"[prune] {ratio:.0%} of FLOPs asked: channel ratio {report['channel_ratio']:.3f}, "
-            f"FLOPs {report['flops_cut']:.1%} lower, parameters "
-            f"{report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M",
+            f"[prune] fine-tuning {budget['epochs']} × {budget['max_iters']} iterations per step, "
+            f"{a.steps} step(s) ({a.finetune_budget:.0%} of the recipe's {budget['of_iters']})",
             flush=True,
         )
-        budget = {"epochs": a.finetune_epochs}
-        if a.finetune_budget is not None:
-            budget = budget_schedule(
-                recipe, _train_images(recipe, ck["meta"]["task"]), a.finetune_budget
+    kd = {}
+    if a.teacher:
+        kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
+              "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode}  # fmt: skip
+    summary = []
+    for ratio in a.ratio:
+        run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None
+        for step in range(1, a.steps + 1):  # the FLOPs cut grows linearly over the steps
+            model = Predictor.from_checkpoint(start).model
+            done, goal = ratio * (step - 1) / a.steps, ratio * step / a.steps
+            batches = _loss_batches(model, recipe, a.taylor_batches)
+            report = prune_flops(
+                model,
+                1 - (1 - goal) / (1 - done),
+                a.importance,
+                batches if a.importance == "taylor" else None,
+                scope=a.scope,
             )
+            if a.recalibrate:
+                imgs = (x for x, _ in _batches(model, recipe, a.recalibrate, train=False))
+                report["recalibrated_on"] = recalibrate_bn(model, imgs)
+            first = first or report
+            report = {**report, "flops_ratio_asked": ratio, "steps": a.steps,
+                      "macs_before": first["macs_before"],
+                      "params_before": first["params_before"],
+                      "flops_cut": 1 - report["macs_after"] / first["macs_before"]}  # fmt: skip
+            model.meta.pruned = report
+            where = run if a.steps == 1 else run / f"step{step}"
+            where.mkdir(parents=True, exist_ok=True)
+            save_checkpoint({"model": model.state_dict(), "meta": model.meta.as_dict(),
+                             "args": ck.get("args", {})}, where / "pruned.pt")  # fmt: skip
             print(
-                f"[prune] fine-tuning {budget['epochs']} × {budget['max_iters']} iterations "
-                f"({a.finetune_budget:.0%} of the recipe's {budget['of_iters']})",
+                f"[prune] {ratio:.0%} of FLOPs asked, step {step}/{a.steps}: channel ratio "
+                f"{report['channel_ratio']:.3f}, FLOPs {report['flops_cut']:.1%} lower, "
+                f"parameters {report['params_before'] / 1e6:.2f} M → "
+                f"{report['params_after'] / 1e6:.2f} M",
                 flush=True,
             )
-        kd = {}
-        if a.teacher:
-            kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
-                  "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode}  # fmt: skip
-        cfg = finetune_config(
-            recipe,
-            out=str(run / "finetune"),
-            weights=str(pruned),
-            epochs=budget["epochs"],
-            **({"max_iters": budget["max_iters"]} if "max_iters" in budget else {}),
-            **kd,
-            **({"lr": a.lr} if a.lr else {}),
-        )
-        torch.manual_seed(0)
-        summ = train(cfg, build_evaluator)
-        summary.append({"ratio": ratio, **report, "finetuned": str(run / "finetune/best.pt"),
-                        "budget": budget, "teacher": a.teacher,
-                        "finetune_summary": summ})  # fmt: skip
+            cfg = finetune_config(
+                recipe,
+                out=str(where / "finetune"),
+                weights=str(where / "pruned.pt"),
+                epochs=budget["epochs"],
+                **({"max_iters": budget["max_iters"]} if "max_iters" in budget else {}),
+                **kd,
+                **({"lr": a.lr} if a.lr else {}),
+                **({"backbone_lr_mult": a.backbone_lr_mult} if a.backbone_lr_mult else {}),
+                seed=a.seed,
+            )
+            torch.manual_seed(a.seed)
+            summ = train(cfg, build_evaluator)
+            start = where / "finetune/best.pt"
+        summary.append({"ratio": ratio, **report, "finetuned": str(start), "budget": budget,
+                        "teacher": a.teacher, "finetune_summary": summ})  # fmt: skip
     (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"[prune] wrote {out / 'prune.json'}")
     return 0

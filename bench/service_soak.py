@@ -326,6 +326,13 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results/soak.json")
     ap.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-faults", action="store_true", help="soak only (no SIGKILL/SIGTERM)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="requests at each soak's own client count before its RSS baseline (0: only the "
+        "light warm-up; a working set that grows with concurrency then counts as growth)",
+    )
     a = ap.parse_args()
     jpgs = [
         p.read_bytes() for p in sorted(Path("datasets/shapes/VOC/JPEGImages").glob("*.jpg"))[-16:]
@@ -347,8 +354,12 @@ def main() -> int:
         for _ in range(3):  # warm-up: every kind of request, good and bad, a few times
             asyncio.run(load(url, good + bad, 8))
         time.sleep(IDLE_WAIT_S)  # the server gives freed memory back once idle
-        warm = rss(proc.pid)
+        light = warm = rss(proc.pid)
         for clients in a.clients:
+            if a.warmup:  # the working set of this many connections, before the baseline
+                asyncio.run(load(url, mix(good, bad, a.warmup, a.bad, clients), clients))
+                time.sleep(IDLE_WAIT_S)
+                warm = rss(proc.pid)
             t0, samples = time.perf_counter(), []
 
             def sample(i, status, samples=samples):  # RSS every 1,000 answers: leak or plateau
@@ -366,6 +377,8 @@ def main() -> int:
                 reconnects=load.reconnects,
                 overload_refusals_retried=load.refusals,
                 seconds=time.perf_counter() - t0,
+                rss_after_light_warmup_mb=light / 2**20,
+                warmup_requests=a.warmup,
                 rss_after_warmup_mb=warm / 2**20,
                 rss_end_mb=rss(proc.pid) / 2**20,
                 rss_every_1000_mb=samples,

@@ -57,3 +57,56 @@ def test_pruned_models_shrink_run_and_reload(name, tmp_path):
         assert torch.allclose(a, b, atol=1e-5)
     else:
         assert all(torch.allclose(p["scores"], q["scores"]) for p, q in zip(a, b, strict=True))
+
+
+def test_inner_scope_keeps_the_widths_residual_sums_tie():
+    from vision.models.efficientnet import MBConv
+
+    torch.manual_seed(0)
+    model = build_model("fcn8s_lite0", 4, input_size=SIZE)
+    blocks = [m for m in model.modules() if isinstance(m, MBConv)]
+    outs = [b._project_conv.out_channels for b in blocks]
+    mids = [b._depthwise_conv.out_channels for b in blocks]
+    report = prune_flops(model, 0.3, scope="inner")
+    assert report["scope"] == "inner" and report["flops_cut"] == pytest.approx(0.3, abs=0.01)
+    # the widths residual sums tie stay whole (a stage of one block has no sum: it may narrow)
+    tied = [i for i, b in enumerate(blocks) if b.residual]
+    assert tied and all(blocks[i]._project_conv.out_channels == outs[i] for i in tied)
+    assert all(blocks[i - 1]._project_conv.out_channels == outs[i - 1] for i in tied)
+    # the expanded channels inside the blocks go, depthwise and its BatchNorm with them
+    new = [b._depthwise_conv.out_channels for b in blocks]
+    assert sum(new) < 0.8 * sum(mids) and all(0 < n <= m for n, m in zip(new, mids, strict=True))
+    for b, n in zip(blocks, new, strict=True):
+        assert b._bn1.num_features == b._depthwise_conv.groups == n
+    with pytest.raises(ValueError, match=r"scope: expected one of \('all', 'inner'\), got 'x'"):
+        prune_flops(model, 0.3, scope="x")
+
+
+def test_inner_scope_on_a_resnet_prunes_only_each_blocks_first_convolution():
+    from torchvision.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    model = build_model("fcn8s_slim", 4, input_size=SIZE)
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    outs = [b.conv2.out_channels for b in blocks]
+    prune_flops(model, 0.3, scope="inner")
+    assert [b.conv2.out_channels for b in blocks] == outs
+    assert all(b.conv1.out_channels < b.conv2.out_channels for b in blocks)
+
+
+def test_recalibrated_statistics_are_the_average_over_the_batches():
+    from vision.prune import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = build_model("fcn8s_slim", 4, input_size=SIZE).eval()
+    bn = model.backbone.layers[0][1]  # the stem's first BatchNorm, after its first conv
+    conv = model.backbone.layers[0][0]
+    bn.momentum = 0.05
+    batches = [torch.rand(2, 3, SIZE, SIZE) for _ in range(3)]
+    assert recalibrate_bn(model, iter(batches)) == 6
+    with torch.no_grad():
+        y = torch.cat([conv(model.normalize(x)) for x in batches])
+    assert torch.allclose(bn.running_mean, y.mean((0, 2, 3)), atol=1e-5)
+    var = torch.stack([conv(model.normalize(x)).var((0, 2, 3)) for x in batches]).mean(0)
+    assert torch.allclose(bn.running_var, var, rtol=1e-4)  # unbiased per batch, averaged
+    assert bn.momentum == 0.05 and not model.training and bn.num_batches_tracked == 3

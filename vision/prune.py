@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 IMPORTANCE = ("magnitude", "bn", "taylor")
+SCOPES = ("all", "inner")
 
 
 def _network(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
@@ -52,26 +53,34 @@ def prune_flops(
     importance: str = "magnitude",
     loss_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
     tolerance: float = 0.01,
+    scope: str = "all",
 ) -> dict:
     """Prune ``model`` in place until its FLOPs are ``flops_ratio`` lower (within
     ``tolerance``). Every prunable layer loses the same share r of its channels; r is found
     on copies: uniform pruning removes about a·(2r − r²) of the FLOPs (inputs and outputs of
     a convolution both shrink), so a first guess, one fit of a, and secant steps get there in
-    two or three tries. ``loss_batches()`` yields losses of a few training batches (Taylor)."""
+    two or three tries. ``loss_batches()`` yields losses of a few training batches (Taylor).
+    ``scope="inner"`` prunes only channels that no residual sum ties to other layers (the
+    expanded channels inside inverted-residual blocks, a ResNet block's first convolution):
+    the widths that skip connections and the FPN carry stay whole."""
     import copy
 
     if importance not in IMPORTANCE:
         raise ValueError(f"importance: expected one of {IMPORTANCE}, got {importance!r}")
     if not 0 < flops_ratio < 1:
         raise ValueError(f"FLOPs ratio: expected a fraction in (0, 1), got {flops_ratio}")
+    if scope not in SCOPES:
+        raise ValueError(f"pruning scope: expected one of {SCOPES}, got {scope!r}")
     tried: list[tuple[float, float]] = []
     r = 1 - (1 - flops_ratio) ** 0.5
     for _ in range(6):
-        cut = _prune_ratio(copy.deepcopy(model), r, "magnitude")["flops_cut"]
+        cut = _prune_ratio(copy.deepcopy(model), r, "magnitude", scope=scope)["flops_cut"]
         tried.append((r, cut))
         if abs(cut - flops_ratio) <= tolerance:
             break
-        if len(tried) == 1:  # fit the share of prunable FLOPs: cut = a (2r - r^2)
+        if len(tried) == 1 and scope == "inner":  # one side of each layer: cut = a r
+            r = min(r * flops_ratio / max(cut, 1e-9), 0.95)
+        elif len(tried) == 1:  # fit the share of prunable FLOPs: cut = a (2r - r^2)
             a = cut / (2 * r - r * r)
             r = 1 - (1 - min(flops_ratio / a, 0.99)) ** 0.5
         else:  # secant on the last two tries
@@ -79,12 +88,33 @@ def prune_flops(
             r = r1 + (flops_ratio - c1) * (r1 - r0) / ((c1 - c0) or 1e-9)
         r = min(max(r, 0.01), 0.95)
     r = min(tried, key=lambda t: abs(t[1] - flops_ratio))[0]
-    report = _prune_ratio(model, r, importance, loss_batches)
+    report = _prune_ratio(model, r, importance, loss_batches, scope)
     report["flops_ratio_asked"] = flops_ratio
     return report
 
 
-def _prune_ratio(model, ratio, importance, loss_batches=None) -> dict:
+def _tied(net: nn.Module, example: torch.Tensor, keep: list[nn.Module]) -> list[nn.Module]:
+    """Convolutions whose output channels a sum ties to another convolution's (residual
+    connections, FPN merges): in Torch-Pruning's terms, groups with more than one
+    non-depthwise convolution losing output channels."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    tied = []
+    for group in graph.get_all_groups(ignored_layers=keep, root_module_types=(nn.Conv2d,)):
+        producers = [
+            dep.target.module
+            for dep, _ in group
+            if graph.is_out_channel_pruning_fn(dep.handler)
+            and isinstance(dep.target.module, nn.Conv2d)
+            and not 1 < dep.target.module.groups == dep.target.module.in_channels
+        ]
+        if len(producers) > 1:
+            tied += producers
+    return tied
+
+
+def _prune_ratio(model, ratio, importance, loss_batches=None, scope="all") -> dict:
     """Remove ``ratio`` of the channels of every prunable layer (one Torch-Pruning step)."""
     import torch_pruning as tp
 
@@ -98,6 +128,8 @@ def _prune_ratio(model, ratio, importance, loss_batches=None) -> dict:
     example = torch.rand(1, 3, size, size)
     model.eval()
     macs0, params0 = macs(net, example), _params(model)
+    if scope == "inner":
+        keep = keep + _tied(net, example, keep)
     pruner = tp.pruner.MetaPruner(
         net, example, importance=imp, pruning_ratio=ratio, ignored_layers=keep
     )
@@ -115,6 +147,7 @@ def _prune_ratio(model, ratio, importance, loss_batches=None) -> dict:
         "flops_cut": 1 - after / macs0,
         "channel_ratio": ratio,
         "importance": importance,
+        "scope": scope,
         "macs_before": macs0,
         "macs_after": after,
         "params_before": params0,
@@ -122,6 +155,34 @@ def _prune_ratio(model, ratio, importance, loss_batches=None) -> dict:
     }
     model.meta.pruned = report
     return report
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate every BatchNorm's running statistics from ``batches`` of [0, 1] images
+    (a cumulative average; no weight changes): pruning removes inputs of the next layers, so
+    the statistics recorded before it no longer describe their outputs (Li et al., ECCV 2020,
+    "EagleEye": adaptive BN). Returns the number of images seen."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was, seen = model.training, 0
+    model.train()
+    try:
+        for x in batches:
+            if model.meta.task == "detection":  # the backbone and FPN hold the BatchNorms
+                net = model.net
+                net.backbone(net.transform(list(x))[0].tensors)
+            else:
+                model(x)
+            seen += len(x)
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+        model.train(was)
+    return seen
 
 
 def macs(net: nn.Module, example: torch.Tensor) -> int:

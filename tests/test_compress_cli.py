@@ -1,0 +1,80 @@
+"""``vision compress prune``: prune, fine-tune on a share of the recipe's own iterations
+(optionally from a teacher), and a result that reloads through the registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.compress import budget_schedule
+from tests.conftest import run_cli
+from vision.predictor import Predictor
+
+
+@pytest.mark.parametrize(
+    ("recipe", "images", "share", "expected"),
+    [
+        ({"epochs": 4, "batch": 8}, 2000, 0.3, {"epochs": 2, "max_iters": 150, "of_iters": 1000}),
+        ({"epochs": 2, "batch": 8}, 2000, 0.3, {"epochs": 1, "max_iters": 150, "of_iters": 500}),
+        ({"epochs": 3, "batch": 4}, 16, 0.5, {"epochs": 2, "max_iters": 3, "of_iters": 12}),
+        ({"epochs": 5, "batch": 8, "max_iters": 10}, 2000, 1.0,
+         {"epochs": 5, "max_iters": 10, "of_iters": 50}),
+        ({"epochs": 1, "batch": 8}, 3, 0.1, {"epochs": 1, "max_iters": 1, "of_iters": 1}),
+    ],
+)  # fmt: skip
+def test_budget_is_a_share_of_the_recipes_iterations(recipe, images, share, expected):
+    assert budget_schedule(recipe, images, share) == expected
+
+
+@pytest.mark.parametrize("share", [0, -0.1, 1.5])
+def test_budget_outside_zero_one_is_refused(share):
+    with pytest.raises(ValueError, match=rf"expected a share in \(0, 1\], got {share}"):
+        budget_schedule({"epochs": 1}, 10, share)
+
+
+def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_path):
+    ck = tiny_checkpoints["segmentation"]  # fcn8s_slim: 3 epochs of 4 batches
+    args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
+            "--finetune-budget", "0.5", "--teacher", ck, "--out", tmp_path]  # fmt: skip
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr
+    assert "fine-tuning 2 × 3 iterations per step, 1 step(s) (50% of the recipe's 12)" in r.stdout
+    assert f"distilling from {ck}" in r.stdout
+    (row,) = json.loads((tmp_path / "prune.json").read_text())
+    assert row["budget"] == {"epochs": 2, "max_iters": 3, "of_iters": 12}
+    assert row["teacher"] == str(ck) and row["flops_cut"] == pytest.approx(0.4, abs=0.01)
+    assert row["recalibrated_on"] == 16  # the recipe's 16 training images (limit_train)
+    args = json.loads((tmp_path / "pruned_40/finetune/args.json").read_text())
+    assert (args["epochs"], args["max_iters"], args["teacher"]) == (2, 3, str(ck))
+    model = Predictor.from_checkpoint(row["finetuned"]).model
+    assert model.meta.pruned["flops_cut"] == row["flops_cut"]
+    assert sum(p.numel() for p in model.parameters()) == row["params_after"]
+
+
+def test_iterative_pruning_reaches_the_asked_share_of_the_original(tiny_checkpoints, shapes_yaml,
+                                                                   tmp_path):  # fmt: skip
+    from vision.prune import macs
+
+    ck = tiny_checkpoints["segmentation"]
+    base = Predictor.from_checkpoint(ck).model.eval()
+    import torch
+
+    before = macs(base, torch.rand(1, 3, base.meta.input_size, base.meta.input_size))
+    args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
+            "--finetune-budget", "0.5", "--steps", "2", "--recalibrate", "0",
+            "--out", tmp_path]  # fmt: skip
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr
+    assert "fine-tuning 1 × 3 iterations per step, 2 step(s) (50% of the recipe's 12)" in r.stdout
+    assert "step 1/2" in r.stdout and "step 2/2" in r.stdout
+    (row,) = json.loads((tmp_path / "prune.json").read_text())
+    assert row["steps"] == 2 and row["macs_before"] == before
+    assert row["flops_cut"] == pytest.approx(0.4, abs=0.02)
+    assert row["flops_cut"] == pytest.approx(1 - row["macs_after"] / before)
+    assert row["finetuned"] == str(tmp_path / "pruned_40/step2/finetune/best.pt")
+    assert "recalibrated_on" not in row
+    step1 = Predictor.from_checkpoint(tmp_path / "pruned_40/step1/pruned.pt").model
+    assert step1.meta.pruned["flops_cut"] == pytest.approx(0.2, abs=0.02)  # half the way
+    final = Predictor.from_checkpoint(row["finetuned"]).model
+    assert sum(p.numel() for p in final.parameters()) == row["params_after"]
