@@ -31,6 +31,12 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--backbone-lr-mult", type=float, default=None, help="fine-tuning (default: recipe's)"
     )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=8,
+        help="keep pruned widths multiples of this (SIMD channel blocks; 1: exact ratio)",
+    )
     p.add_argument("--seed", type=int, default=0, help="fine-tuning's data order and init")
     p.add_argument("--steps", type=int, default=1, help="prune and fine-tune in this many steps")
     p.add_argument("--taylor-batches", type=int, default=4, help="batches for Taylor importance")
@@ -56,8 +62,8 @@ def add_commands(sub) -> None:
 
 
 def _batches(model, recipe: dict, n: int, train: bool = True):
-    """``n`` batches ``(images, targets)`` of the recipe's training images, as training (``train``) or
-    evaluation (no augmentation) transforms them."""
+    """``n`` batches ``(images, targets)`` of the recipe's training images, as training
+    (``train``) or evaluation (no augmentation) transforms them."""
     from vision.config import load_config
     from vision.data import transforms as T
     from vision.data.build import build_dataset
@@ -142,6 +148,7 @@ def cmd_prune(a) -> int:
                 a.importance,
                 batches if a.importance == "taylor" else None,
                 scope=a.scope,
+                round_to=a.round_to if a.round_to > 1 else None,
             )
             if a.recalibrate:
                 imgs = (x for x, _ in _batches(model, recipe, a.recalibrate, train=False))

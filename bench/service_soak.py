@@ -198,6 +198,24 @@ def rss(pid: int) -> int:
     return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)])
 
 
+def rss_parts(pid: int) -> dict[str, float]:
+    """The process tree's resident MB by kind of mapping: ``heap`` (the main arena: what the
+    main thread's malloc holds), ``anon`` (other anonymous mappings: thread arenas, large
+    mmap-ed buffers, torch's and ONNX Runtime's own), ``file`` (code and data of mapped files,
+    which grows as code paths are first touched)."""
+    p, parts = psutil.Process(pid), Counter()
+    for q in [p, *p.children(recursive=True)]:
+        try:
+            for m in q.memory_maps(grouped=True):
+                kind = (
+                    "heap" if m.path == "[heap]" else "file" if m.path.startswith("/") else "anon"
+                )
+                parts[kind] += m.rss
+        except psutil.Error:
+            continue
+    return {k: round(v / 2**20, 1) for k, v in sorted(parts.items())}
+
+
 def summarize(results: list) -> dict:
     by_kind: dict[str, Counter] = {}
     for kind, _, status, _ in results:
@@ -354,12 +372,14 @@ def main() -> int:
         for _ in range(3):  # warm-up: every kind of request, good and bad, a few times
             asyncio.run(load(url, good + bad, 8))
         time.sleep(IDLE_WAIT_S)  # the server gives freed memory back once idle
-        light = warm = rss(proc.pid)
+        light, parts_light = rss(proc.pid), rss_parts(proc.pid)
+        warm = light
         for clients in a.clients:
             if a.warmup:  # the working set of this many connections, before the baseline
                 asyncio.run(load(url, mix(good, bad, a.warmup, a.bad, clients), clients))
                 time.sleep(IDLE_WAIT_S)
                 warm = rss(proc.pid)
+            parts_warm = rss_parts(proc.pid)
             t0, samples = time.perf_counter(), []
 
             def sample(i, status, samples=samples):  # RSS every 1,000 answers: leak or plateau
@@ -385,6 +405,8 @@ def main() -> int:
             )
             time.sleep(IDLE_WAIT_S)
             s["rss_idle_mb"] = rss(proc.pid) / 2**20  # after the idle trim (service/memory.py)
+            s["rss_parts_after_light_warmup_mb"] = parts_light
+            s["rss_parts_after_warmup_mb"], s["rss_parts_idle_mb"] = parts_warm, rss_parts(proc.pid)
             out["soak"].append(s)
             print(
                 f"[soak] {clients} clients: {s['requests']} requests in {s['seconds']:.0f} s, "

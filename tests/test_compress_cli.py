@@ -36,7 +36,8 @@ def test_budget_outside_zero_one_is_refused(share):
 def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_path):
     ck = tiny_checkpoints["segmentation"]  # fcn8s_slim: 3 epochs of 4 batches
     args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
-            "--finetune-budget", "0.5", "--teacher", ck, "--out", tmp_path]  # fmt: skip
+            "--finetune-budget", "0.5", "--teacher", ck, "--round-to", "1",
+            "--out", tmp_path]  # fmt: skip
     r = run_cli(args)
     assert r.returncode == 0, r.stderr
     assert "fine-tuning 2 × 3 iterations per step, 1 step(s) (50% of the recipe's 12)" in r.stdout
@@ -63,7 +64,7 @@ def test_iterative_pruning_reaches_the_asked_share_of_the_original(tiny_checkpoi
     before = macs(base, torch.rand(1, 3, base.meta.input_size, base.meta.input_size))
     args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
             "--finetune-budget", "0.5", "--steps", "2", "--recalibrate", "0",
-            "--out", tmp_path]  # fmt: skip
+            "--round-to", "1", "--out", tmp_path]  # fmt: skip
     r = run_cli(args)
     assert r.returncode == 0, r.stderr
     assert "fine-tuning 1 × 3 iterations per step, 2 step(s) (50% of the recipe's 12)" in r.stdout

@@ -110,3 +110,16 @@ def test_recalibrated_statistics_are_the_average_over_the_batches():
     var = torch.stack([conv(model.normalize(x)).var((0, 2, 3)) for x in batches]).mean(0)
     assert torch.allclose(bn.running_var, var, rtol=1e-4)  # unbiased per batch, averaged
     assert bn.momentum == 0.05 and not model.training and bn.num_batches_tracked == 3
+
+
+def test_rounded_widths_are_multiples_of_round_to():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = build_model("fcos_lite0", 4, input_size=SIZE)
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    report = prune_flops(model, 0.4, round_to=8, tolerance=0.03)
+    assert report["round_to"] == 8 and report["flops_cut"] == pytest.approx(0.4, abs=0.03)
+    after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    cut = {n: c for n, c in after.items() if c != before[n]}
+    assert len(cut) > 20 and all(c % 8 == 0 for c in cut.values())

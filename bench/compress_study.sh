@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The compression study of the default models (issue 14): pruning 45 % / 70 % of FLOPs with
+# each importance, fine-tuned on a share of the recipe's own iterations, with and without the
+# unpruned model as teacher, then the compression table (eager / ONNX / int8 of each).
+# Needs the main job's checkpoints (bash run.sh main). About 60 minutes on 2 CPU cores.
+#   bash bench/compress_study.sh [OUT]          (default reports/compress14)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
+S=reports/default/runs/shapes__fcn8s_lite0/best.pt
+D=reports/default/runs/shapes__fcos_lite0/best.pt
+O=${1:-reports/compress14}
+run() { tag=$1; shift; echo "== $tag"; .venv/bin/vision compress prune --out "$O/$tag" "$@"; }
+# segmenter: 45 % of FLOPs, 30 % of the recipe's 500 iterations
+run seg_all --checkpoint $S --ratio 0.45 --finetune-budget 0.3
+run seg_inner --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --scope inner
+run seg_bn --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --importance bn
+run seg_taylor --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --importance taylor
+run seg_taylor_inner --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --importance taylor --scope inner
+run seg_taylor_3step --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --importance taylor --steps 3
+run seg_lr002 --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --lr 0.002
+run seg_taylor_b1 --checkpoint $S --ratio 0.45 --finetune-budget 1.0 --importance taylor
+# distillation: the same pruned student, the same iterations, with the unpruned model as teacher
+for seed in 0 1; do
+  run seg_mag_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed
+  run seg_mag_kd_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed --teacher $S
+done
+run seg_taylor_kd --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --importance taylor --teacher $S
+run seg70_taylor_b1_kd --checkpoint $S --ratio 0.7 --finetune-budget 1.0 --importance taylor --teacher $S
+# detector: 45 % of FLOPs, 30 % (and 100 %) of the recipe's 1,000 iterations
+run det_taylor --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor
+run det_taylor_kd --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor --teacher $D
+run det_taylor_kd025 --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor --teacher $D --kd-weight 0.25
+run det_taylor_b1 --checkpoint $D --ratio 0.45 --finetune-budget 1.0 --importance taylor
+# the compression tables: every model x eager / onnx / int8, batch-1 latency and metric
+.venv/bin/vision compress table --checkpoint base=$S \
+  pruned45_b30=$O/seg_taylor/pruned_45/finetune/best.pt \
+  pruned45_b100=$O/seg_taylor_b1/pruned_45/finetune/best.pt \
+  pruned70_b100_kd=$O/seg70_taylor_b1_kd/pruned_70/finetune/best.pt --data shapes --out $O/table_seg
+.venv/bin/vision compress table --checkpoint base=$D \
+  pruned45_b30=$O/det_taylor/pruned_45/finetune/best.pt \
+  pruned45_b100=$O/det_taylor_b1/pruned_45/finetune/best.pt --data shapes --out $O/table_det
