@@ -196,3 +196,17 @@ def test_main_job_suites_train_the_registry_defaults():
     assert cpu == [DEFAULT_DETECTOR, DEFAULT_SEGMENTER]
     assert [model_task(m) for m in gpu] == ["detection", "segmentation"]
     assert main_suite() == MAIN_SUITES[int(torch.cuda.is_available())]
+
+
+@pytest.mark.parametrize(
+    "suite",
+    sorted(p.name for p in (Path(__file__).resolve().parents[1] / "bench/suites").iterdir()),
+)
+def test_every_kept_suite_loads(suite):
+    """The suites kept in bench/suites (the GPU ones are run only on a lent GPU) name only known
+    training options and registered models."""
+    from eval.bench import load_suite
+    from vision.models import list_models
+
+    loaded = load_suite(Path(__file__).resolve().parents[1] / "bench/suites" / suite)
+    assert loaded["models"] and all(m["train"]["model"] in list_models() for m in loaded["models"])

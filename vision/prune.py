@@ -64,8 +64,8 @@ def prune_flops(
     ``scope="inner"`` prunes only channels that no residual sum ties to other layers (the
     expanded channels inside inverted-residual blocks, a ResNet block's first convolution):
     the widths that skip connections and the FPN carry stay whole. ``round_to`` keeps every
-    pruned width a multiple of it (CPU kernels run SIMD-wide channel blocks: on the default
-    detector, widths rounded to 8 made the 45 %-pruned network's forward pass 1.5x faster)."""
+    pruned width a multiple of it (CPU convolution kernels work on SIMD-wide channel blocks,
+    so odd widths waste lanes)."""
     import copy
 
     if importance not in IMPORTANCE:
