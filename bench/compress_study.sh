@@ -2,7 +2,7 @@
 # The compression study of the default models (issue 14): pruning 45 % / 70 % of FLOPs with
 # each importance, fine-tuned on a share of the recipe's own iterations, with and without the
 # unpruned model as teacher, then the compression table (eager / ONNX / int8 of each).
-# Needs the main job's checkpoints (bash run.sh main). About 60 minutes on 2 CPU cores.
+# Needs the main job's checkpoints (bash run.sh main). About 90 minutes on 2 CPU cores.
 #   bash bench/compress_study.sh [OUT]          (default reports/compress14)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,8 @@ export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
 S=reports/default/runs/shapes__fcn8s_lite0/best.pt
 D=reports/default/runs/shapes__fcos_lite0/best.pt
 O=${1:-reports/compress14}
-run() { tag=$1; shift; echo "== $tag"; .venv/bin/vision compress prune --out "$O/$tag" "$@"; }
+# every run but det_taylor_r8 keeps exact widths (--round-to 1), as when the study was made
+run() { tag=$1; shift; echo "== $tag"; .venv/bin/vision compress prune --round-to 1 --out "$O/$tag" "$@"; }
 # segmenter: 45 % of FLOPs, 30 % of the recipe's 500 iterations
 run seg_all --checkpoint $S --ratio 0.45 --finetune-budget 0.3
 run seg_inner --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --scope inner
@@ -25,6 +26,18 @@ for seed in 0 1; do
   run seg_mag_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed
   run seg_mag_kd_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed --teacher $S
 done
+# (runs from here on pass: the runs above were made before widths were rounded)
+for seed in 0 1 2; do
+  run seg_mag_cwd_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed \
+    --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4
+done
+run seg_mag_s2 --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed 2
+for seed in 0 1; do
+  run seg_mag_kd3_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed \
+    --teacher $S --kd-weight 3 --kd-temperature 4
+done
+# the control at the KD run's wall time (a teacher's forward pass makes each step ~1.7x longer)
+run seg_mag_b50_s0 --checkpoint $S --ratio 0.45 --finetune-budget 0.5 --seed 0
 run seg_taylor_kd --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --importance taylor --teacher $S
 run seg70_taylor_b1_kd --checkpoint $S --ratio 0.7 --finetune-budget 1.0 --importance taylor --teacher $S
 # detector: 45 % of FLOPs, 30 % (and 100 %) of the recipe's 1,000 iterations
@@ -32,6 +45,10 @@ run det_taylor --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance t
 run det_taylor_kd --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor --teacher $D
 run det_taylor_kd025 --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor --teacher $D --kd-weight 0.25
 run det_taylor_b1 --checkpoint $D --ratio 0.45 --finetune-budget 1.0 --importance taylor
+run det_taylor_s1 --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor --seed 1
+run det_taylor_kd025_s1 --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor \
+  --seed 1 --teacher $D --kd-weight 0.25
+run det_taylor_r8 --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importance taylor --round-to 8
 # the compression tables: every model x eager / onnx / int8, batch-1 latency and metric
 .venv/bin/vision compress table --checkpoint base=$S \
   pruned45_b30=$O/seg_taylor/pruned_45/finetune/best.pt \
@@ -40,3 +57,6 @@ run det_taylor_b1 --checkpoint $D --ratio 0.45 --finetune-budget 1.0 --importanc
 .venv/bin/vision compress table --checkpoint base=$D \
   pruned45_b30=$O/det_taylor/pruned_45/finetune/best.pt \
   pruned45_b100=$O/det_taylor_b1/pruned_45/finetune/best.pt --data shapes --out $O/table_det
+.venv/bin/vision compress table --checkpoint base=$D \
+  pruned45_r8_b30=$O/det_taylor_r8/pruned_45/finetune/best.pt \
+  pruned45_b30=$O/det_taylor/pruned_45/finetune/best.pt --data shapes --out $O/table_det_r8
