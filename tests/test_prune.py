@@ -123,3 +123,17 @@ def test_rounded_widths_are_multiples_of_round_to():
     after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     cut = {n: c for n, c in after.items() if c != before[n]}
     assert len(cut) > 20 and all(c % 8 == 0 for c in cut.values())
+
+
+def test_recalibration_of_a_detector_runs_its_backbone_and_fpn():
+    from torch import nn
+
+    from vision.prune import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = build_model("fcos_lite0", 4, input_size=SIZE).eval()
+    norms = [m for m in model.net.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = norms[0].running_mean.clone()
+    assert recalibrate_bn(model, [torch.rand(2, 3, SIZE, SIZE)] * 2) == 4
+    assert all(m.num_batches_tracked == 2 for m in norms) and not model.training
+    assert not torch.allclose(norms[0].running_mean, before)
