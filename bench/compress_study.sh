@@ -27,11 +27,11 @@ for seed in 0 1; do
   run seg_mag_kd_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed --teacher $S
 done
 # (runs from here on pass: the runs above were made before widths were rounded)
-for seed in 0 1 2; do
+for seed in 0 1 2 3 4; do
   run seg_mag_cwd_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed \
     --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4
 done
-run seg_mag_s2 --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed 2
+for seed in 2 3 4; do run seg_mag_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed; done
 for seed in 0 1; do
   run seg_mag_kd3_s$seed --checkpoint $S --ratio 0.45 --finetune-budget 0.3 --seed $seed \
     --teacher $S --kd-weight 3 --kd-temperature 4
