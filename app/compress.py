@@ -119,6 +119,10 @@ def cmd_prune(a) -> int:
     from vision.predictor import Predictor
     from vision.prune import prune_flops, recalibrate_bn
 
+    for name, value, least in (("--steps", a.steps, 1), ("--recalibrate", a.recalibrate, 0),
+                               ("--taylor-batches", a.taylor_batches, 1)):  # fmt: skip
+        if value < least:
+            raise ValueError(f"{name}: expected an integer ≥ {least}, got {value}")
     ck = load_checkpoint(a.checkpoint)
     recipe = {**ck.get("args", {}), "data": a.data}
     out = Path(a.out)

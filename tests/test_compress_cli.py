@@ -79,3 +79,14 @@ def test_iterative_pruning_reaches_the_asked_share_of_the_original(tiny_checkpoi
     assert step1.meta.pruned["flops_cut"] == pytest.approx(0.2, abs=0.02)  # half the way
     final = Predictor.from_checkpoint(row["finetuned"]).model
     assert sum(p.numel() for p in final.parameters()) == row["params_after"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "least"),
+    [("--steps", 0, 1), ("--recalibrate", -1, 0), ("--taylor-batches", 0, 1)],
+)
+def test_counts_below_their_least_are_refused(flag, value, least, tmp_path):
+    r = run_cli(["compress", "prune", "--checkpoint", tmp_path / "none.pt", flag, value,
+                 "--out", tmp_path])  # fmt: skip
+    assert r.returncode != 0
+    assert f"{flag}: expected an integer ≥ {least}, got {value}" in r.stderr
