@@ -61,16 +61,22 @@ def add_commands(sub) -> None:
     t.set_defaults(func=cmd_table)
 
 
-def _batches(model, recipe: dict, n: int, train: bool = True):
-    """``n`` batches ``(images, targets)`` of the recipe's training images, as training
-    (``train``) or evaluation (no augmentation) transforms them."""
+def _train_reader(recipe: dict, task: str):
+    """The recipe's training images (its ``limit_train`` respected)."""
     from vision.config import load_config
-    from vision.data import transforms as T
     from vision.data.build import build_dataset
 
+    reader = build_dataset(load_config(recipe["data"]), task, "train")
+    reader.limit(recipe.get("limit_train"))
+    return reader
+
+
+def _batches(model, reader, recipe: dict, n: int, train: bool = True):
+    """``n`` batches ``(images, targets)`` of ``reader``, as training (``train``) or
+    evaluation (no augmentation) transforms them."""
+    from vision.data import transforms as T
+
     det = model.meta.task == "detection"
-    reader = build_dataset(load_config(recipe["data"]), model.meta.task, "train")
-    reader.limit(recipe.get("limit_train"))  # the images the recipe trained on
     tf = (T.DetectionTransform if det else T.SegmentationTransform)(recipe["img_size"], train)
     collate = T.collate_detection if det else T.collate_segmentation
     batch = recipe.get("batch", 8)
@@ -78,13 +84,13 @@ def _batches(model, recipe: dict, n: int, train: bool = True):
         yield collate([tf(reader[j]) for j in range(i * batch, (i + 1) * batch)])
 
 
-def _loss_batches(model, recipe: dict, n: int = 4):
+def _loss_batches(model, reader, recipe: dict, n: int = 4):
     """Losses of ``n`` training batches (Taylor importance), as training computes them."""
     from vision.engine.losses import segmentation_loss
 
     def batches():
         model.train()
-        for x, y in _batches(model, recipe, n):
+        for x, y in _batches(model, reader, recipe, n):
             if model.meta.task == "detection":
                 yield sum(model(x, y).values())
             else:
@@ -126,10 +132,10 @@ def cmd_prune(a) -> int:
     ck = load_checkpoint(a.checkpoint)
     recipe = {**ck.get("args", {}), "data": a.data}
     out = Path(a.out)
+    reader = _train_reader(recipe, ck["meta"]["task"])
     budget = {"epochs": a.finetune_epochs}  # per step
     if a.finetune_budget is not None:
-        images = _train_images(recipe, ck["meta"]["task"])
-        budget = budget_schedule(recipe, images, a.finetune_budget / a.steps)
+        budget = budget_schedule(recipe, len(reader), a.finetune_budget / a.steps)
         print(
             f"[prune] fine-tuning {budget['epochs']} × {budget['max_iters']} iterations per step, "
             f"{a.steps} step(s) ({a.finetune_budget:.0%} of the recipe's {budget['of_iters']})",
@@ -145,17 +151,17 @@ def cmd_prune(a) -> int:
         for step in range(1, a.steps + 1):  # the FLOPs cut grows linearly over the steps
             model = Predictor.from_checkpoint(start).model
             done, goal = ratio * (step - 1) / a.steps, ratio * step / a.steps
-            batches = _loss_batches(model, recipe, a.taylor_batches)
+            taylor = a.importance == "taylor"
             report = prune_flops(
                 model,
                 1 - (1 - goal) / (1 - done),
                 a.importance,
-                batches if a.importance == "taylor" else None,
+                _loss_batches(model, reader, recipe, a.taylor_batches) if taylor else None,
                 scope=a.scope,
                 round_to=a.round_to if a.round_to > 1 else None,
             )
             if a.recalibrate:
-                imgs = (x for x, _ in _batches(model, recipe, a.recalibrate, train=False))
+                imgs = (x for x, _ in _batches(model, reader, recipe, a.recalibrate, train=False))
                 report["recalibrated_on"] = recalibrate_bn(model, imgs)
             first = first or report
             report = {**report, "flops_ratio_asked": ratio, "steps": a.steps,
@@ -193,15 +199,6 @@ def cmd_prune(a) -> int:
     (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"[prune] wrote {out / 'prune.json'}")
     return 0
-
-
-def _train_images(recipe: dict, task: str) -> int:
-    from vision.config import load_config
-    from vision.data.build import build_dataset
-
-    reader = build_dataset(load_config(recipe["data"]), task, "train")
-    reader.limit(recipe.get("limit_train"))
-    return len(reader)
 
 
 def cmd_table(a) -> int:

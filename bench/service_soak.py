@@ -373,13 +373,12 @@ def main() -> int:
             asyncio.run(load(url, good + bad, 8))
         time.sleep(IDLE_WAIT_S)  # the server gives freed memory back once idle
         light, parts_light = rss(proc.pid), rss_parts(proc.pid)
-        warm = light
+        warm, parts_warm = light, parts_light
         for clients in a.clients:
             if a.warmup:  # the working set of this many connections, before the baseline
                 asyncio.run(load(url, mix(good, bad, a.warmup, a.bad, clients), clients))
                 time.sleep(IDLE_WAIT_S)
-                warm = rss(proc.pid)
-            parts_warm = rss_parts(proc.pid)
+                warm, parts_warm = rss(proc.pid), rss_parts(proc.pid)
             t0, samples = time.perf_counter(), []
 
             def sample(i, status, samples=samples):  # RSS every 1,000 answers: leak or plateau

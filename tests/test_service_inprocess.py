@@ -15,23 +15,13 @@ from .test_uploads import _png
 
 @pytest.fixture(scope="module")
 def svc(tiny_checkpoints):
-    import os
+    with pytest.MonkeyPatch.context() as mp:  # servers started by later tests inherit os.environ
+        mp.setenv("VISION_DETECTOR_CKPT", str(tiny_checkpoints["detection"]))
+        mp.setenv("VISION_SEGMENTER_CKPT", str(tiny_checkpoints["segmentation"]))
+        mp.setenv("VISION_MAX_PIXELS", "4000000")
+        from service.service import VisionService
 
-    env = {
-        "VISION_DETECTOR_CKPT": str(tiny_checkpoints["detection"]),
-        "VISION_SEGMENTER_CKPT": str(tiny_checkpoints["segmentation"]),
-        "VISION_MAX_PIXELS": "4000000",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from service.service import VisionService
-
-    yield VisionService()
-    for k, v in saved.items():  # servers started by later tests inherit os.environ
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+        yield VisionService()
 
 
 def _call(svc, method, path, **kw):
