@@ -4,8 +4,9 @@ Under many concurrent clients a worker holds hundreds of request bodies, decoded
 answers at once, allocated from several glibc malloc arenas. Freed, that memory mostly stays
 in the arenas (fragmented, or below the top of a heap), so the worker's RSS stays at its
 high-water mark: +491 MB after 600 clients in ``bench/service_soak.py``, flat afterwards (not
-a leak); with what this module does, +304 MB (``bench/records/cpu_2026-12-02/soak/``: the rest
-is not free memory any allocator holds). ``malloc_trim(0)`` returns the free pages of every
+a leak); with what this module does, +304 MB (``bench/records/cpu_2026-12-02/soak/``). Most of
+that rest was live: BentoML's request timeout kept each request's tracing span for 120 s after
+its answer (fixed by ``service/timeout.py``). ``malloc_trim(0)`` returns the free pages of every
 arena to the kernel. It costs a few milliseconds and takes the arena locks, so it runs only
 when nothing has arrived for ``idle_s`` seconds and nothing is in flight, once per idle spell.
 Large buffers (request bodies, decoded images) are kept out of the heaps altogether: see

@@ -31,6 +31,7 @@ from service.drain import Drain
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
 from service.memory import IdleTrim, pin_mmap_threshold
+from service.timeout import install as install_request_timeout
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
 from vision.data.io import ImageError
 from vision.deploy import VARIANT_KINDS, variant_predictor
@@ -61,6 +62,9 @@ IDLE = IdleTrim.from_env()
 # request bodies and decoded images in their own mmaps (VISION_MMAP_THRESHOLD_KB, default 128;
 # 0 leaves glibc's sliding threshold), so they go back to the OS when freed
 pin_mmap_threshold(int(os.environ.get("VISION_MMAP_THRESHOLD_KB", "128")))
+# traffic.timeout through service/timeout.py: BentoML's own middleware keeps every request's
+# context (and its tracing span) alive for the whole timeout after the answer
+install_request_timeout()
 REQUESTS = prometheus_client.Counter(
     name="vision_requests",
     documentation="Requests by endpoint and HTTP status",
