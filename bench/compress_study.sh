@@ -60,3 +60,15 @@ run det_taylor_r8 --checkpoint $D --ratio 0.45 --finetune-budget 0.3 --importanc
 .venv/bin/vision compress table --checkpoint base=$D \
   pruned45_r8_b30=$O/det_taylor_r8/pruned_45/finetune/best.pt \
   pruned45_b30=$O/det_taylor/pruned_45/finetune/best.pt --data shapes --out $O/table_det_r8
+# cross-architecture distillation: a smaller, different student, the from-scratch slim ResNet
+# FCN-8s (the previous default segmenter; its own 9-epoch recipe), with the Lite0 default as
+# teacher (channel-wise KD, weight 3, T 4) and without, three seeds each
+slim() { tag=$1; seed=$2; shift 2; echo "== $tag"; .venv/bin/vision train segment --data shapes \
+  --model fcn8s_slim --epochs 9 --img-size 128 --batch 8 --lr 0.01 --warmup-iters 100 \
+  --seg-loss ce+dice --val-every 9 --seed "$seed" --out "$O/$tag" "$@"; }
+for seed in 0 1 2; do
+  slim slim_s$seed $seed
+  slim slim_cwd_s$seed $seed --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4
+done
+.venv/bin/vision compress table --checkpoint base=$S slim=$O/slim_s0/best.pt \
+  slim_cwd=$O/slim_cwd_s0/best.pt --data shapes --out $O/table_slim
