@@ -70,5 +70,7 @@ for seed in 0 1 2; do
   slim slim_s$seed $seed
   slim slim_cwd_s$seed $seed --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4
 done
+# the control at the KD run's wall time (the teacher's forward pass: ~1.7x per step): 16 epochs
+slim slim_e16_s0 0 --epochs 16 --val-every 16
 .venv/bin/vision compress table --checkpoint base=$S slim=$O/slim_s0/best.pt \
   slim_cwd=$O/slim_cwd_s0/best.pt --data shapes --out $O/table_slim
