@@ -74,3 +74,9 @@ done
 slim slim_e16_s0 0 --epochs 16 --val-every 16
 .venv/bin/vision compress table --checkpoint base=$S slim=$O/slim_s0/best.pt \
   slim_cwd=$O/slim_cwd_s0/best.pt --data shapes --out $O/table_slim
+# stacked: the 16-epoch student pruned by half its FLOPs (Taylor), fine-tuned on 30 % of its
+# recipe with the Lite0 teacher, then every form of it timed against the Lite0 eager
+run slim16_p50_cwd --checkpoint $O/slim_e16_s0/best.pt --ratio 0.5 --importance taylor \
+  --finetune-budget 0.3 --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4 --round-to 8
+.venv/bin/vision compress table --checkpoint base=$S slim16=$O/slim_e16_s0/best.pt \
+  slim16_p50_cwd=$O/slim16_p50_cwd/pruned_50/finetune/best.pt --data shapes --out $O/table_slim16
