@@ -58,8 +58,7 @@ class RequestTimeout:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        if not started.done():
-            started.cancel()
+        if not started.done():  # nothing sent yet: the 504 can still be
             await JSONResponse(
                 {"error": f"the request was not answered within {self.timeout:g} seconds"},
                 status_code=504,
@@ -73,7 +72,7 @@ def install() -> bool:
         from bentoml._internal.server.http import traffic
     except ImportError:
         traffic = None
-    if traffic is None or not hasattr(traffic, "TimeoutMiddleware"):
+    if not hasattr(traffic, "TimeoutMiddleware"):  # (None has no such attribute either)
         logger.warning("BentoML's TimeoutMiddleware not found: request timeouts left as they are")
         return False
     traffic.TimeoutMiddleware = RequestTimeout

@@ -38,8 +38,10 @@ def traced(app):
     return middleware
 
 
+SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+
 async def call(app) -> list[dict]:
-    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
     sent: list[dict] = []
 
     async def receive():
@@ -48,7 +50,7 @@ async def call(app) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    await asyncio.get_running_loop().create_task(app(scope, receive, send))
+    await asyncio.get_running_loop().create_task(app(SCOPE, receive, send))
     return sent
 
 
@@ -122,9 +124,8 @@ def test_errors_pass_through_and_a_cancelled_request_cancels_its_handler():
             raise
 
     async def run():
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
         outer = asyncio.get_running_loop().create_task(
-            RequestTimeout(slow, timeout=60)(scope, None, None)
+            RequestTimeout(slow, timeout=60)(SCOPE, None, None)
         )
         await asyncio.sleep(0.05)
         outer.cancel()  # the server drops the connection's task
