@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,12 +157,41 @@ def test_class_maps_equal_a_full_bilinear_upsampling(monkeypatch, h, w, smooth):
     if smooth:  # large regions, as trained models give
         logits = F.interpolate(torch.randn(1, 5, 4, 5) * 3, size=(17, 23), mode="bilinear")[0]
     ref = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
-    ref = ref[0].argmax(0).to(torch.uint8)
-    assert torch.equal(vp.upsample_argmax(logits, h, w), ref)
+    ref = ref[0].argmax(0).to(torch.uint8).numpy()
+    assert np.array_equal(vp.upsample_argmax(logits.numpy(), h, w), ref)
     monkeypatch.setattr(vp, "STRIP_ELEMENTS", w * 7)  # strips of 7 rows
-    strips = vp.upsample_argmax(logits, h, w)
-    assert strips.shape == (h, w) and strips.dtype == torch.uint8
-    assert torch.equal(strips, ref)
+    strips = vp.upsample_argmax(logits.numpy(), h, w)
+    assert strips.shape == (h, w) and strips.dtype == np.uint8
+    assert np.array_equal(strips, ref)
+
+
+def test_bilinear_taps_rebuild_torch_s_resizing():
+    """Every (source, output) length pair up to 40, and a few large ones: the cached source
+    indices and weights rebuild F.interpolate's values (to float32 rounding: its kernel sums
+    the four weighted taps in another order)."""
+    from vision.postprocess import _bilinear_taps
+
+    pairs = [(i, o) for i in range(1, 41) for o in range(1, 41)] + [(117, 221), (128, 3000)]
+    for n_in, n_out in pairs:
+        v = torch.randn(1, 1, 1, n_in)
+        ref = F.interpolate(v, size=(1, n_out), mode="bilinear", align_corners=False)[0, 0, 0]
+        lo, hi, lam = _bilinear_taps(n_in, n_out)
+        x = v[0, 0, 0].numpy()
+        got = x[lo] * (1 - lam) + x[hi] * lam
+        np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=1e-5, err_msg=str(n_in))
+
+
+def test_mask_to_original_crops_the_padding_and_scales_back():
+    """A (K, S, S) padded output → the uint8 class map of the original image: the padded
+    rows and columns (the letterbox) never reach the answer."""
+    from vision.postprocess import mask_to_original
+
+    logits = torch.zeros(3, 8, 8)
+    logits[2, :4, :] = 1.0  # the image's half of the rows: class 2
+    logits[1, 4:, :] = 9.0  # padding rows: a class the answer must not show
+    out = mask_to_original(logits, {"orig_size": (6, 12), "scale": 8 / 12})
+    assert out["mask"].dtype == torch.uint8 and out["mask"].shape == (6, 12)
+    assert (out["mask"] == 2).all()
 
 
 @pytest.mark.parametrize("name", ["fcos_lite0", "fcos_r18"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -48,45 +49,47 @@ def mask_to_original(logits: torch.Tensor, info: dict) -> dict:
     """The class map at the original size from one image's ``(K, S, S)`` padded logits."""
     h, w = info["orig_size"]
     rh, rw = max(1, round(h * info["scale"])), max(1, round(w * info["scale"]))
-    return {"mask": upsample_argmax(logits[:, :rh, :rw], h, w).cpu()}
+    crop = np.ascontiguousarray(logits[:, :rh, :rw].float().cpu().numpy())
+    return {"mask": torch.from_numpy(upsample_argmax(crop, h, w))}
 
 
 # the class map is made in strips of at most this many output pixels (bounded memory)
 STRIP_ELEMENTS = 1 << 22
 
 
-def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Class map ``(h, w)`` uint8: the argmax of ``(K, rh, rw)`` logits upsampled bilinearly
-    (``align_corners=False``, as ``F.interpolate``), without upsampling every logit.
+def upsample_argmax(logits: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Class map ``(h, w)`` uint8: the argmax of ``(K, rh, rw)`` float32 logits upsampled
+    bilinearly (``align_corners=False``, as ``F.interpolate``), without upsampling every logit.
 
     A bilinear output pixel mixes four source pixels with non-negative weights; where those
     four have the same argmax class, the mixture's argmax is that class too (a convex
     combination keeps the maximum, and the first-index rule for ties). So the class is read
     from the low-resolution argmax, and only pixels whose four taps disagree (class edges)
     get their K logits interpolated. Rows are done in strips of ``STRIP_ELEMENTS`` pixels,
-    so memory stays bounded whatever the image size (a 40-megapixel upload)."""
+    so memory stays bounded whatever the image size (a 40-megapixel upload). NumPy, one
+    thread: a few dozen small array operations, where torch's per-operation dispatch (and its
+    OpenMP team, when other work shares the cores) cost several times more."""
     k, rh, rw = logits.shape
-    logits = logits.float()
     low = channel_argmax(logits)
     flat = logits.reshape(k, rh * rw)
     # uniform[i, j]: the 2x2 source block at (i, j) has one class (borders clamp as the taps do)
-    nxt_r = torch.cat([low[1:], low[-1:]], 0)
-    uniform = (low == nxt_r) & (low == torch.cat([low[:, 1:], low[:, -1:]], 1))
-    uniform &= low == torch.cat([nxt_r[:, 1:], nxt_r[:, -1:]], 1)
-    y0, y1, wy = _bilinear_taps(rh, h, logits.device)
-    x0, x1, wx = _bilinear_taps(rw, w, logits.device)
-    out = torch.empty((h, w), dtype=torch.uint8, device=logits.device)
+    nxt_r = np.concatenate([low[1:], low[-1:]], 0)
+    uniform = (low == nxt_r) & (low == np.concatenate([low[:, 1:], low[:, -1:]], 1))
+    uniform &= low == np.concatenate([nxt_r[:, 1:], nxt_r[:, -1:]], 1)
+    y0, y1, wy = _bilinear_taps(rh, h)
+    x0, x1, wx = _bilinear_taps(rw, w)
+    out = np.empty((h, w), dtype=np.uint8)
     step = max(1, STRIP_ELEMENTS // w)
     for s in range(0, h, step):
         rows = slice(s, min(s + step, h))
         ya = y0[rows]
-        strip = low.index_select(0, ya).index_select(1, x0)
-        edge = (~uniform.index_select(0, ya).index_select(1, x0)).nonzero(as_tuple=True)
-        if edge[0].numel():
-            r, c = edge
+        strip = low[ya][:, x0]
+        edge = np.flatnonzero(~uniform[ya][:, x0])  # faster than a 2-D nonzero
+        if edge.size:
+            r, c = np.divmod(edge, w)
             a, b = wy[rows][r], wx[c]
             ta, tb, ca, cb = ya[r] * rw, y1[rows][r] * rw, x0[c], x1[c]
-            tap = lambda i: flat.index_select(1, i)  # noqa: E731 - (K, n) logits at flat i
+            tap = lambda i: np.take(flat, i, axis=1)  # noqa: E731 - (K, n) logits at flat i
             top = tap(ta + ca) * (1 - b) + tap(ta + cb) * b
             bot = tap(tb + ca) * (1 - b) + tap(tb + cb) * b
             strip[r, c] = channel_argmax(top * (1 - a) + bot * a)
@@ -94,24 +97,29 @@ def upsample_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return out
 
 
-def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """``logits.argmax(0)`` as uint8 (first index on ties), one pass per class: several times
-    faster than torch's reduction over the leading dimension for the few classes here."""
-    best, idx = logits[0].clone(), torch.zeros(logits.shape[1:], dtype=torch.uint8)
+def channel_argmax(logits: np.ndarray) -> np.ndarray:
+    """``logits.argmax(0)`` as uint8 (first index on ties), one pass per class: faster than a
+    reduction over the leading (strided) axis for the few classes here."""
+    best, idx = logits[0].copy(), np.zeros(logits.shape[1:], dtype=np.uint8)
     for c in range(1, logits.shape[0]):
-        gt = logits[c] > best
-        idx.masked_fill_(gt, c)
-        torch.maximum(best, logits[c], out=best)
+        idx[logits[c] > best] = c
+        np.maximum(best, logits[c], out=best)
     return idx
 
 
-def _bilinear_taps(n_in: int, n_out: int, device) -> tuple[torch.Tensor, ...]:
-    """Source indices and weights of bilinear resizing ``n_in`` → ``n_out`` as torch computes
-    them with ``align_corners=False`` (negative source coordinates clamp to 0)."""
-    src = ((torch.arange(n_out, device=device) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    lo = src.floor().long().clamp(max=n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    return lo, hi, src - lo
+@lru_cache(maxsize=1024)
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
+    """Source indices and float32 weights of bilinear resizing ``n_in`` → ``n_out`` as torch
+    computes them with ``align_corners=False`` (scale ``n_in / n_out`` in float32,
+    negative source coordinates clamp to 0). Cached: a dataset's images share a few sizes."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - 0.5, 0)
+    lo = np.minimum(src.astype(np.int64), n_in - 1)  # src >= 0: truncation is the floor
+    hi = np.minimum(lo + 1, n_in - 1)
+    taps = lo, hi, src - lo.astype(np.float32)
+    for t in taps:
+        t.flags.writeable = False
+    return taps
 
 
 def render_detections(res: dict, names: list[str]) -> dict:
