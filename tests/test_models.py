@@ -165,6 +165,17 @@ def test_class_maps_equal_a_full_bilinear_upsampling(monkeypatch, h, w, smooth):
     assert np.array_equal(strips, ref)
 
 
+def test_channel_argmax_takes_the_first_class_on_ties():
+    """As torch's and NumPy's argmax: of equal scores the lowest class index wins (small
+    integer scores: ties everywhere)."""
+    from vision.postprocess import channel_argmax
+
+    scores = np.random.default_rng(0).integers(0, 3, (6, 9, 11)).astype(np.float32)
+    got = channel_argmax(scores)
+    assert got.dtype == np.uint8
+    assert np.array_equal(got, scores.argmax(0))
+
+
 def test_bilinear_taps_rebuild_torch_s_resizing():
     """Every (source, output) length pair up to 40, and a few large ones: the cached source
     indices and weights rebuild F.interpolate's values (to float32 rounding: its kernel sums

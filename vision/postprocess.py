@@ -107,14 +107,14 @@ def channel_argmax(logits: np.ndarray) -> np.ndarray:
     return idx
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)  # at most 256 x 12 bytes x the longest side (~25 MB at 8k px)
 def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
     """Source indices and float32 weights of bilinear resizing ``n_in`` → ``n_out`` as torch
     computes them with ``align_corners=False`` (scale ``n_in / n_out`` in float32,
     negative source coordinates clamp to 0). Cached: a dataset's images share a few sizes."""
     scale = np.float32(n_in) / np.float32(n_out)
     src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - 0.5, 0)
-    lo = np.minimum(src.astype(np.int64), n_in - 1)  # src >= 0: truncation is the floor
+    lo = np.minimum(src.astype(np.int32), n_in - 1)  # src >= 0: truncation is the floor
     hi = np.minimum(lo + 1, n_in - 1)
     taps = lo, hi, src - lo.astype(np.float32)
     for t in taps:
