@@ -86,3 +86,15 @@ slim slim_cwd_e16_s0 0 --epochs 16 --val-every 16 --teacher $S --kd-mode channel
   --kd-temperature 4
 .venv/bin/vision compress table --checkpoint base=$S slim16=$O/slim_e16_s0/best.pt \
   slim16_cwd=$O/slim_cwd_e16_s0/best.pt --data shapes --out $O/table_e16
+# cross-architecture detection distillation: the from-scratch fcos_r18 on its main-job recipe
+# (bench/quality.py: 4 epochs, 160 px, bfloat16), alone and taught by the Lite0 default
+# (PKD on every FPN level through a 1x1 adapter, plus binary KD on the class logits)
+r18() { tag=$1; seed=$2; shift 2; echo "== $tag"; .venv/bin/vision train detect --data shapes \
+  --model fcos_r18 --epochs 4 --img-size 160 --batch 8 --lr 0.002 --warmup-iters 50 --bf16 \
+  --val-every 4 --seed "$seed" --out "$O/$tag" "$@"; }
+for seed in 0 1; do
+  r18 r18_s$seed $seed
+  r18 r18_pkd_s$seed $seed --teacher $D --kd-weight 1
+done
+# the control at the distilled run's wall time (the teacher: ~1.5x per step): 6 epochs alone
+r18 r18_e6_s0 0 --epochs 6 --val-every 6
