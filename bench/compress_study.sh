@@ -78,6 +78,9 @@ slim slim_e16_s0 0 --epochs 16 --val-every 16
 # recipe with the Lite0 teacher, then every form of it timed against the Lite0 eager
 run slim16_p50_cwd --checkpoint $O/slim_e16_s0/best.pt --ratio 0.5 --importance taylor \
   --finetune-budget 0.3 --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4 --round-to 8
+run slim16_p50_cwd_s1 --checkpoint $O/slim_e16_s0/best.pt --ratio 0.5 --importance taylor \
+  --finetune-budget 0.3 --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4 --round-to 8 \
+  --seed 1
 .venv/bin/vision compress table --checkpoint base=$S slim16=$O/slim_e16_s0/best.pt \
   slim16_p50_cwd=$O/slim16_p50_cwd/pruned_50/finetune/best.pt --data shapes --out $O/table_slim16
 # the distilled student at the control's 16 epochs (channel-wise KD from the Lite0 default),
