@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The compression study of the default models (issue 14): pruning 45 % / 70 % of FLOPs with
 # each importance, fine-tuned on a share of the recipe's own iterations, with and without the
-# unpruned model as teacher, then the compression table (eager / ONNX / int8 of each).
-# Needs the main job's checkpoints (bash run.sh main). About 90 minutes on 2 CPU cores.
+# unpruned model as teacher, then the compression table (eager / ONNX / int8 of each); then
+# smaller students of other architectures (fcn8s_slim, fcos_r18) with and without the defaults
+# as teachers, pruned and timed against the originals.
+# Needs the main job's checkpoints (bash run.sh main). About 4 hours on 2 CPU cores.
 #   bash bench/compress_study.sh [OUT]          (default reports/compress14)
 set -euo pipefail
 cd "$(dirname "$0")/.."
