@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vision.config import load_config  # noqa: E402
 from vision.data.build import build_dataset  # noqa: E402
-from vision.postprocess import mask_to_original  # noqa: E402
+from vision.postprocess import mask_to_original, valid_size  # noqa: E402
 from vision.predictor import Predictor  # noqa: E402
 
 DEFAULT = "reports/default/runs/shapes__fcn8s_lite0/best.pt"
@@ -33,9 +33,8 @@ DEFAULT = "reports/default/runs/shapes__fcn8s_lite0/best.pt"
 
 def dense(logits: torch.Tensor, info: dict) -> torch.Tensor:
     """The baseline: crop the padding, upsample every logit, argmax."""
-    h, w = info["orig_size"]
-    rh, rw = max(1, round(h * info["scale"])), max(1, round(w * info["scale"]))
-    up = F.interpolate(logits[None, :, :rh, :rw], size=(h, w), mode="bilinear")
+    rh, rw = valid_size(info)
+    up = F.interpolate(logits[None, :, :rh, :rw], size=info["orig_size"], mode="bilinear")
     return up[0].argmax(0).to(torch.uint8)
 
 
@@ -58,7 +57,7 @@ def main() -> None:
             raise SystemExit(f"class maps differ on an image of size {info['orig_size']}")
     times: dict[str, list[float]] = {"dense": [], "ours": []}
     for _ in range(a.rounds):
-        for name, fn in (("dense", dense), ("ours", lambda r, i: mask_to_original(r, i))):
+        for name, fn in (("dense", dense), ("ours", mask_to_original)):
             t = time.perf_counter()
             for raw, info in outputs:
                 fn(raw, info)

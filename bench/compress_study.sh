@@ -78,11 +78,11 @@ slim slim_e16_s0 0 --epochs 16 --val-every 16
   slim_cwd=$O/slim_cwd_s0/best.pt --data shapes --out $O/table_slim
 # stacked: the 16-epoch student pruned by half its FLOPs (Taylor), fine-tuned on 30 % of its
 # recipe with the Lite0 teacher, then every form of it timed against the Lite0 eager
-run slim16_p50_cwd --checkpoint $O/slim_e16_s0/best.pt --ratio 0.5 --importance taylor \
-  --finetune-budget 0.3 --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4 --round-to 8
-run slim16_p50_cwd_s1 --checkpoint $O/slim_e16_s0/best.pt --ratio 0.5 --importance taylor \
-  --finetune-budget 0.3 --teacher $S --kd-mode channel --kd-weight 3 --kd-temperature 4 --round-to 8 \
-  --seed 1
+for seed in 0 1; do  # fine-tuning seeds (seed 0's run keeps its original name)
+  run slim16_p50_cwd$([ $seed = 0 ] || echo _s$seed) --checkpoint $O/slim_e16_s0/best.pt \
+    --ratio 0.5 --importance taylor --finetune-budget 0.3 --teacher $S --kd-mode channel \
+    --kd-weight 3 --kd-temperature 4 --round-to 8 --seed $seed
+done
 .venv/bin/vision compress table --checkpoint base=$S slim16=$O/slim_e16_s0/best.pt \
   slim16_p50_cwd=$O/slim16_p50_cwd/pruned_50/finetune/best.pt --data shapes --out $O/table_slim16
 # the distilled student at the control's 16 epochs (channel-wise KD from the Lite0 default),

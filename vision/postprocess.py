@@ -45,10 +45,16 @@ def detections_to_original(
     return {"boxes": boxes[:n], "scores": scores[:n], "labels": labels[:n]}
 
 
+def valid_size(info: dict) -> tuple[int, int]:
+    """The image's part ``(rows, cols)`` of a letterboxed input (the rest is padding)."""
+    h, w = info["orig_size"]
+    return max(1, round(h * info["scale"])), max(1, round(w * info["scale"]))
+
+
 def mask_to_original(logits: torch.Tensor, info: dict) -> dict:
     """The class map at the original size from one image's ``(K, S, S)`` padded logits."""
     h, w = info["orig_size"]
-    rh, rw = max(1, round(h * info["scale"])), max(1, round(w * info["scale"]))
+    rh, rw = valid_size(info)
     crop = np.ascontiguousarray(logits[:, :rh, :rw].float().cpu().numpy())
     return {"mask": torch.from_numpy(upsample_argmax(crop, h, w))}
 
