@@ -8,7 +8,7 @@
 # in a 20-step probe), so KD_EPOCHS=22 by default.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
-#   bash bench/kd_camvid.sh [OUT]      (default reports/kd_camvid; SEEDS="0 1")
+#   bash bench/kd_camvid.sh [OUT]      (default reports/kd_camvid; SEEDS="0 1 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
@@ -23,7 +23,7 @@ slim() { tag=$1; epochs=$2; seed=$3; shift 3; timed "$tag" .venv/bin/vision trai
   --data camvid --model fcn8s_slim --epochs "$epochs" --img-size 320 --batch 8 --lr 0.01 \
   --warmup-iters 100 --bf16 --seg-loss ce+dice --val-every "$epochs" --workers 1 --seed "$seed" \
   --out "$O/$tag" "$@"; }
-for seed in ${SEEDS:-0 1}; do  # seed 0's runs keep the names they were first run under
+for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first run under
   s=$([ "$seed" = 0 ] || echo "_s$seed")
   slim "slim_e45$s" 45 "$seed"
   slim "slim_cwd_e$E$s" "$E" "$seed" --teacher "$T" --kd-mode channel --kd-weight 3 \
