@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.seg import SegEvaluator  # noqa: E402
 from vision.config import load_config  # noqa: E402
 from vision.data.build import build_dataset  # noqa: E402
+from vision.postprocess import valid_size  # noqa: E402
 
 
 def oracle_mask(mask: torch.Tensor, k: int, size: int, stride: int) -> torch.Tensor:
     """The best answer on a ``size / stride`` grid for a (H, W) class mask with ``k`` classes."""
     h, w = mask.shape
-    scale = size / max(h, w) / stride
-    grid = (max(1, round(h * scale)), max(1, round(w * scale)))
+    grid = valid_size({"orig_size": (h, w), "scale": size / max(h, w) / stride})
     valid = (mask.long() < k).float()  # void (255) casts no vote
     onehot = F.one_hot(mask.long().clamp(0, k - 1), k).permute(2, 0, 1)[None].float() * valid
     small = F.interpolate(onehot, size=grid, mode="area")
