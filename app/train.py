@@ -84,6 +84,12 @@ def add_commands(sub) -> None:
             help="segmentation KD: per-pixel (Hinton) or channel-wise (Shu et al. 2021)",
         )
         t.add_argument(
+            "--kd-cache",
+            action="store_true",
+            help="segmentation KD: the teacher's logits of every training image (and its mirror) "
+            "once before training instead of a teacher pass per step (colour jitter not seen)",
+        )
+        t.add_argument(
             "--model-arg",
             action="append",
             default=[],

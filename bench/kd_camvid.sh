@@ -5,7 +5,11 @@
 # fcn8s_lite0 on the suite's recipe. Per seed, the student alone (45 epochs) against the student
 # distilled (channel-wise KD, Shu et al. 2021, weight 3, T 4) for the epochs that fit the same
 # wall time: each of its steps also runs the teacher's forward pass (8.7 against 17.6 images/s
-# in a 20-step probe), so KD_EPOCHS=22 by default.
+# in a 20-step probe), so KD_EPOCHS=22 by default. Then the same with --kd-cache: the teacher's
+# logits of every training image and its mirror image computed once (about 40 s), so a step
+# costs the student and the loss only (12.4 against 17 images/s alone in a 20-step profile: the
+# full-resolution KD loss is the rest), so KDC_EPOCHS=30 by default. Runs whose best.pt exists
+# are skipped.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
 #   bash bench/kd_camvid.sh [OUT]      (default reports/kd_camvid; SEEDS="0 1 2")
@@ -15,11 +19,13 @@ export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
 O=${1:-reports/kd_camvid}
 T=$O/teacher/best.pt
 E=${KD_EPOCHS:-22}
+C=${KDC_EPOCHS:-30}
 timed() { tag=$1; shift; echo "== $tag"; /usr/bin/time -f "$tag wall %e s" "$@"; }
 [ -f "$T" ] || timed teacher .venv/bin/vision train segment --data camvid --model fcn8s_lite0 \
   --epochs 14 --img-size 320 --batch 8 --lr 0.002 --backbone-lr-mult 0.25 --warmup-iters 50 \
   --bf16 --seg-loss ce+dice --val-every 7 --workers 1 --out "$O/teacher"
-slim() { tag=$1; epochs=$2; seed=$3; shift 3; timed "$tag" .venv/bin/vision train segment \
+slim() { tag=$1; epochs=$2; seed=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 0
+  timed "$tag" .venv/bin/vision train segment \
   --data camvid --model fcn8s_slim --epochs "$epochs" --img-size 320 --batch 8 --lr 0.01 \
   --warmup-iters 100 --bf16 --seg-loss ce+dice --val-every "$epochs" --workers 1 --seed "$seed" \
   --out "$O/$tag" "$@"; }
@@ -28,4 +34,6 @@ for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first 
   slim "slim_e45$s" 45 "$seed"
   slim "slim_cwd_e$E$s" "$E" "$seed" --teacher "$T" --kd-mode channel --kd-weight 3 \
     --kd-temperature 4
+  slim "slim_cwdc_e$C$s" "$C" "$seed" --teacher "$T" --kd-mode channel --kd-weight 3 \
+    --kd-temperature 4 --kd-cache
 done

@@ -94,7 +94,15 @@ class SegmentationTransform:
 
     def __post_init__(self):
         ops = _geometry(self.size, self.train)
-        self.pipeline = A.Compose(ops)
+        self.pipeline = A.Compose(ops, save_applied_params=self.train)
+
+    def flipped(self, s: Sample) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """``(image, mask, flipped)``: the training pair and whether it was mirrored (the one
+        geometric change of the training pipeline after the fixed resize and pad)."""
+        out = self.pipeline(image=s.image, mask=s.mask)
+        flip = any(name == "HorizontalFlip" for name, _ in out.get("applied_transforms", ()))
+        mask = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        return _to_tensor(out["image"]), mask, flip
 
     def __call__(self, s: Sample):
         """``(image, mask)``; with ``with_target`` (evaluation) ``(image, target)`` where the
@@ -123,8 +131,9 @@ def collate_detection(batch: list[tuple[torch.Tensor, dict]]):
     return images, [b[1] for b in batch]
 
 
-def collate_segmentation(batch: list[tuple[torch.Tensor, torch.Tensor]]):
-    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+def collate_segmentation(batch: list[tuple[torch.Tensor, ...]]):
+    """Stack images and masks (and cached teacher logits, when items carry them)."""
+    return tuple(torch.stack(parts) for parts in zip(*batch, strict=True))
 
 
 def collate_eval(batch):
@@ -144,8 +153,11 @@ class TransformedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, i: int):
+    def reseed(self, i: int) -> None:
         if self.seed is not None:
             s = np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]
             self.transform.pipeline.set_random_seed(int(s))
+
+    def __getitem__(self, i: int):
+        self.reseed(i)
         return self.transform(self.reader[i])

@@ -129,10 +129,15 @@ class Distiller(nn.Module):
         feats = list(net.backbone(x).values())
         return feats, net.head.classification_head(feats)
 
-    def forward(self, images: torch.Tensor, targets=None, outputs=None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, targets=None, outputs=None, cached=None):
+        """The weighted KD loss; ``cached``: the teacher's logits of these images, computed
+        before training (``soft_labels.py``), in place of its forward pass."""
         if self.task == "segmentation":
-            with torch.no_grad():
-                t_logits = self.teacher[0](images)
+            if cached is not None:
+                t_logits = cached.to(outputs.device, non_blocking=True)
+            else:
+                with torch.no_grad():
+                    t_logits = self.teacher[0](images)
             if t_logits.shape != outputs.shape:
                 raise ValueError(_shapes("KD needs logits of one shape", outputs, t_logits))
             if self.mode == "channel":

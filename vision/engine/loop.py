@@ -67,7 +67,7 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
-    for i, (images, targets) in enumerate(bar):
+    for i, (images, targets, *cached) in enumerate(bar):  # cached: the teacher's logits
         if max_iters is not None and i >= max_iters:
             break
         images, targets = _to(device, images, targets, task, channels_last)
@@ -81,7 +81,7 @@ def train_one_epoch(
                 logits = model(images)
                 loss = segmentation_loss(logits, targets, seg_loss)
                 if distiller is not None:
-                    loss = loss + distiller(images, targets, logits)
+                    loss = loss + distiller(images, targets, logits, *cached)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {epoch + 1}, step {i} (global step {step}): "

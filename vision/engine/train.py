@@ -90,13 +90,14 @@ class TrainConfig:
     kd_weight: float = 1.0
     kd_temperature: float = 2.0
     kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
+    kd_cache: bool = False  # segmentation: the teacher's logits once, before training
 
 
 def finetune_config(recipe: dict, **overrides) -> TrainConfig:
     """A fine-tuning run of a checkpoint's own recipe (``ck["args"]``): its options, with
     resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``."""
     cfg = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
-    cfg.update(resume=None, stop_after=None, teacher=None)
+    cfg.update(resume=None, stop_after=None, teacher=None, kd_cache=False)
     cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
     return TrainConfig(**{**cfg, **overrides})
 
@@ -113,16 +114,19 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
     tf = DetectionTransform if det else SegmentationTransform
     train_ds = TransformedDataset(train_r, tf(cfg.img_size, train=True), seed=cfg.seed)
     sampler = ShardSampler(len(train_ds), shuffle=True, seed=cfg.seed)
-    kw = {"num_workers": cfg.workers, "persistent_workers": False}
-    train_dl = torch.utils.data.DataLoader(
+    return train_r, val_r, train_ds, sampler, _train_loader(cfg, train_ds, sampler)
+
+
+def _train_loader(cfg: TrainConfig, train_ds, sampler) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
         train_ds,
         cfg.batch,
         sampler=sampler,
         drop_last=len(train_ds) > cfg.batch,
-        collate_fn=collate_detection if det else collate_segmentation,
-        **kw,
+        collate_fn=collate_detection if cfg.task == "detection" else collate_segmentation,
+        num_workers=cfg.workers,
+        persistent_workers=False,
     )
-    return train_r, val_r, train_ds, sampler, train_dl
 
 
 def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
@@ -175,6 +179,11 @@ def _optimizer(cfg: TrainConfig, params):
 def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> dict:
     """Run training. ``make_evaluator(task, val_reader, class_names)`` builds the validation
     evaluator. Returns the final summary (also written to ``metrics.jsonl``)."""
+    if cfg.kd_cache and not (cfg.teacher and cfg.task == "segmentation"):
+        raise ValueError(
+            "--kd-cache: expected a segmentation run with --teacher, got a "
+            f"{cfg.task} run {'with' if cfg.teacher else 'without'} a teacher"
+        )
     rank, world, device = init_distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -229,6 +238,11 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         distiller.to(device)
         kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
+        if cfg.kd_cache:
+            from vision.engine.soft_labels import cached_teacher_dataset
+
+            train_ds = cached_teacher_dataset(train_ds, teacher, device, amp, log)
+            train_dl = _train_loader(cfg, train_ds, sampler)
     net = DistributedDataParallel(model) if world > 1 else model
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
