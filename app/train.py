@@ -86,8 +86,8 @@ def add_commands(sub) -> None:
         t.add_argument(
             "--kd-cache",
             action="store_true",
-            help="segmentation KD: the teacher's logits of every training image (and its mirror) "
-            "once before training instead of a teacher pass per step (colour jitter not seen)",
+            help="KD: the teacher's outputs for every training image (and its mirror) computed "
+            "once before training, not in every step (the teacher misses the colour jitter)",
         )
         t.add_argument(
             "--model-arg",

@@ -1,7 +1,7 @@
-"""Cached teacher logits for segmentation distillation (``--kd-cache``,
-``vision.engine.soft_labels``): the cache holds the teacher's answer for each image and its
-mirror image, each training view gets the logits of its own orientation, the distillation loss
-uses them in place of a teacher pass, and training runs with them."""
+"""Cached teacher outputs for distillation (``--kd-cache``, ``vision.engine.soft_labels``): the
+cache holds the teacher's answer for each image and its mirror image, each training view gets
+those of its own orientation, the distillation loss uses them in place of a teacher pass, and
+training runs with them, for segmenters and detectors."""
 
 from __future__ import annotations
 
@@ -11,82 +11,118 @@ import torch
 from eval.metrics import build_evaluator as make_evaluator
 from vision.config import load_config
 from vision.data.build import build_dataset
-from vision.data.transforms import SegmentationTransform
-from vision.engine.distill import Distiller, channel_kd
-from vision.engine.soft_labels import CachedTeacherDataset, teacher_logits
+from vision.data.transforms import (
+    DetectionTransform,
+    SegmentationTransform,
+    collate_detection,
+    collate_segmentation,
+)
+from vision.engine.distill import Distiller
+from vision.engine.soft_labels import CachedTeacherDataset, collate_cached, teacher_outputs
 from vision.engine.train import TrainConfig, train
+from vision.models import build_model
 from vision.predictor import Predictor
 
-SIZE = 96  # the tiny segmenter's training size
+TASKS = {  # task: (student, transform, training size of the tiny teacher)
+    "segmentation": ("fcn8s_slim", SegmentationTransform, 96),
+    "detection": ("fcos_slim", DetectionTransform, 96),
+}
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_checkpoints, shapes_yaml):
-    teacher = Predictor.from_checkpoint(tiny_checkpoints["segmentation"], "cpu").model.eval()
-    reader = build_dataset(load_config(str(shapes_yaml)), "segmentation", "train")
+@pytest.fixture(scope="module", params=list(TASKS))
+def setup(request, tiny_checkpoints, shapes_yaml):
+    task = request.param
+    name, tf, size = TASKS[task]
+    teacher = Predictor.from_checkpoint(tiny_checkpoints[task], "cpu").model.eval()
+    reader = build_dataset(load_config(str(shapes_yaml)), task, "train")
     reader.limit(6)
-    return teacher, reader, teacher_logits(teacher, reader, SIZE, torch.device("cpu"), batch=4)
+    student = build_model(name, len(teacher.meta.class_names), input_size=size)
+    d = Distiller(student, teacher, weight=2.0, temperature=3.0, mode="channel")
+    cache = teacher_outputs(d, reader, tf(size), torch.device("cpu"), batch=4)
+    d.student = [student]  # for the tests below (a list: not a submodule)
+    return task, d, reader, cache
 
 
-def test_cache_holds_the_teachers_logits_of_each_image_and_its_mirror(setup):
-    teacher, reader, cache = setup
-    tf = SegmentationTransform(SIZE)
-    x = torch.stack([tf(reader[i])[0] for i in range(6)])
-    with torch.no_grad():
-        plain, mirror = teacher(x), teacher(x.flip(-1))
-    k = plain.shape[1]  # the classes and background
-    assert cache.shape == (6, 2, k, SIZE, SIZE) and cache.dtype == torch.float16
+def _eval_images(setup) -> torch.Tensor:
+    task, _, reader, _ = setup
+    _, tf, size = TASKS[task]
+    return torch.stack([tf(size)(reader[i])[0] for i in range(len(reader))])
+
+
+def test_cache_holds_the_teachers_outputs_for_each_image_and_its_mirror(setup):
+    task, d, _, cache = setup
+    x = _eval_images(setup)
+    plain, mirror = d.teacher_outputs(x), d.teacher_outputs(x.flip(-1))
+    assert len(cache) == len(plain) == (1 if task == "segmentation" else 6)  # 5 FPN levels
     tol = {"atol": 2e-2, "rtol": 2e-3}  # float16 storage
-    torch.testing.assert_close(cache[:, 0].float(), plain, **tol)
-    torch.testing.assert_close(cache[:, 1].float(), mirror, **tol)
-    assert not torch.allclose(cache[:, 0].float(), cache[:, 1].float(), **tol)
+    for c, p, m in zip(cache, plain, mirror, strict=True):
+        assert c.shape == (6, 2, *p.shape[1:]) and c.dtype == torch.float16
+        torch.testing.assert_close(c[:, 0].float(), p, **tol)
+        torch.testing.assert_close(c[:, 1].float(), m, **tol)
+    assert not torch.allclose(cache[0][:, 0].float(), cache[0][:, 1].float(), **tol)
 
 
-def test_each_training_view_gets_the_logits_of_its_orientation(setup):
-    _, reader, cache = setup
-    ds = CachedTeacherDataset(reader, SegmentationTransform(SIZE, train=True), cache, seed=3)
-    plain = [SegmentationTransform(SIZE)(reader[i])[1] for i in range(6)]
+def _side(task, target, plain, size) -> int:
+    """0 when a training view's target is the evaluation view's, 1 when it is its mirror."""
+    if task == "segmentation":
+        assert not torch.equal(plain, plain.flip(-1))  # the check can tell
+        if torch.equal(target, plain):
+            return 0
+        assert torch.equal(target, plain.flip(-1))
+        return 1
+    boxes, want = target["boxes"], plain["boxes"]
+    mirrored = torch.stack([size - want[:, 2], want[:, 1], size - want[:, 0], want[:, 3]], 1)
+    assert not torch.allclose(want, mirrored, atol=0.01)
+    if torch.allclose(boxes, want, atol=0.01):
+        return 0
+    torch.testing.assert_close(boxes, mirrored, atol=0.01, rtol=0)
+    return 1
+
+
+def test_each_training_view_gets_the_outputs_of_its_orientation(setup):
+    task, _, reader, cache = setup
+    _, tf, size = TASKS[task]
+    ds = CachedTeacherDataset(reader, tf(size, train=True), cache, seed=3)
+    plain = [tf(size)(reader[i])[1] for i in range(6)]
     seen = set()
     for epoch in range(4):
         ds.epoch = epoch
         for i in range(6):
-            image, mask, logits = ds[i]
-            assert not torch.equal(plain[i], plain[i].flip(-1))  # the check can tell
-            side = 0 if torch.equal(mask, plain[i]) else 1
-            if side:
-                assert torch.equal(mask, plain[i].flip(-1))
-            assert torch.equal(logits, cache[i, side]), (epoch, i, side)
-            assert image.shape == (3, SIZE, SIZE)
+            image, target, outs = ds[i]
+            side = _side(task, target, plain[i], size)
+            assert all(torch.equal(o, c[i, side]) for o, c in zip(outs, cache, strict=True))
+            assert image.shape == (3, size, size)
             seen.add(side)
     assert seen == {0, 1}
-    with pytest.raises(ValueError, match="expected logits for each of 6 images, got 5"):
-        CachedTeacherDataset(reader, SegmentationTransform(SIZE, train=True), cache[:5])
+    collate = collate_segmentation if task == "segmentation" else collate_detection
+    images, targets, outs = collate_cached(collate)([ds[0], ds[1], ds[2]])
+    assert images.shape[0] == len(targets) == 3
+    assert [o.shape for o in outs] == [(3, *c.shape[2:]) for c in cache]
+    with pytest.raises(ValueError, match=r"expected teacher outputs for each of 6 images, got"):
+        CachedTeacherDataset(reader, tf(size, train=True), [c[:5] for c in cache])
 
 
-@pytest.mark.parametrize("mode", ["pixel", "channel"])
-def test_distiller_uses_cached_logits_instead_of_the_teacher(setup, mode):
-    teacher, _, _ = setup
-    from vision.models import build_model
+def test_distiller_uses_cached_outputs_instead_of_the_teacher(setup):
+    task, d, _, _ = setup
+    x, s = _eval_images(setup)[:2], d.student[0]
 
-    student = build_model("fcn8s_slim", len(teacher.meta.class_names), input_size=SIZE)
-    d = Distiller(student, teacher, weight=2.0, temperature=3.0, mode=mode)
-    x = torch.rand(2, 3, SIZE, SIZE)
-    out = student(x)
-    cached = torch.randn(out.shape)
-    with torch.no_grad():
-        live = teacher(x)
-    if mode == "channel":
-        want, live_want = channel_kd(out, cached, 3.0), channel_kd(out, live, 3.0)
-    else:
-        from vision.engine.distill import pixel_kd
+    def loss(cached):
+        if task == "segmentation":
+            return d(x, None, s.eval()(x), cached)  # eval: no dropout, the same logits
+        s.train()
+        tg = [{"boxes": torch.tensor([[5.0, 5, 30, 30]]), "labels": torch.tensor([1])}] * 2
+        s(x, tg)  # the distiller reads the student's features through hooks
+        return d(x, None, None, cached)
 
-        want, live_want = pixel_kd(out, cached, 3.0), pixel_kd(out, live, 3.0)
-    torch.testing.assert_close(d(x, None, out, cached), 2.0 * want)
-    torch.testing.assert_close(d(x, None, out), 2.0 * live_want)
+    live = d.teacher_outputs(x)
+    torch.testing.assert_close(loss(None), loss(live))
+    other = [t + torch.randn_like(t) for t in live]
+    assert not torch.allclose(loss(other), loss(live))
 
 
-def test_training_with_kd_cache_runs_on_the_cached_logits(
-    tiny_checkpoints, shapes_yaml, tmp_path, monkeypatch
+@pytest.mark.parametrize("task", list(TASKS))
+def test_training_with_kd_cache_runs_on_the_cached_outputs(
+    task, tiny_checkpoints, shapes_yaml, tmp_path, monkeypatch
 ):
     calls: list[bool] = []
     forward = Distiller.forward
@@ -96,16 +132,15 @@ def test_training_with_kd_cache_runs_on_the_cached_logits(
         return forward(self, images, targets, outputs, cached)
 
     monkeypatch.setattr(Distiller, "forward", spy)
-    base = dict(data=str(shapes_yaml), model="fcn8s_slim", epochs=1, img_size=64, batch=4,
+    base = dict(data=str(shapes_yaml), model=TASKS[task][0], epochs=1, img_size=96, batch=4,
                 workers=1, limit_train=8, limit_val=4, warmup_iters=0, threads=2, max_iters=2,
-                teacher=str(tiny_checkpoints["segmentation"]), kd_mode="channel")  # fmt: skip
+                teacher=str(tiny_checkpoints[task]), kd_mode="channel")  # fmt: skip
     logs: list[str] = []
-    cfg = TrainConfig(task="segmentation", out=str(tmp_path / "run"), kd_cache=True, **base)
+    cfg = TrainConfig(task=task, out=str(tmp_path / "run"), kd_cache=True, **base)
     summary = train(cfg, make_evaluator, log=logs.append)
-    assert any("--kd-cache: teacher logits of 8 training images" in m for m in logs)
+    assert any("--kd-cache: teacher outputs of 8 training images" in m for m in logs)
     assert calls == [True, True] and summary["epoch"] == 1
-    for task, teacher in (("detection", base["teacher"]), ("segmentation", None)):
-        bad = TrainConfig(task=task, out=str(tmp_path / "bad"), kd_cache=True,
-                          **{**base, "teacher": teacher})  # fmt: skip
-        with pytest.raises(ValueError, match="--kd-cache: expected a segmentation run with"):
-            train(bad, make_evaluator, log=logs.append)
+    bad = TrainConfig(task=task, out=str(tmp_path / "bad"), kd_cache=True,
+                      **{**base, "teacher": None})  # fmt: skip
+    with pytest.raises(ValueError, match="--kd-cache: expected --teacher CKPT"):
+        train(bad, make_evaluator, log=logs.append)

@@ -62,9 +62,14 @@ class DetectionTransform:
                 min_width=self.min_box,
                 min_height=self.min_box,
             ),
+            save_applied_params=self.train,
         )
 
     def __call__(self, s: Sample) -> tuple[torch.Tensor, dict]:
+        return self.flipped(s)[:2]
+
+    def flipped(self, s: Sample) -> tuple[torch.Tensor, dict, bool]:
+        """``(image, target, flipped)``: whether the training view was mirrored."""
         out = self.pipeline(
             image=s.image, bboxes=s.boxes.reshape(-1, 4), index=np.arange(s.num_objects)
         )
@@ -80,7 +85,7 @@ class DetectionTransform:
             "orig_size": (s.height, s.width),
             "scale": self.size / max(s.height, s.width) if not self.train else None,
         }
-        return _to_tensor(out["image"]), target
+        return _to_tensor(out["image"]), target, _mirrored(out)
 
 
 @dataclass
@@ -96,21 +101,17 @@ class SegmentationTransform:
         ops = _geometry(self.size, self.train)
         self.pipeline = A.Compose(ops, save_applied_params=self.train)
 
-    def flipped(self, s: Sample) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """``(image, mask, flipped)``: the training pair and whether it was mirrored (the one
-        geometric change of the training pipeline after the fixed resize and pad)."""
-        out = self.pipeline(image=s.image, mask=s.mask)
-        flip = any(name == "HorizontalFlip" for name, _ in out.get("applied_transforms", ()))
-        mask = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
-        return _to_tensor(out["image"]), mask, flip
-
     def __call__(self, s: Sample):
         """``(image, mask)``; with ``with_target`` (evaluation) ``(image, target)`` where the
         target also holds the original-size mask and the scale to map predictions back."""
+        return self.flipped(s)[:2]
+
+    def flipped(self, s: Sample) -> tuple[torch.Tensor, torch.Tensor | dict, bool]:
+        """``(image, mask or target, flipped)``: whether the training view was mirrored."""
         out = self.pipeline(image=s.image, mask=s.mask)
         mask = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
         if not self.with_target:
-            return _to_tensor(out["image"]), mask
+            return _to_tensor(out["image"]), mask, _mirrored(out)
         target = {
             "mask": mask,
             "orig_mask": torch.from_numpy(s.mask).long(),
@@ -118,7 +119,13 @@ class SegmentationTransform:
             "orig_size": (s.height, s.width),
             "scale": self.size / max(s.height, s.width),
         }
-        return _to_tensor(out["image"]), target
+        return _to_tensor(out["image"]), target, _mirrored(out)
+
+
+def _mirrored(out: dict) -> bool:
+    """Whether a pipeline's call flipped the image (the only random geometry after the fixed
+    resize and pad: the train pipelines record their applied transforms)."""
+    return any(name == "HorizontalFlip" for name, _ in out.get("applied_transforms", ()))
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -131,9 +138,8 @@ def collate_detection(batch: list[tuple[torch.Tensor, dict]]):
     return images, [b[1] for b in batch]
 
 
-def collate_segmentation(batch: list[tuple[torch.Tensor, ...]]):
-    """Stack images and masks (and cached teacher logits, when items carry them)."""
-    return tuple(torch.stack(parts) for parts in zip(*batch, strict=True))
+def collate_segmentation(batch: list[tuple[torch.Tensor, torch.Tensor]]):
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
 
 
 def collate_eval(batch):

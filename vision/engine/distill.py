@@ -123,28 +123,33 @@ class Distiller(nn.Module):
                 self.adapter = nn.Conv2d(ws, wt, 1)
 
     @torch.no_grad()
-    def _teacher_detection(self, images: torch.Tensor):
+    def teacher_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """What the loss reads of the teacher: ``[logits]`` (segmentation) or every FPN
+        level's features and the classification logits, ``[*features, class_logits]``."""
+        if self.task == "segmentation":
+            return [self.teacher[0](images)]
         net = self.teacher[0].net
         x = net.transform(list(images))[0].tensors
         feats = list(net.backbone(x).values())
-        return feats, net.head.classification_head(feats)
+        return [*feats, net.head.classification_head(feats)]
 
     def forward(self, images: torch.Tensor, targets=None, outputs=None, cached=None):
-        """The weighted KD loss; ``cached``: the teacher's logits of these images, computed
-        before training (``soft_labels.py``), in place of its forward pass."""
+        """The weighted KD loss; ``cached``: ``teacher_outputs`` of these images computed
+        before training (``soft_labels.py``), in place of the teacher's forward pass."""
+        if cached is None:
+            cached = self.teacher_outputs(images)
+        else:
+            device = images.device
+            cached = [c.to(device, non_blocking=True) for c in cached]
         if self.task == "segmentation":
-            if cached is not None:
-                t_logits = cached.to(outputs.device, non_blocking=True)
-            else:
-                with torch.no_grad():
-                    t_logits = self.teacher[0](images)
+            t_logits = cached[0]
             if t_logits.shape != outputs.shape:
                 raise ValueError(_shapes("KD needs logits of one shape", outputs, t_logits))
             if self.mode == "channel":
                 return self.weight * channel_kd(outputs.float(), t_logits.float(), self.t)
             valid = targets != 255 if targets is not None else None
             return self.weight * pixel_kd(outputs.float(), t_logits.float(), self.t, valid)
-        t_feats, t_cls = self._teacher_detection(images)
+        t_feats, t_cls = cached[:-1], cached[-1]
         s_feats = list(self._seen.pop("f").values())
         s_cls = self._seen.pop("cls")
         if len(s_feats) != len(t_feats) or s_cls.shape != t_cls.shape:

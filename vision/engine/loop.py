@@ -76,7 +76,7 @@ def train_one_epoch(
                 losses = model(images, targets)
                 loss = sum(losses.values())
                 if distiller is not None:  # reads the student's features through hooks
-                    loss = loss + distiller(images)
+                    loss = loss + distiller(images, None, None, *cached)
             else:
                 logits = model(images)
                 loss = segmentation_loss(logits, targets, seg_loss)

@@ -1,17 +1,19 @@
-"""The teacher's logits computed once before training (``--kd-cache``, segmentation).
+"""The teacher's outputs computed once before training (``--kd-cache``).
 
-A segmentation training view differs from the evaluation view of its image in two things
-only: an optional horizontal flip (after the fixed longest-side resize and pad) and colour
-jitter. So the teacher's logits of every training image and of its mirror image, computed once,
-are its answer for every view of every epoch except for the jitter: the teacher sees the
-un-jittered colours. This is the trade of offline soft labels (Shen & Xing, ECCV 2022, "A Fast
-Knowledge Distillation Framework for Visual Recognition", store the teacher's outputs once and
-replay them with each view's augmentation parameters). Training then runs no teacher forward
-pass, so a distilled step costs what a step of the student alone costs, and the one pass over
-the training set is the whole price of the teacher.
+A training view differs from the evaluation view of its image in two things only: an optional
+horizontal flip (after the fixed longest-side resize and pad) and colour jitter. So what the
+distillation loss reads of the teacher (a segmenter's logits; a detector's FPN features and
+class logits, ``Distiller.teacher_outputs``), computed once for every training image and its
+mirror image, is the teacher's answer for every view of every epoch except for the jitter: the
+teacher sees the un-jittered colours. This is the trade of offline soft labels (Shen & Xing,
+ECCV 2022, "A Fast Knowledge Distillation Framework for Visual Recognition": store the
+teacher's outputs once, replay them with each view's augmentation parameters). Training then
+runs no teacher forward pass: a distilled step costs the student's step and the loss, and one
+pass over the training set is the whole price of the teacher.
 
-Memory: ``N x 2 x classes x size²`` float16 values (CamVid at 320 px: 1.7 GB), held in the
-training process and read by forked loader workers without copying.
+Memory: float16, ``N x 2 x`` the outputs of one image (a CamVid segmenter at 320 px: 1.5 GiB;
+a detector's FPN at 160 px: ~0.1 MB per image), held in the training process and read by
+forked loader workers without copying.
 """
 
 from __future__ import annotations
@@ -21,73 +23,72 @@ from collections.abc import Callable
 
 import torch
 
-from vision.data.transforms import SegmentationTransform, TransformedDataset
+from vision.data.transforms import TransformedDataset
 
 
 @torch.no_grad()
-def teacher_logits(
-    teacher: torch.nn.Module,
-    reader,
-    size: int,
-    device: torch.device,
-    amp: torch.dtype | None = None,
-    batch: int = 8,
-) -> torch.Tensor:
-    """``(N, 2, K, size, size)`` float16 on the CPU: the teacher's logits of every item of
-    ``reader`` in the evaluation geometry (``[:, 0]``) and of its mirror image (``[:, 1]``)."""
-    teacher.eval()
-    tf = SegmentationTransform(size)
-    cache: torch.Tensor | None = None
+def teacher_outputs(
+    distiller, reader, transform, device: torch.device, amp=None, batch: int = 8
+) -> list[torch.Tensor]:
+    """``distiller.teacher_outputs`` of every item of ``reader`` through ``transform`` (the
+    evaluation geometry), as ``(N, 2, ...)`` float16 tensors on the CPU: ``[:, 0]`` for the
+    image, ``[:, 1]`` for its mirror image."""
+    cache: list[torch.Tensor] = []
     for i in range(0, len(reader), batch):
         idx = range(i, min(i + batch, len(reader)))
-        x = torch.stack([tf(reader[j])[0] for j in idx]).to(device)
+        x = torch.stack([transform(reader[j])[0] for j in idx]).to(device)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = teacher(torch.cat([x, x.flip(-1)]))
-        if out.shape[-2:] != x.shape[-2:]:
-            raise ValueError(
-                f"--kd-cache: expected teacher logits of the input's size {tuple(x.shape[-2:])}, "
-                f"got {tuple(out.shape[-2:])}"
-            )
-        out = out.float().view(2, len(idx), *out.shape[1:]).transpose(0, 1)
-        if cache is None:
-            cache = torch.empty((len(reader), 2, *out.shape[2:]), dtype=torch.float16)
-        cache[i : i + len(idx)] = out.to("cpu", torch.float16)
-    if cache is None:
+            outs = distiller.teacher_outputs(torch.cat([x, x.flip(-1)]))
+        for k, out in enumerate(outs):
+            out = out.float().view(2, len(idx), *out.shape[1:]).transpose(0, 1)
+            if not i:
+                cache.append(torch.empty((len(reader), 2, *out.shape[2:]), dtype=torch.float16))
+            cache[k][i : i + len(idx)] = out.to("cpu", torch.float16)
+    if not cache:
         raise ValueError("--kd-cache: expected training images, got an empty training split")
     return cache
 
 
 class CachedTeacherDataset(TransformedDataset):
-    """Training items ``(image, mask, teacher_logits)``: the cached logits of the view's
-    orientation (the pipeline reports whether it mirrored the image)."""
+    """Training items ``(image, target, teacher_outputs)``: the cached outputs of the view's
+    orientation (the train pipeline reports whether it mirrored the image)."""
 
-    def __init__(self, reader, transform: SegmentationTransform, logits, seed: int | None = None):
-        if len(logits) != len(reader):
+    def __init__(self, reader, transform, cache: list[torch.Tensor], seed: int | None = None):
+        if any(len(c) != len(reader) for c in cache):
             raise ValueError(
-                f"--kd-cache: expected logits for each of {len(reader)} images, got {len(logits)}"
+                f"--kd-cache: expected teacher outputs for each of {len(reader)} images, got "
+                f"{[len(c) for c in cache]}"
             )
         super().__init__(reader, transform, seed)
-        self.logits = logits
+        self.cache = cache
 
     def __getitem__(self, i: int):
         self.reseed(i)
-        image, mask, flipped = self.transform.flipped(self.reader[i])
-        return image, mask, self.logits[i, int(flipped)].clone()  # a copy: not a view of all
+        image, target, flipped = self.transform.flipped(self.reader[i])
+        return image, target, [c[i, int(flipped)].clone() for c in self.cache]  # not views
+
+
+def collate_cached(collate: Callable) -> Callable:
+    """``collate`` for ``(image, target)`` items, with the items' cached outputs stacked."""
+
+    def run(batch):
+        images, targets = collate([b[:2] for b in batch])
+        outs = zip(*(b[2] for b in batch), strict=True)
+        return images, targets, [torch.stack(parts) for parts in outs]
+
+    return run
 
 
 def cached_teacher_dataset(
-    dataset: TransformedDataset,
-    teacher: torch.nn.Module,
-    device: torch.device,
-    amp: torch.dtype | None = None,
-    log: Callable = print,
+    dataset: TransformedDataset, distiller, device: torch.device, amp=None, log: Callable = print
 ) -> CachedTeacherDataset:
-    """``dataset`` (a segmentation training set) with the teacher's logits cached."""
+    """``dataset`` (a training set) with the teacher's outputs cached."""
     t0 = time.perf_counter()
     reader, tf = dataset.reader, dataset.transform
-    logits = teacher_logits(teacher, reader, tf.size, device, amp)
+    cache = teacher_outputs(distiller, reader, type(tf)(tf.size), device, amp)
+    size = sum(c.nbytes for c in cache) / 2**30
     log(
-        f"[train] --kd-cache: teacher logits of {len(reader)} training images and their mirror "
-        f"images in {time.perf_counter() - t0:.1f} s ({logits.nbytes / 2**30:.2f} GiB float16)"
+        f"[train] --kd-cache: teacher outputs of {len(reader)} training images and their mirror "
+        f"images in {time.perf_counter() - t0:.1f} s ({size:.2f} GiB float16)"
     )
-    return CachedTeacherDataset(reader, tf, logits, dataset.seed)
+    return CachedTeacherDataset(reader, tf, cache, dataset.seed)

@@ -90,7 +90,7 @@ class TrainConfig:
     kd_weight: float = 1.0
     kd_temperature: float = 2.0
     kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
-    kd_cache: bool = False  # segmentation: the teacher's logits once, before training
+    kd_cache: bool = False  # the teacher's outputs computed once, before training
 
 
 def finetune_config(recipe: dict, **overrides) -> TrainConfig:
@@ -118,12 +118,17 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
 
 
 def _train_loader(cfg: TrainConfig, train_ds, sampler) -> torch.utils.data.DataLoader:
+    collate = collate_detection if cfg.task == "detection" else collate_segmentation
+    if cfg.kd_cache:  # items carry the teacher's cached outputs
+        from vision.engine.soft_labels import collate_cached
+
+        collate = collate_cached(collate)
     return torch.utils.data.DataLoader(
         train_ds,
         cfg.batch,
         sampler=sampler,
         drop_last=len(train_ds) > cfg.batch,
-        collate_fn=collate_detection if cfg.task == "detection" else collate_segmentation,
+        collate_fn=collate,
         num_workers=cfg.workers,
         persistent_workers=False,
     )
@@ -179,11 +184,8 @@ def _optimizer(cfg: TrainConfig, params):
 def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> dict:
     """Run training. ``make_evaluator(task, val_reader, class_names)`` builds the validation
     evaluator. Returns the final summary (also written to ``metrics.jsonl``)."""
-    if cfg.kd_cache and not (cfg.teacher and cfg.task == "segmentation"):
-        raise ValueError(
-            "--kd-cache: expected a segmentation run with --teacher, got a "
-            f"{cfg.task} run {'with' if cfg.teacher else 'without'} a teacher"
-        )
+    if cfg.kd_cache and not cfg.teacher:
+        raise ValueError("--kd-cache: expected --teacher CKPT (what to cache), got no teacher")
     rank, world, device = init_distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -241,7 +243,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         if cfg.kd_cache:
             from vision.engine.soft_labels import cached_teacher_dataset
 
-            train_ds = cached_teacher_dataset(train_ds, teacher, device, amp, log)
+            train_ds = cached_teacher_dataset(train_ds, distiller, device, amp, log)
             train_dl = _train_loader(cfg, train_ds, sampler)
     net = DistributedDataParallel(model) if world > 1 else model
     ids = {id(p) for p in backbone}
