@@ -4,8 +4,8 @@
 # bfloat16); the teacher is the main job's fcos_lite0 (PKD on every FPN level through a 1x1
 # adapter plus binary KD on the class logits, weight 1), its FPN features and class logits for
 # every training image and its mirror computed once (--kd-cache) instead of in every step. Per
-# seed: the student alone for 4 and 5 epochs (the controls bracketing the distilled run's wall
-# time) and distilled for 4. Runs whose best.pt exists are skipped.
+# seed: the student alone for E and E+1 epochs (the controls bracketing the distilled run's wall
+# time) and distilled for E (EPOCHS, default 4). Runs whose best.pt exists are skipped.
 # Needs the main job's checkpoints (bash run.sh main). About 25 min per seed on 2 CPU cores.
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
@@ -17,8 +17,10 @@ r18() { tag=$1; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 
   echo "== $tag"; /usr/bin/time -f "$tag wall %e s" .venv/bin/vision train detect --data shapes \
   --model fcos_r18 --epochs "$epochs" --img-size 160 --batch 8 --lr 0.002 --warmup-iters 50 \
   --bf16 --val-every "$epochs" --seed "$seed" --out "$O/$tag" "$@"; }
+E=${EPOCHS:-4}                    # EPOCHS=7: the longer budget, where the student nears the teacher
+x=$([ "$E" = 4 ] || echo "_e$E")  # the 4-epoch runs keep the names they were first run under
 for seed in ${SEEDS:-0 1}; do
-  r18 "r18_s$seed" "$seed" 4
-  r18 "r18_pkdc_s$seed" "$seed" 4 --teacher "$D" --kd-weight 1 --kd-cache
-  r18 "r18_e5_s$seed" "$seed" 5
+  r18 "r18${x}_s$seed" "$seed" "$E"
+  r18 "r18_pkdc${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight 1 --kd-cache
+  r18 "r18_e$((E + 1))_s$seed" "$seed" $((E + 1))
 done

@@ -67,7 +67,7 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
-    for i, (images, targets, *cached) in enumerate(bar):  # cached: the teacher's logits
+    for i, (images, targets, *cached) in enumerate(bar):  # cached: --kd-cache's outputs
         if max_iters is not None and i >= max_iters:
             break
         images, targets = _to(device, images, targets, task, channels_last)

@@ -117,9 +117,10 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
     return train_r, val_r, train_ds, sampler, _train_loader(cfg, train_ds, sampler)
 
 
-def _train_loader(cfg: TrainConfig, train_ds, sampler) -> torch.utils.data.DataLoader:
+def _train_loader(cfg: TrainConfig, train_ds, sampler, cached: bool = False):
+    """``cached``: the items carry the teacher's cached outputs (``soft_labels.py``)."""
     collate = collate_detection if cfg.task == "detection" else collate_segmentation
-    if cfg.kd_cache:  # items carry the teacher's cached outputs
+    if cached:
         from vision.engine.soft_labels import collate_cached
 
         collate = collate_cached(collate)
@@ -244,7 +245,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             from vision.engine.soft_labels import cached_teacher_dataset
 
             train_ds = cached_teacher_dataset(train_ds, distiller, device, amp, log)
-            train_dl = _train_loader(cfg, train_ds, sampler)
+            train_dl = _train_loader(cfg, train_ds, sampler, cached=True)
     net = DistributedDataParallel(model) if world > 1 else model
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
