@@ -40,10 +40,10 @@ def teacher_outputs(
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             outs = distiller.teacher_outputs(torch.cat([x, x.flip(-1)]))
         for k, out in enumerate(outs):
-            out = out.float().view(2, len(idx), *out.shape[1:]).transpose(0, 1)
+            out = out.view(2, len(idx), *out.shape[1:]).transpose(0, 1)
             if not i:
                 cache.append(torch.empty((len(reader), 2, *out.shape[2:]), dtype=torch.float16))
-            cache[k][i : i + len(idx)] = out.to("cpu", torch.float16)
+            cache[k][i : i + len(idx)] = out  # copied to the CPU as float16
     if not cache:
         raise ValueError("--kd-cache: expected training images, got an empty training split")
     return cache

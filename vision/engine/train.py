@@ -114,7 +114,7 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
     tf = DetectionTransform if det else SegmentationTransform
     train_ds = TransformedDataset(train_r, tf(cfg.img_size, train=True), seed=cfg.seed)
     sampler = ShardSampler(len(train_ds), shuffle=True, seed=cfg.seed)
-    return train_r, val_r, train_ds, sampler, _train_loader(cfg, train_ds, sampler)
+    return train_r, val_r, train_ds, sampler
 
 
 def _train_loader(cfg: TrainConfig, train_ds, sampler, cached: bool = False):
@@ -193,7 +193,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     dcfg = load_config(cfg.data)
-    train_r, val_r, train_ds, sampler, train_dl = _loaders(cfg, dcfg, log)
+    train_r, val_r, train_ds, sampler = _loaders(cfg, dcfg, log)
     names = dcfg.names
     labels = (  # a segmenter's mask indices follow the dataset's label maps
         {"background": dcfg.background, "colors": dcfg.colors} if cfg.task == "segmentation" else {}
@@ -245,7 +245,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             from vision.engine.soft_labels import cached_teacher_dataset
 
             train_ds = cached_teacher_dataset(train_ds, distiller, device, amp, log)
-            train_dl = _train_loader(cfg, train_ds, sampler, cached=True)
+    train_dl = _train_loader(cfg, train_ds, sampler, cached=cfg.kd_cache)
     net = DistributedDataParallel(model) if world > 1 else model
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
