@@ -42,11 +42,26 @@ def add_commands(sub) -> None:
     p.add_argument("--taylor-batches", type=int, default=4, help="batches for Taylor importance")
     p.add_argument("--scope", default="all", choices=["all", "inner"], help="channels to prune")
     p.add_argument(
+        "--ranking",
+        default="layer",
+        choices=["layer", "global"],
+        help="layer: every layer loses the same share; global: the lowest-scored channels "
+        "of the whole network go",
+    )
+    p.add_argument(
         "--recalibrate",
         type=int,
-        default=40,
+        default=None,
         help="batches of training images that re-estimate BatchNorm statistics after pruning "
-        "(0: off)",
+        "(0: off; default 40, or 0 with --reconstruct, whose refitted layers reproduce the "
+        "statistics the network has)",
+    )
+    p.add_argument(
+        "--reconstruct",
+        type=int,
+        default=0,
+        help="batches of training images on which every convolution of the pruned network is "
+        "refitted by least squares to the unpruned layer's outputs (0: off)",
     )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
@@ -125,7 +140,10 @@ def cmd_prune(a) -> int:
     from vision.predictor import Predictor
     from vision.prune import prune_flops, recalibrate_bn
 
+    if a.recalibrate is None:
+        a.recalibrate = 0 if a.reconstruct else 40
     for name, value, least in (("--steps", a.steps, 1), ("--recalibrate", a.recalibrate, 0),
+                               ("--reconstruct", a.reconstruct, 0),
                                ("--taylor-batches", a.taylor_batches, 1)):  # fmt: skip
         if value < least:
             raise ValueError(f"{name}: expected an integer ≥ {least}, got {value}")
@@ -158,8 +176,16 @@ def cmd_prune(a) -> int:
                 a.importance,
                 _loss_batches(model, reader, recipe, a.taylor_batches) if taylor else None,
                 scope=a.scope,
+                ranking=a.ranking,
                 round_to=a.round_to if a.round_to > 1 else None,
             )
+            kept = report.pop("kept")
+            if a.reconstruct:
+                from vision.reconstruct import reconstruct
+
+                original = Predictor.from_checkpoint(start).model
+                imgs = [x for x, _ in _batches(model, reader, recipe, a.reconstruct, train=False)]
+                report["reconstructed"] = reconstruct(original, model, imgs, kept)
             if a.recalibrate:
                 imgs = (x for x, _ in _batches(model, reader, recipe, a.recalibrate, train=False))
                 report["recalibrated_on"] = recalibrate_bn(model, imgs)
@@ -187,8 +213,12 @@ def cmd_prune(a) -> int:
                 epochs=budget["epochs"],
                 **({"max_iters": budget["max_iters"]} if "max_iters" in budget else {}),
                 **kd,
-                **({"lr": a.lr} if a.lr else {}),
-                **({"backbone_lr_mult": a.backbone_lr_mult} if a.backbone_lr_mult else {}),
+                **({"lr": a.lr} if a.lr is not None else {}),
+                **(
+                    {"backbone_lr_mult": a.backbone_lr_mult}
+                    if a.backbone_lr_mult is not None
+                    else {}
+                ),
                 seed=a.seed,
             )
             torch.manual_seed(a.seed)

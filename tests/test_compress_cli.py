@@ -81,9 +81,32 @@ def test_iterative_pruning_reaches_the_asked_share_of_the_original(tiny_checkpoi
     assert sum(p.numel() for p in final.parameters()) == row["params_after"]
 
 
+def test_reconstruction_replaces_recalibration_and_ranks_globally(tiny_checkpoints, shapes_yaml,
+                                                                  tmp_path):  # fmt: skip
+    from torch import nn
+
+    ck = tiny_checkpoints["segmentation"]
+    args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
+            "--finetune-budget", "0.5", "--importance", "taylor", "--ranking", "global",
+            "--reconstruct", "2", "--round-to", "1", "--out", tmp_path]  # fmt: skip
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads((tmp_path / "prune.json").read_text())
+    pruned = Predictor.from_checkpoint(tmp_path / "pruned_40/pruned.pt").model
+    plain = [m for m in pruned.modules() if type(m) is nn.Conv2d and m.groups == 1]
+    assert row["reconstructed"] == len(plain) and "recalibrated_on" not in row
+    assert row["ranking"] == pruned.meta.pruned["ranking"] == "global"
+    assert row["flops_cut"] == pytest.approx(0.4, abs=0.01)
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "least"),
-    [("--steps", 0, 1), ("--recalibrate", -1, 0), ("--taylor-batches", 0, 1)],
+    [
+        ("--steps", 0, 1),
+        ("--recalibrate", -1, 0),
+        ("--taylor-batches", 0, 1),
+        ("--reconstruct", -1, 0),
+    ],  # fmt: skip
 )
 def test_counts_below_their_least_are_refused(flag, value, least, tmp_path):
     r = run_cli(["compress", "prune", "--checkpoint", tmp_path / "none.pt", flag, value,

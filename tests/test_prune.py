@@ -137,3 +137,60 @@ def test_recalibration_of_a_detector_runs_its_backbone_and_fpn():
     assert recalibrate_bn(model, [torch.rand(2, 3, SIZE, SIZE)] * 2) == 4
     assert all(m.num_batches_tracked == 2 for m in norms) and not model.training
     assert not torch.allclose(norms[0].running_mean, before)
+
+
+@pytest.mark.parametrize("name", ["fcos_lite0", "fcos_slim"])
+def test_detector_head_towers_lose_whole_groupnorm_groups(name):
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = build_model(name, 4, input_size=SIZE)
+    head = model.net.head
+    norms = {n: m for n, m in head.named_modules() if isinstance(m, nn.GroupNorm)}
+    ends = ("_logits", "_reg", "_ctrness")
+    finals = {n: m.out_channels for n, m in head.named_modules() if n.endswith(ends)}
+    with torch.no_grad():  # tag every channel with its index, to see which ones stay
+        for gn in norms.values():
+            gn.weight.copy_(torch.arange(gn.num_channels, dtype=torch.float32))
+    report = prune_flops(model, 0.4)
+    assert report["flops_cut"] == pytest.approx(0.4, abs=0.01)
+    for n, gn in norms.items():
+        assert gn.num_channels < 64 and gn.num_channels == 2 * gn.num_groups, n  # 2 per group
+        kept = gn.weight.detach().long().tolist()
+        assert kept == sorted(kept) and all(  # whole groups (2j, 2j + 1): nothing regrouped
+            kept[i] % 2 == 0 and kept[i + 1] == kept[i] + 1 for i in range(0, len(kept), 2)
+        ), (n, kept)
+    assert {n: m.out_channels for n, m in head.named_modules() if n in finals} == finals
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_global_ranking_cuts_layers_unevenly_to_the_asked_flops(importance):
+    from torch import nn
+
+    from vision.engine.losses import segmentation_loss
+
+    torch.manual_seed(0)
+    model = build_model("fcn8s_slim", 4, input_size=SIZE)
+    calls = []
+
+    def losses():  # Taylor: two training batches, read once whatever the number of trials
+        calls.append(1)
+        for _ in range(2):
+            x, y = torch.rand(2, 3, SIZE, SIZE), torch.randint(0, 5, (2, SIZE, SIZE))
+            yield segmentation_loss(model(x), y, "ce")
+
+    def convs() -> dict[str, int]:
+        return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+    before = convs()
+    taylor = importance == "taylor"
+    report = prune_flops(model, 0.45, importance, losses if taylor else None, ranking="global")
+    assert report["ranking"] == "global" and report["flops_cut"] == pytest.approx(0.45, abs=0.01)
+    assert len(calls) == int(taylor)
+    cuts = [1 - c / before[n] for n, c in convs().items() if before[n] > 4]
+    assert min(cuts) < 0.1 and max(cuts) > 0.4  # uneven (a uniform cut here is ~0.26 each)
+    assert max(cuts) <= 0.8 + 1 / 64  # MAX_LAYER_CUT, up to rounding
+    model.eval()
+    assert model(torch.rand(1, 3, SIZE, SIZE)).shape == (1, 5, SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"ranking: expected one of \('layer', 'global'\)"):
+        prune_flops(model, 0.3, ranking="all")

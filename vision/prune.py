@@ -4,9 +4,12 @@ latency drop), with Torch-Pruning's dependency graph, and loading a pruned check
 What is pruned: every convolution of a segmenter (FCN-8s with its transposed-conv upsampling,
 the dilated models) except the layers that produce class scores (their output channels are the
 classes: the score layers and the upsampling of scores); of a one-stage detector (FCOS,
-RetinaNet) the backbone and the FPN (so the head's input narrows), keeping the head's convolutions
-whole: its towers normalize with GroupNorm(32) over 64 channels, and pruning that keeps the
-group count (as Torch-Pruning does) would leave one channel per group. Importance:
+RetinaNet) the backbone, the FPN and the head's towers, keeping the final class, box and
+centerness layers whole. The towers normalize with GroupNorm(32) over 64 channels: Torch-Pruning
+keeps a GroupNorm's group count (half the channels gone would leave one per group), so here whole
+groups go instead (``_GroupNormPruner``: importance averaged over each group's channels, the group
+count lowered with them; channels per group, and so what each group normalizes, unchanged).
+Importance:
 ``magnitude`` (L2 norm of a channel's weights), ``bn``
 (BatchNorm scale, Liu et al. 2017 "network slimming"), ``taylor`` (first-order Taylor
 expansion of the loss, Molchanov et al. 2019; needs a few training batches). The share of
@@ -20,6 +23,7 @@ it), so nothing is re-derived by hand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -27,6 +31,8 @@ from torch import nn
 
 IMPORTANCE = ("magnitude", "bn", "taylor")
 SCOPES = ("all", "inner")
+RANKINGS = ("layer", "global")
+MAX_LAYER_CUT = 0.8  # global ranking: no layer loses more than this share of its channels
 
 
 def _network(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
@@ -42,9 +48,73 @@ def _network(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
     from vision.deploy import DetectorNetwork
 
     net = DetectorNetwork(model).eval()
-    # the head keeps its width: its towers normalize with GroupNorm(32) over 64 channels, and
-    # any pruning that keeps the group count leaves one channel per group (instance norm)
-    return net, [m for m in model.net.head.modules() if isinstance(m, nn.Conv2d)]
+    head = model.net.head  # the layers whose outputs are classes, box sides and centerness
+    finals = ("cls_logits", "bbox_reg", "bbox_ctrness")
+    return net, [m for n, m in head.named_modules() if n.rpartition(".")[2] in finals]
+
+
+def _group_size(model: nn.Module) -> int:
+    """Channels per GroupNorm group (1 without GroupNorm): pruned widths keep multiples of it."""
+    sizes = {m.num_channels // m.num_groups for m in model.modules() if isinstance(m, nn.GroupNorm)}
+    if len(sizes) > 1:
+        raise ValueError(f"GroupNorm: expected one channel count per group, got {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
+
+
+class _GroupAverage:
+    """An importance whose scores are averaged over each GroupNorm group of a dependency group,
+    so that the lowest-ranked channels make whole groups. ``ranks``: the averages' ranks
+    (ties broken by position; enough within a layer), else the averages (a global ranking
+    compares them across layers)."""
+
+    def __init__(self, base, ranks: bool = True):
+        self.base, self.ranks = base, ranks
+
+    def __call__(self, group) -> torch.Tensor | None:
+        imp = self.base(group)
+        norms = [d.target.module for d, _ in group if isinstance(d.target.module, nn.GroupNorm)]
+        if imp is None or not norms:
+            return imp
+        gn = norms[0]
+        size = gn.num_channels // gn.num_groups
+        if len(imp) != gn.num_channels:
+            raise ValueError(
+                f"GroupNorm pruning: expected {gn.num_channels} channel scores, got {len(imp)}"
+            )
+        means = imp.view(-1, size).mean(1)
+        if not self.ranks:
+            return means.repeat_interleave(size)
+        rank = torch.empty_like(means)
+        rank[torch.argsort(means, stable=True)] = torch.arange(len(means), dtype=means.dtype)
+        return rank.repeat_interleave(size)
+
+
+def _group_norm_pruner():
+    """Torch-Pruning's GroupNorm handler, changed to remove whole groups (and lower the group
+    count) instead of the same share of every group."""
+    from torch_pruning.pruner.function import GroupNormPruner
+
+    class _GroupNormPruner(GroupNormPruner):
+        def prune_out_channels(self, layer: nn.GroupNorm, idxs) -> nn.Module:
+            size = layer.num_channels // layer.num_groups
+            groups = {int(i) // size for i in idxs}
+            if len(groups) * size != len(set(int(i) for i in idxs)):
+                raise ValueError(
+                    f"GroupNorm pruning: expected whole groups of {size} channels, got channels "
+                    f"{sorted(int(i) for i in idxs)}"
+                )
+            super().prune_out_channels(layer, idxs)
+            layer.num_groups -= len(groups)
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channel_groups(self, layer) -> int:
+            return 1  # channels are ranked one by one (``_GroupAverage`` makes them groups)
+
+        get_in_channel_groups = get_out_channel_groups
+
+    return _GroupNormPruner()
 
 
 def prune_flops(
@@ -55,29 +125,43 @@ def prune_flops(
     tolerance: float = 0.01,
     scope: str = "all",
     round_to: int | None = None,
+    ranking: str = "layer",
 ) -> dict:
     """Prune ``model`` in place until its FLOPs are ``flops_ratio`` lower (within
     ``tolerance``). Every prunable layer loses the same share r of its channels; r is found
     on copies: uniform pruning removes about a·(2r − r²) of the FLOPs (inputs and outputs of
     a convolution both shrink), so a first guess, one fit of a, and secant steps get there in
     two or three tries. ``loss_batches()`` yields losses of a few training batches (Taylor).
+    ``ranking="global"``: r is the share of all prunable channels, and the lowest-scored ones
+    across layers go (Torch-Pruning's global pruning; scores normalized per layer by their mean;
+    no layer loses more than ``MAX_LAYER_CUT``), so layers that matter less lose more.
     ``scope="inner"`` prunes only channels that no residual sum ties to other layers (the
     expanded channels inside inverted-residual blocks, a ResNet block's first convolution):
     the widths that skip connections and the FPN carry stay whole. ``round_to`` keeps every
     pruned width a multiple of it (CPU convolution kernels work on SIMD-wide channel blocks,
-    so odd widths waste lanes)."""
-    import copy
-
+    so odd widths waste lanes). Returns the report (also ``model.meta.pruned``) with
+    ``kept``: the output channels each pruned convolution kept, by traced name (what
+    ``vision.reconstruct`` needs)."""
     if importance not in IMPORTANCE:
         raise ValueError(f"importance: expected one of {IMPORTANCE}, got {importance!r}")
     if not 0 < flops_ratio < 1:
         raise ValueError(f"FLOPs ratio: expected a fraction in (0, 1), got {flops_ratio}")
     if scope not in SCOPES:
         raise ValueError(f"pruning scope: expected one of {SCOPES}, got {scope!r}")
+    if ranking not in RANKINGS:
+        raise ValueError(f"pruning ranking: expected one of {RANKINGS}, got {ranking!r}")
+    if importance == "taylor":  # gradients once; the trial copies carry them
+        if loss_batches is None:
+            raise ValueError("Taylor importance needs training batches (loss_batches)")
+        model.zero_grad()
+        for loss in loss_batches():
+            loss.backward()
+    # a global ranking's cut depends on the scores: the trials rank as the final step does
+    probe = importance if ranking == "global" else "magnitude"
     tried: list[tuple[float, float]] = []
     r = 1 - (1 - flops_ratio) ** 0.5
-    for _ in range(6):
-        trial = _prune_ratio(copy.deepcopy(model), r, "magnitude", scope=scope, round_to=round_to)
+    for _ in range(8):
+        trial = _prune_ratio(_copy(model), r, probe, scope, round_to, ranking)
         cut = trial["flops_cut"]
         tried.append((r, cut))
         if abs(cut - flops_ratio) <= tolerance:
@@ -92,9 +176,19 @@ def prune_flops(
             r = r1 + (flops_ratio - c1) * (r1 - r0) / ((c1 - c0) or 1e-9)
         r = min(max(r, 0.01), 0.95)
     r = min(tried, key=lambda t: abs(t[1] - flops_ratio))[0]
-    report = _prune_ratio(model, r, importance, loss_batches, scope, round_to)
-    report["flops_ratio_asked"] = flops_ratio
+    report = _prune_ratio(model, r, importance, scope, round_to, ranking)
+    model.meta.pruned["flops_ratio_asked"] = report["flops_ratio_asked"] = flops_ratio
     return report
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy with the gradients (``Parameter.__deepcopy__`` leaves them out)."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        q.grad = None if p.grad is None else p.grad.clone()
+    return twin
 
 
 def _tied(net: nn.Module, example: torch.Tensor, keep: list[nn.Module]) -> list[nn.Module]:
@@ -118,8 +212,9 @@ def _tied(net: nn.Module, example: torch.Tensor, keep: list[nn.Module]) -> list[
     return tied
 
 
-def _prune_ratio(model, ratio, importance, loss_batches=None, scope="all", round_to=None) -> dict:
-    """Remove ``ratio`` of the channels of every prunable layer (one Torch-Pruning step)."""
+def _prune_ratio(model, ratio, importance, scope="all", round_to=None, ranking="layer") -> dict:
+    """Remove ``ratio`` of the channels of every prunable layer, or of all of them ranked
+    together (one Torch-Pruning step). Taylor scores read the gradients already there."""
     import torch_pruning as tp
 
     imp = {
@@ -134,16 +229,32 @@ def _prune_ratio(model, ratio, importance, loss_batches=None, scope="all", round
     macs0, params0 = macs(net, example), _params(model)
     if scope == "inner":
         keep = keep + _tied(net, example, keep)
+    per_group = _group_size(model)
+    if per_group > 1:  # widths stay whole GroupNorm groups
+        round_to = math.lcm(round_to or 1, per_group)
     pruner = tp.pruner.MetaPruner(
-        net, example, importance=imp, pruning_ratio=ratio, ignored_layers=keep, round_to=round_to
+        net,
+        example,
+        importance=_GroupAverage(imp, ranks=ranking == "layer"),
+        pruning_ratio=ratio,
+        ignored_layers=keep,
+        round_to=round_to,
+        customized_pruners={nn.GroupNorm: _group_norm_pruner()},
+        global_pruning=ranking == "global",
+        max_pruning_ratio=MAX_LAYER_CUT if ranking == "global" else 1.0,
     )
-    if importance == "taylor":
-        if loss_batches is None:
-            raise ValueError("Taylor importance needs training batches (loss_batches)")
-        model.zero_grad()
-        for loss in loss_batches():
-            loss.backward()
-    pruner.step()
+    if importance == "taylor" and not any(p.grad is not None for p in model.parameters()):
+        raise ValueError("Taylor importance: expected gradients of training losses, found none")
+    names = {m: n for n, m in net.named_modules()}
+    widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    kept = {}  # traced name -> output channels kept (what reconstruction needs)
+    for group in pruner.step(interactive=True):
+        for dep, idxs in group:
+            name = names.get(dep.target.module)
+            if name in widths and pruner.DG.is_out_channel_pruning_fn(dep.handler):
+                gone = {int(i) for i in idxs}
+                kept[name] = [c for c in range(widths[name]) if c not in gone]
+        group.prune()
     model.zero_grad(set_to_none=True)
     model.eval()
     after = macs(net, example)
@@ -152,6 +263,7 @@ def _prune_ratio(model, ratio, importance, loss_batches=None, scope="all", round
         "channel_ratio": ratio,
         "importance": importance,
         "scope": scope,
+        "ranking": ranking,
         "round_to": round_to,
         "macs_before": macs0,
         "macs_after": after,
@@ -159,7 +271,7 @@ def _prune_ratio(model, ratio, importance, loss_batches=None, scope="all", round
         "params_after": _params(model),
     }
     model.meta.pruned = report
-    return report
+    return {**report, "kept": kept}
 
 
 @torch.no_grad()
@@ -225,7 +337,7 @@ def _params(model: nn.Module) -> int:
 def fit_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
     """Give every convolution and normalization layer of ``model`` the shapes ``state`` has
     (a pruned model's state dict), so that ``load_state_dict`` fits; returns how many layers
-    changed. Kernel sizes, strides, dilations, group counts (GroupNorm) and depthwise
+    changed. Kernel sizes, strides, dilations, channels per group (GroupNorm) and depthwise
     convolutions are kept as the registry built them, and so is each layer's class."""
     changed = 0
     for name, m in list(model.named_modules()):
@@ -257,6 +369,7 @@ def _resized(m: nn.Module, w: torch.Tensor) -> nn.Module | None:
         )  # fmt: skip
     if isinstance(m, nn.BatchNorm2d):
         return nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats)
-    if isinstance(m, nn.GroupNorm):
-        return nn.GroupNorm(m.num_groups, w.shape[0], m.eps, m.affine)
+    if isinstance(m, nn.GroupNorm):  # pruning removes whole groups: channels per group stay
+        size = m.num_channels // m.num_groups
+        return nn.GroupNorm(w.shape[0] // size, w.shape[0], m.eps, m.affine)
     return None

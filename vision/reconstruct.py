@@ -1,0 +1,126 @@
+"""Least-squares reconstruction of a pruned network's convolutions (He et al., ICCV 2017
+"Channel pruning"; Luo et al., ICCV 2017 "ThiNet"): layer after layer, in the order the forward
+pass reaches them, each convolution's weights are refitted so that, fed what the pruned network
+now gives it, it reproduces what the unpruned network's same layer gave on the same images (its
+kept output channels). The error of the layers above is then absorbed below instead of adding
+up, and fine-tuning starts much closer to the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _fitted(m: nn.Module) -> bool:
+    """Plain convolutions that mix channels (depthwise ones only rescale theirs; subclasses
+    such as EfficientNet's "SAME" convolution pad in forward and stay as they are)."""
+    return type(m) is nn.Conv2d and m.groups == 1
+
+
+def _order(net: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the fitted convolutions in the order one forward pass first calls them."""
+    seen: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda *_, n=n: seen.append(n) if n not in seen else None)
+        for n, m in net.named_modules()
+        if _fitted(m)
+    ]
+    try:
+        with torch.no_grad():
+            net(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@torch.no_grad()
+def reconstruct(
+    original: nn.Module,
+    pruned: nn.Module,
+    images: Sequence[torch.Tensor],
+    kept: dict[str, list[int]],
+    positions: int = 96,
+    ridge: float = 1e-2,
+) -> int:
+    """Refit every plain convolution of ``pruned`` (both networks as traced by
+    ``vision.prune``: the same module names, ``pruned`` narrower) from ``images`` (batches of
+    [0, 1] images). ``kept[name]``: the output channels of ``original``'s layer that ``pruned``
+    kept (absent: all). ``positions`` output positions are sampled per image and call, the
+    same in both networks. Returns the number of layers refitted."""
+    from vision.prune import _network
+
+    net, _ = _network(pruned)
+    ref, _ = _network(original)
+    net.eval(), ref.eval()
+    names = _order(net, images[0][:1])
+    layers = dict(net.named_modules())
+    refs = dict(ref.named_modules())
+    for name in names:
+        conv = layers[name]
+        xs, ys = [], []
+        for b, x in enumerate(images):
+            y_ref = _sampled_outputs(ref, refs[name], x, positions, b)
+            xs.append(_sampled_inputs(net, conv, x, positions, b))
+            ys.append(y_ref[:, kept[name]] if name in kept else y_ref)
+        _fit(conv, torch.cat(xs), torch.cat(ys), ridge)
+    return len(names)
+
+
+def _positions(size: int, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(size, generator=g)[: min(n, size)]
+
+
+def _run(net: nn.Module, layer: nn.Module, x: torch.Tensor, grab) -> list[torch.Tensor]:
+    """``grab(inputs, output, call)`` for every call of ``layer`` in one forward pass."""
+    out: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda m, i, o: out.append(grab(i[0], o, len(out))))
+    try:
+        net(x)
+    finally:
+        hook.remove()
+    return out
+
+
+def _sampled_outputs(net, layer, x, n, batch) -> torch.Tensor:
+    def grab(_, o, call):
+        o = o.flatten(2)  # (B, C, L)
+        idx = _positions(o.shape[2], n, 1000 * batch + call)
+        return o[:, :, idx].permute(0, 2, 1).reshape(-1, o.shape[1])
+
+    return torch.cat(_run(net, layer, x, grab))
+
+
+def _sampled_inputs(net, layer: nn.Conv2d, x, n, batch) -> torch.Tensor:
+    def grab(i, o, call):
+        cols = F.unfold(i, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+        idx = _positions(o.shape[2] * o.shape[3], n, 1000 * batch + call)
+        return cols[:, :, idx].permute(0, 2, 1).reshape(-1, cols.shape[1])
+
+    return torch.cat(_run(net, layer, x, grab))
+
+
+@torch.no_grad()
+def _fit(conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor, ridge: float) -> None:
+    """Least squares ``y ≈ x Wᵀ (+ b)`` in float64, with a ridge pulling W towards the weights
+    the layer has (Torch-Pruning's slice of the original): where a deep, low-resolution layer
+    gives fewer samples than it has inputs, the fit stays near them instead of overfitting.
+    The ridge is relative to the mean diagonal of xᵀx (scale-free)."""
+    x, y = x.double(), y.double()
+    w0 = conv.weight.detach().reshape(conv.out_channels, -1).double()
+    if conv.bias is not None:
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        w0 = torch.cat([w0, conv.bias.detach().double()[:, None]], 1)
+    gram = x.T @ x
+    lam = ridge * gram.diagonal().mean()
+    gram += lam * torch.eye(len(gram), dtype=x.dtype)
+    w = torch.linalg.solve(gram, x.T @ y + lam * w0.T).T  # (C_out, D [+ 1])
+    if conv.bias is not None:
+        conv.bias.copy_(w[:, -1])
+        w = w[:, :-1]
+    conv.weight.copy_(w.reshape(conv.weight.shape))
