@@ -35,7 +35,7 @@ RANKINGS = ("layer", "global")
 MAX_LAYER_CUT = 0.8  # global ranking: no layer loses more than this share of its channels
 
 
-def _network(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+def traced_network(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
     """The module Torch-Pruning traces (tensor in, tensors out) and the layers to keep whole."""
     k = len(model.meta.class_names) + (1 if model.meta.task == "segmentation" else 0)
     if model.meta.task == "segmentation":
@@ -222,7 +222,7 @@ def _prune_ratio(model, ratio, importance, scope="all", round_to=None, ranking="
         "bn": lambda: tp.importance.BNScaleImportance(),
         "taylor": lambda: tp.importance.TaylorImportance(),
     }[importance]()
-    net, keep = _network(model)
+    net, keep = traced_network(model)
     size = model.meta.input_size
     example = torch.rand(1, 3, size, size)
     model.eval()

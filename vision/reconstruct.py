@@ -52,11 +52,9 @@ def reconstruct(
     [0, 1] images). ``kept[name]``: the output channels of ``original``'s layer that ``pruned``
     kept (absent: all). ``positions`` output positions are sampled per image and call, the
     same in both networks. Returns the number of layers refitted."""
-    from vision.prune import _network
+    from vision.prune import traced_network
 
-    net, _ = _network(pruned)
-    ref, _ = _network(original)
-    net.eval(), ref.eval()
+    net, ref = traced_network(pruned)[0].eval(), traced_network(original)[0].eval()
     names = _order(net, images[0][:1])
     layers = dict(net.named_modules())
     refs = dict(ref.named_modules())
