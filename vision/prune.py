@@ -316,18 +316,21 @@ def macs(net: nn.Module, example: torch.Tensor) -> int:
         elif isinstance(m, nn.Linear):
             total += o.numel() * m.in_features
 
-    hooks = [
-        m.register_forward_hook(hook)
-        for m in net.modules()
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
-    ]
+    layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    hooked_forward(net, example, [(m, hook) for m in net.modules() if isinstance(m, layers)])
+    return int(total)
+
+
+def hooked_forward(net: nn.Module, x: torch.Tensor, hooks: list[tuple[nn.Module, Callable]]):
+    """One forward pass of ``net`` without gradients, with ``(module, forward hook)`` pairs
+    attached for its duration."""
+    handles = [m.register_forward_hook(fn) for m, fn in hooks]
     try:
         with torch.no_grad():
-            net(example)
+            net(x)
     finally:
-        for h in hooks:
+        for h in handles:
             h.remove()
-    return int(total)
 
 
 def _params(model: nn.Module) -> int:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vision.prune import hooked_forward, traced_network
+
 
 def _fitted(m: nn.Module) -> bool:
     """Plain convolutions that mix channels (depthwise ones only rescale theirs; subclasses
@@ -24,17 +26,12 @@ def _fitted(m: nn.Module) -> bool:
 def _order(net: nn.Module, example: torch.Tensor) -> list[str]:
     """Names of the fitted convolutions in the order one forward pass first calls them."""
     seen: list[str] = []
-    hooks = [
-        m.register_forward_hook(lambda *_, n=n: seen.append(n) if n not in seen else None)
+    first = [
+        (m, lambda *_, n=n: seen.append(n) if n not in seen else None)
         for n, m in net.named_modules()
         if _fitted(m)
     ]
-    try:
-        with torch.no_grad():
-            net(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    hooked_forward(net, example, first)
     return seen
 
 
@@ -52,8 +49,6 @@ def reconstruct(
     [0, 1] images). ``kept[name]``: the output channels of ``original``'s layer that ``pruned``
     kept (absent: all). ``positions`` output positions are sampled per image and call, the
     same in both networks. Returns the number of layers refitted."""
-    from vision.prune import traced_network
-
     net, ref = traced_network(pruned)[0].eval(), traced_network(original)[0].eval()
     names = _order(net, images[0][:1])
     layers = dict(net.named_modules())
@@ -77,11 +72,7 @@ def _positions(size: int, n: int, seed: int) -> torch.Tensor:
 def _run(net: nn.Module, layer: nn.Module, x: torch.Tensor, grab) -> list[torch.Tensor]:
     """``grab(inputs, output, call)`` for every call of ``layer`` in one forward pass."""
     out: list[torch.Tensor] = []
-    hook = layer.register_forward_hook(lambda m, i, o: out.append(grab(i[0], o, len(out))))
-    try:
-        net(x)
-    finally:
-        hook.remove()
+    hooked_forward(net, x, [(layer, lambda m, i, o: out.append(grab(i[0], o, len(out))))])
     return out
 
 
