@@ -132,6 +132,8 @@ def budget_schedule(recipe: dict, train_images: int, share: float) -> dict:
 
 
 def cmd_prune(a) -> int:
+    import copy
+
     import torch
 
     from eval.metrics import build_evaluator
@@ -168,6 +170,7 @@ def cmd_prune(a) -> int:
         run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None
         for step in range(1, a.steps + 1):  # the FLOPs cut grows linearly over the steps
             model = Predictor.from_checkpoint(start).model
+            original = copy.deepcopy(model) if a.reconstruct else None  # what to refit towards
             done, goal = ratio * (step - 1) / a.steps, ratio * step / a.steps
             taylor = a.importance == "taylor"
             report = prune_flops(
@@ -183,7 +186,6 @@ def cmd_prune(a) -> int:
             if a.reconstruct:
                 from vision.reconstruct import reconstruct
 
-                original = Predictor.from_checkpoint(start).model
                 imgs = [x for x, _ in _batches(model, reader, recipe, a.reconstruct, train=False)]
                 report["reconstructed"] = reconstruct(original, model, imgs, kept)
             if a.recalibrate:

@@ -161,8 +161,7 @@ def prune_flops(
     tried: list[tuple[float, float]] = []
     r = 1 - (1 - flops_ratio) ** 0.5
     for _ in range(8):
-        trial = _prune_ratio(_copy(model), r, probe, scope, round_to, ranking)
-        cut = trial["flops_cut"]
+        cut = _prune_ratio(_copy(model), r, probe, scope, round_to, ranking)[0]["flops_cut"]
         tried.append((r, cut))
         if abs(cut - flops_ratio) <= tolerance:
             break
@@ -176,9 +175,9 @@ def prune_flops(
             r = r1 + (flops_ratio - c1) * (r1 - r0) / ((c1 - c0) or 1e-9)
         r = min(max(r, 0.01), 0.95)
     r = min(tried, key=lambda t: abs(t[1] - flops_ratio))[0]
-    report = _prune_ratio(model, r, importance, scope, round_to, ranking)
-    model.meta.pruned["flops_ratio_asked"] = report["flops_ratio_asked"] = flops_ratio
-    return report
+    report, kept = _prune_ratio(model, r, importance, scope, round_to, ranking)
+    report["flops_ratio_asked"] = flops_ratio  # (the same dict as model.meta.pruned)
+    return {**report, "kept": kept}
 
 
 def _copy(model: nn.Module) -> nn.Module:
@@ -212,9 +211,12 @@ def _tied(net: nn.Module, example: torch.Tensor, keep: list[nn.Module]) -> list[
     return tied
 
 
-def _prune_ratio(model, ratio, importance, scope="all", round_to=None, ranking="layer") -> dict:
+def _prune_ratio(
+    model, ratio, importance, scope="all", round_to=None, ranking="layer"
+) -> tuple[dict, dict[str, list[int]]]:
     """Remove ``ratio`` of the channels of every prunable layer, or of all of them ranked
-    together (one Torch-Pruning step). Taylor scores read the gradients already there."""
+    together (one Torch-Pruning step). Taylor scores read the gradients already there.
+    Returns the report (also ``model.meta.pruned``) and the kept output channels by name."""
     import torch_pruning as tp
 
     imp = {
@@ -271,7 +273,7 @@ def _prune_ratio(model, ratio, importance, scope="all", round_to=None, ranking="
         "params_after": _params(model),
     }
     model.meta.pruned = report
-    return {**report, "kept": kept}
+    return report, kept
 
 
 @torch.no_grad()

@@ -51,16 +51,15 @@ def reconstruct(
     same in both networks. Returns the number of layers refitted."""
     net, ref = traced_network(pruned)[0].eval(), traced_network(original)[0].eval()
     names = _order(net, images[0][:1])
-    layers = dict(net.named_modules())
-    refs = dict(ref.named_modules())
+    layers, refs = dict(net.named_modules()), dict(ref.named_modules())
+    # the original never changes: one pass per batch gives every layer's targets
+    wanted = {name: refs[name] for name in names}
+    targets = [_sampled_outputs(ref, wanted, x, positions, b) for b, x in enumerate(images)]
     for name in names:
         conv = layers[name]
-        xs, ys = [], []
-        for b, x in enumerate(images):
-            y_ref = _sampled_outputs(ref, refs[name], x, positions, b)
-            xs.append(_sampled_inputs(net, conv, x, positions, b))
-            ys.append(y_ref[:, kept[name]] if name in kept else y_ref)
-        _fit(conv, torch.cat(xs), torch.cat(ys), ridge)
+        cols = [_sampled_inputs(net, conv, im, positions, b) for b, im in enumerate(images)]
+        y = torch.cat([t[name] for t in targets])
+        _fit(conv, torch.cat(cols), y[:, kept[name]] if name in kept else y, ridge)
     return len(names)
 
 
@@ -69,29 +68,33 @@ def _positions(size: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(size, generator=g)[: min(n, size)]
 
 
-def _run(net: nn.Module, layer: nn.Module, x: torch.Tensor, grab) -> list[torch.Tensor]:
-    """``grab(inputs, output, call)`` for every call of ``layer`` in one forward pass."""
-    out: list[torch.Tensor] = []
-    hooked_forward(net, x, [(layer, lambda m, i, o: out.append(grab(i[0], o, len(out))))])
-    return out
+def _sampled_outputs(net, layers: dict[str, nn.Module], x, n, batch) -> dict[str, torch.Tensor]:
+    """Each layer's outputs at ``n`` positions per image and call, in one forward pass."""
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
+    def grab(name: str):
+        def hook(m, i, o):
+            o = o.flatten(2)  # (B, C, L)
+            idx = _positions(o.shape[2], n, 1000 * batch + len(out[name]))
+            out[name].append(o[:, :, idx].permute(0, 2, 1).reshape(-1, o.shape[1]))
 
-def _sampled_outputs(net, layer, x, n, batch) -> torch.Tensor:
-    def grab(_, o, call):
-        o = o.flatten(2)  # (B, C, L)
-        idx = _positions(o.shape[2], n, 1000 * batch + call)
-        return o[:, :, idx].permute(0, 2, 1).reshape(-1, o.shape[1])
+        return hook
 
-    return torch.cat(_run(net, layer, x, grab))
+    hooked_forward(net, x, [(m, grab(name)) for name, m in layers.items()])
+    return {name: torch.cat(v) for name, v in out.items()}
 
 
 def _sampled_inputs(net, layer: nn.Conv2d, x, n, batch) -> torch.Tensor:
-    def grab(i, o, call):
-        cols = F.unfold(i, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-        idx = _positions(o.shape[2] * o.shape[3], n, 1000 * batch + call)
-        return cols[:, :, idx].permute(0, 2, 1).reshape(-1, cols.shape[1])
+    """The patches ``layer`` reads at the same positions as ``_sampled_outputs``."""
+    out: list[torch.Tensor] = []
 
-    return torch.cat(_run(net, layer, x, grab))
+    def hook(m, i, o):
+        cols = F.unfold(i[0], layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+        idx = _positions(o.shape[2] * o.shape[3], n, 1000 * batch + len(out))
+        out.append(cols[:, :, idx].permute(0, 2, 1).reshape(-1, cols.shape[1]))
+
+    hooked_forward(net, x, [(layer, hook)])
+    return torch.cat(out)
 
 
 @torch.no_grad()
