@@ -27,6 +27,11 @@ def add_commands(sub) -> None:
     p.add_argument("--kd-weight", type=float, default=1.0)
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--kd-mode", default="pixel", choices=["pixel", "channel"])
+    p.add_argument(
+        "--kd-cache",
+        action="store_true",
+        help="run the teacher once before fine-tuning and replay its outputs (as train's)",
+    )
     p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: recipe's)")
     p.add_argument(
         "--backbone-lr-mult", type=float, default=None, help="fine-tuning (default: recipe's)"
@@ -149,6 +154,10 @@ def cmd_prune(a) -> int:
                                ("--taylor-batches", a.taylor_batches, 1)):  # fmt: skip
         if value < least:
             raise ValueError(f"{name}: expected an integer ≥ {least}, got {value}")
+    if a.kd_cache and not a.teacher:
+        raise ValueError(
+            "--kd-cache: expected --teacher CKPT too (the outputs it caches), got none"
+        )
     ck = load_checkpoint(a.checkpoint)
     recipe = {**ck.get("args", {}), "data": a.data}
     out = Path(a.out)
@@ -164,7 +173,8 @@ def cmd_prune(a) -> int:
     kd = {}
     if a.teacher:
         kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
-              "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode}  # fmt: skip
+              "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode,
+              "kd_cache": a.kd_cache}  # fmt: skip
     summary = []
     for ratio in a.ratio:
         run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None

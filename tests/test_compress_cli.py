@@ -33,21 +33,25 @@ def test_budget_outside_zero_one_is_refused(share):
         budget_schedule({"epochs": 1}, 10, share)
 
 
-def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_path):
+@pytest.mark.parametrize("cache", [False, True])
+def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_path, cache):
     ck = tiny_checkpoints["segmentation"]  # fcn8s_slim: 3 epochs of 4 batches
     args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
             "--finetune-budget", "0.5", "--teacher", ck, "--round-to", "1",
-            "--out", tmp_path]  # fmt: skip
+            "--out", tmp_path] + (["--kd-cache"] if cache else [])  # fmt: skip
     r = run_cli(args)
     assert r.returncode == 0, r.stderr
     assert "fine-tuning 2 × 3 iterations per step, 1 step(s) (50% of the recipe's 12)" in r.stdout
     assert f"distilling from {ck}" in r.stdout
+    # the teacher's outputs of the 16 training images cached before fine-tuning, or not at all
+    assert ("--kd-cache: teacher outputs of 16 training images" in r.stdout) is cache
     (row,) = json.loads((tmp_path / "prune.json").read_text())
     assert row["budget"] == {"epochs": 2, "max_iters": 3, "of_iters": 12}
     assert row["teacher"] == str(ck) and row["flops_cut"] == pytest.approx(0.4, abs=0.01)
     assert row["recalibrated_on"] == 16  # the recipe's 16 training images (limit_train)
     args = json.loads((tmp_path / "pruned_40/finetune/args.json").read_text())
     assert (args["epochs"], args["max_iters"], args["teacher"]) == (2, 3, str(ck))
+    assert args["kd_cache"] is cache
     model = Predictor.from_checkpoint(row["finetuned"]).model
     assert model.meta.pruned["flops_cut"] == row["flops_cut"]
     assert sum(p.numel() for p in model.parameters()) == row["params_after"]
@@ -113,3 +117,10 @@ def test_counts_below_their_least_are_refused(flag, value, least, tmp_path):
                  "--out", tmp_path])  # fmt: skip
     assert r.returncode != 0
     assert f"{flag}: expected an integer ≥ {least}, got {value}" in r.stderr
+
+
+def test_kd_cache_without_a_teacher_is_refused_before_pruning(tmp_path):
+    r = run_cli(["compress", "prune", "--checkpoint", tmp_path / "none.pt", "--kd-cache",
+                 "--out", tmp_path])  # fmt: skip
+    assert r.returncode != 0
+    assert "--kd-cache: expected --teacher CKPT too (the outputs it caches), got none" in r.stderr
