@@ -42,7 +42,12 @@ def add_commands(sub) -> None:
         default=8,
         help="keep pruned widths multiples of this (SIMD channel blocks; 1: exact ratio)",
     )
-    p.add_argument("--seed", type=int, default=0, help="fine-tuning's data order and init")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Taylor batches' augmentation, fine-tuning's data order and init",
+    )
     p.add_argument("--steps", type=int, default=1, help="prune and fine-tune in this many steps")
     p.add_argument("--taylor-batches", type=int, default=4, help="batches for Taylor importance")
     p.add_argument("--scope", default="all", choices=["all", "inner"], help="channels to prune")
@@ -91,26 +96,27 @@ def _train_reader(recipe: dict, task: str):
     return reader
 
 
-def _batches(model, reader, recipe: dict, n: int, train: bool = True):
-    """``n`` batches ``(images, targets)`` of ``reader``, as training (``train``) or
-    evaluation (no augmentation) transforms them."""
+def _batches(model, reader, recipe: dict, n: int, train: bool = True, seed: int = 0):
+    """``n`` batches ``(images, targets)`` of ``reader``, as training (``train``; its random
+    augmentation seeded by ``seed``) or evaluation (no augmentation) transforms them."""
     from vision.data import transforms as T
 
     det = model.meta.task == "detection"
     tf = (T.DetectionTransform if det else T.SegmentationTransform)(recipe["img_size"], train)
     collate = T.collate_detection if det else T.collate_segmentation
-    batch = recipe.get("batch", 8)
+    data, batch = T.TransformedDataset(reader, tf, seed=seed), recipe.get("batch", 8)
     for i in range(min(n, len(reader) // batch)):
-        yield collate([tf(reader[j]) for j in range(i * batch, (i + 1) * batch)])
+        yield collate([data[j] for j in range(i * batch, (i + 1) * batch)])
 
 
-def _loss_batches(model, reader, recipe: dict, n: int = 4):
-    """Losses of ``n`` training batches (Taylor importance), as training computes them."""
+def _loss_batches(model, reader, recipe: dict, n: int = 4, seed: int = 0):
+    """Losses of ``n`` training batches (Taylor importance), as training computes them; the
+    same batches at every call and in every run with the same ``seed``."""
     from vision.engine.losses import segmentation_loss
 
     def batches():
         model.train()
-        for x, y in _batches(model, reader, recipe, n):
+        for x, y in _batches(model, reader, recipe, n, seed=seed):
             if model.meta.task == "detection":
                 yield sum(model(x, y).values())
             else:
@@ -187,7 +193,7 @@ def cmd_prune(a) -> int:
                 model,
                 1 - (1 - goal) / (1 - done),
                 a.importance,
-                _loss_batches(model, reader, recipe, a.taylor_batches) if taylor else None,
+                _loss_batches(model, reader, recipe, a.taylor_batches, a.seed) if taylor else None,
                 scope=a.scope,
                 ranking=a.ranking,
                 round_to=a.round_to if a.round_to > 1 else None,

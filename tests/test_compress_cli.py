@@ -124,3 +124,24 @@ def test_kd_cache_without_a_teacher_is_refused_before_pruning(tmp_path):
                  "--out", tmp_path])  # fmt: skip
     assert r.returncode != 0
     assert "--kd-cache: expected --teacher CKPT too (the outputs it caches), got none" in r.stderr
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_taylor_batches_are_the_same_for_the_same_seed(tiny_checkpoints, shapes_yaml, task):
+    """The batches Taylor importance reads are augmented at random: seeded, two calls (and two
+    runs) prune by the same scores; another seed draws other batches."""
+    import torch
+
+    from app.compress import _batches, _train_reader
+
+    model = Predictor.from_checkpoint(tiny_checkpoints[task]).model
+    recipe = {"img_size": 64, "batch": 4, "data": str(shapes_yaml)}
+    reader = _train_reader(recipe, task)
+
+    def images(seed: int) -> torch.Tensor:
+        return torch.cat([x for x, _ in _batches(model, reader, recipe, 3, seed=seed)])
+
+    first = images(0)
+    assert first.shape == (12, 3, 64, 64)
+    assert torch.equal(first, images(0))
+    assert not torch.equal(first, images(1))
