@@ -36,6 +36,9 @@ run det12_rec_s1 $DET --reconstruct 8 --seed 1
 # what the detector takes: 60 % of its recipe
 run det12_rec_b06 --checkpoint $O/base_det12/best.pt --ratio 0.45 --finetune-budget 0.6 \
   --importance taylor --reconstruct 8
+# a milder cut, just above the 40 % floor
+run det12_rec41 --checkpoint $O/base_det12/best.pt --ratio 0.41 --finetune-budget 0.3 \
+  --importance taylor --reconstruct 8
 $V compress table --checkpoint base=$O/base_det12/best.pt \
   pruned45=$O/det12_rec/pruned_45/finetune/best.pt --data shapes --out "$O/table_det"
 $V compress table --checkpoint base=$S pruned45=$O/seg8_rec/pruned_45/finetune/best.pt \
