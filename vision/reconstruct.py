@@ -63,9 +63,12 @@ def reconstruct(
     return len(names)
 
 
-def _positions(size: int, n: int, seed: int) -> torch.Tensor:
+def _sampled(t: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Rows (B·n, C) of ``t`` (B, C, L) at ``n`` positions drawn by ``seed``: the same
+    positions for a layer's outputs and for the patches it reads."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randperm(size, generator=g)[: min(n, size)]
+    idx = torch.randperm(t.shape[2], generator=g)[: min(n, t.shape[2])]
+    return t[:, :, idx].permute(0, 2, 1).reshape(-1, t.shape[1])
 
 
 def _sampled_outputs(net, layers: dict[str, nn.Module], x, n, batch) -> dict[str, torch.Tensor]:
@@ -74,9 +77,7 @@ def _sampled_outputs(net, layers: dict[str, nn.Module], x, n, batch) -> dict[str
 
     def grab(name: str):
         def hook(m, i, o):
-            o = o.flatten(2)  # (B, C, L)
-            idx = _positions(o.shape[2], n, 1000 * batch + len(out[name]))
-            out[name].append(o[:, :, idx].permute(0, 2, 1).reshape(-1, o.shape[1]))
+            out[name].append(_sampled(o.flatten(2), n, 1000 * batch + len(out[name])))
 
         return hook
 
@@ -88,10 +89,9 @@ def _sampled_inputs(net, layer: nn.Conv2d, x, n, batch) -> torch.Tensor:
     """The patches ``layer`` reads at the same positions as ``_sampled_outputs``."""
     out: list[torch.Tensor] = []
 
-    def hook(m, i, o):
+    def hook(m, i, o):  # the patches (B, D, L): one column per output position
         cols = F.unfold(i[0], layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-        idx = _positions(o.shape[2] * o.shape[3], n, 1000 * batch + len(out))
-        out.append(cols[:, :, idx].permute(0, 2, 1).reshape(-1, cols.shape[1]))
+        out.append(_sampled(cols, n, 1000 * batch + len(out)))
 
     hooked_forward(net, x, [(layer, hook)])
     return torch.cat(out)
