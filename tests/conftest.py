@@ -86,6 +86,7 @@ def tiny_checkpoints(shapes_yaml, tmp_path_factory) -> dict[str, Path]:
                 warmup_iters=0,
                 threads=2,
                 lr=2e-3,
+                backbone_lr_mult=0.5,  # not the default: recipes travel whole
             ),
             make_evaluator,
             log=lambda *a: None,

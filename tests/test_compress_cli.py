@@ -9,6 +9,7 @@ import pytest
 
 from app.compress import budget_schedule
 from tests.conftest import run_cli
+from vision.engine.checkpoint import load_checkpoint
 from vision.predictor import Predictor
 
 
@@ -52,6 +53,8 @@ def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_
     args = json.loads((tmp_path / "pruned_40/finetune/args.json").read_text())
     assert (args["epochs"], args["max_iters"], args["teacher"]) == (2, 3, str(ck))
     assert args["kd_cache"] is cache
+    recipe = load_checkpoint(ck)["args"]  # rates not given: the recipe's
+    assert (args["lr"], args["backbone_lr_mult"]) == (recipe["lr"], recipe["backbone_lr_mult"])
     model = Predictor.from_checkpoint(row["finetuned"]).model
     assert model.meta.pruned["flops_cut"] == row["flops_cut"]
     assert sum(p.numel() for p in model.parameters()) == row["params_after"]
@@ -68,9 +71,13 @@ def test_iterative_pruning_reaches_the_asked_share_of_the_original(tiny_checkpoi
     before = macs(base, torch.rand(1, 3, base.meta.input_size, base.meta.input_size))
     args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
             "--finetune-budget", "0.5", "--steps", "2", "--recalibrate", "0",
-            "--round-to", "1", "--out", tmp_path]  # fmt: skip
+            "--round-to", "1", "--lr", "0.003", "--backbone-lr-mult", "4",
+            "--out", tmp_path]  # fmt: skip
     r = run_cli(args)
     assert r.returncode == 0, r.stderr
+    for step in (1, 2):  # the rates given reach every step's fine-tuning
+        ft = json.loads((tmp_path / f"pruned_40/step{step}/finetune/args.json").read_text())
+        assert (ft["lr"], ft["backbone_lr_mult"]) == (0.003, 4.0)
     assert "fine-tuning 1 × 3 iterations per step, 2 step(s) (50% of the recipe's 12)" in r.stdout
     assert "step 1/2" in r.stdout and "step 2/2" in r.stdout
     (row,) = json.loads((tmp_path / "prune.json").read_text())

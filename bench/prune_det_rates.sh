@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The pruned detector's fine-tuning rates (issue 14): the 12-epoch fcos_lite0 base of
+# bench/prune_long.sh pruned by 45 % of FLOPs (Taylor, widths rounded to 8, reconstruction on 8
+# batches) and fine-tuned on 30 % of its recipe (900 iterations) with the backbone at the head's
+# rate or twice it (the recipe keeps it at 0.25 x, which suits a pretrained backbone, not a pruned
+# one), and with the whole rate doubled. About 6 min per run on 2 CPU cores.
+#   bash bench/prune_det_rates.sh [OUT]          (default reports/p14l; needs base_det12)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
+O=${1:-reports/p14l}
+V=.venv/bin/vision
+run() { tag=$1; shift; [ -f "$O/$tag/prune.json" ] && return 0; echo "== $tag"
+  $V compress prune --out "$O/$tag" --checkpoint "$O/base_det12/best.pt" --ratio 0.45 \
+    --finetune-budget 0.3 --importance taylor --reconstruct 8 "$@" > "$O/$tag.log" 2>&1; }
+run det12_rec_bb1 --backbone-lr-mult 1
+run det12_rec_lr4 --lr 0.004
+run det12_rec_bb1_s1 --backbone-lr-mult 1 --seed 1
+run det12_rec_bb2 --backbone-lr-mult 2
+run det12_rec_bb1_lr4 --backbone-lr-mult 1 --lr 0.004
+run det12_rec_bb2_s1 --backbone-lr-mult 2 --seed 1
+run det12_rec_bb4 --backbone-lr-mult 4
+# the segmenter (8-epoch base, 600 iterations; its recipe's backbone rate is 0.25 x too)
+seg() { tag=$1; shift; [ -f "$O/$tag/prune.json" ] && return 0; echo "== $tag"
+  $V compress prune --out "$O/$tag" --checkpoint "$O/base_seg8/best.pt" --ratio 0.45 \
+    --finetune-budget 0.3 --importance taylor --reconstruct 8 "$@" > "$O/$tag.log" 2>&1; }
+seg seg8_rec_bb1 --backbone-lr-mult 1
+seg seg8_rec_bb2 --backbone-lr-mult 2
+run det12_rec_bb4_s1 --backbone-lr-mult 4 --seed 1
+run det12_rec_bb8 --backbone-lr-mult 8
