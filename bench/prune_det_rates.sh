@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The pruned detector's fine-tuning rates (issue 14): the 12-epoch fcos_lite0 base of
-# bench/prune_long.sh pruned by 45 % of FLOPs (Taylor, widths rounded to 8, reconstruction on 8
-# batches) and fine-tuned on 30 % of its recipe (900 iterations) with the backbone at the head's
-# rate or twice it (the recipe keeps it at 0.25 x, which suits a pretrained backbone, not a pruned
-# one), and with the whole rate doubled. About 6 min per run on 2 CPU cores.
-#   bash bench/prune_det_rates.sh [OUT]          (default reports/p14l; needs base_det12)
+# Fine-tuning rates of the pruned longer-trained bases (issue 14): bench/prune_long.sh's 12-epoch
+# fcos_lite0 and 8-epoch fcn8s_lite0, pruned by 45 % of FLOPs (Taylor, widths rounded to 8,
+# reconstruction on 8 batches) and fine-tuned on 30 % of their recipe (900 / 600 iterations)
+# with the backbone at 1-8x the head's rate (the recipes keep it at 0.25x, which suits a
+# pretrained backbone, not a pruned one) or the whole rate doubled. Records in
+# bench/records/cpu_2026-12-02i/. About 6 min per run on 2 CPU cores; runs already done are skipped.
+#   bash bench/prune_det_rates.sh [OUT]          (default reports/p14l; needs its two bases)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
