@@ -11,21 +11,18 @@ cd "$(dirname "$0")/.."
 export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
 O=${1:-reports/p14l}
 V=.venv/bin/vision
-run() { tag=$1; shift; [ -f "$O/$tag/prune.json" ] && return 0; echo "== $tag"
-  $V compress prune --out "$O/$tag" --checkpoint "$O/base_det12/best.pt" --ratio 0.45 \
+# one pruning run of a base (det12: fcos_lite0, 900 iterations; seg8: fcn8s_lite0, 600)
+run() { base=$1 tag=$2; shift 2; [ -f "$O/$tag/prune.json" ] && return 0; echo "== $tag"
+  $V compress prune --out "$O/$tag" --checkpoint "$O/base_$base/best.pt" --ratio 0.45 \
     --finetune-budget 0.3 --importance taylor --reconstruct 8 "$@" > "$O/$tag.log" 2>&1; }
-run det12_rec_bb1 --backbone-lr-mult 1
-run det12_rec_lr4 --lr 0.004
-run det12_rec_bb1_s1 --backbone-lr-mult 1 --seed 1
-run det12_rec_bb2 --backbone-lr-mult 2
-run det12_rec_bb1_lr4 --backbone-lr-mult 1 --lr 0.004
-run det12_rec_bb2_s1 --backbone-lr-mult 2 --seed 1
-run det12_rec_bb4 --backbone-lr-mult 4
-# the segmenter (8-epoch base, 600 iterations; its recipe's backbone rate is 0.25 x too)
-seg() { tag=$1; shift; [ -f "$O/$tag/prune.json" ] && return 0; echo "== $tag"
-  $V compress prune --out "$O/$tag" --checkpoint "$O/base_seg8/best.pt" --ratio 0.45 \
-    --finetune-budget 0.3 --importance taylor --reconstruct 8 "$@" > "$O/$tag.log" 2>&1; }
-seg seg8_rec_bb1 --backbone-lr-mult 1
-seg seg8_rec_bb2 --backbone-lr-mult 2
-run det12_rec_bb4_s1 --backbone-lr-mult 4 --seed 1
-run det12_rec_bb8 --backbone-lr-mult 8
+run det12 det12_rec_bb1 --backbone-lr-mult 1
+run det12 det12_rec_lr4 --lr 0.004
+run det12 det12_rec_bb1_s1 --backbone-lr-mult 1 --seed 1
+run det12 det12_rec_bb2 --backbone-lr-mult 2
+run det12 det12_rec_bb1_lr4 --backbone-lr-mult 1 --lr 0.004
+run det12 det12_rec_bb2_s1 --backbone-lr-mult 2 --seed 1
+run det12 det12_rec_bb4 --backbone-lr-mult 4
+run det12 det12_rec_bb4_s1 --backbone-lr-mult 4 --seed 1
+run det12 det12_rec_bb8 --backbone-lr-mult 8
+run seg8 seg8_rec_bb1 --backbone-lr-mult 1
+run seg8 seg8_rec_bb2 --backbone-lr-mult 2
