@@ -27,6 +27,7 @@ def add_commands(sub) -> None:
     p.add_argument("--kd-weight", type=float, default=1.0)
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--kd-mode", default="pixel", choices=["pixel", "channel"])
+    p.add_argument("--kd-stride", type=int, default=1, help="as train's --kd-stride")
     p.add_argument(
         "--kd-cache",
         action="store_true",
@@ -184,7 +185,7 @@ def cmd_prune(a) -> int:
     if a.teacher:
         kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
               "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode,
-              "kd_cache": a.kd_cache}  # fmt: skip
+              "kd_cache": a.kd_cache, "kd_stride": a.kd_stride}  # fmt: skip
     summary = []
     for ratio in a.ratio:
         run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None

@@ -90,6 +90,12 @@ def add_commands(sub) -> None:
             "once before training, not in every step (the teacher misses the colour jitter)",
         )
         t.add_argument(
+            "--kd-stride",
+            type=int,
+            default=1,
+            help="segmentation KD on logits average-pooled by this (4: 16x fewer positions)",
+        )
+        t.add_argument(
             "--model-arg",
             action="append",
             default=[],

@@ -125,6 +125,44 @@ def test_distiller_losses_modes_and_refusals():
     assert (wide.adapter.in_channels, wide.adapter.out_channels) == (64, 32)
 
 
+def test_kd_stride_pools_both_maps_before_the_loss():
+    """``stride``: student and teacher logits average-pooled first; the teacher's pass (what a
+    cache stores) is already pooled; in pixel mode a pooled position counts when most of its
+    pixels are valid."""
+    from vision.engine.distill import Distiller, channel_kd, pixel_kd
+
+    torch.manual_seed(0)
+    s, te = build_model("fcn8s_slim", 3, input_size=64), build_model("fcn8s_slim", 3, input_size=64)
+    x = torch.rand(2, 3, 64, 64)
+    out = s(x)
+    d = Distiller(s, te, weight=2.0, temperature=4.0, mode="channel", stride=4)
+    t_out = d.teacher_outputs(x)[0]
+    with torch.no_grad():
+        full = te(x)
+    torch.testing.assert_close(t_out, torch.nn.functional.avg_pool2d(full, 4))
+    pooled = 2.0 * channel_kd(torch.nn.functional.avg_pool2d(out, 4), t_out, 4.0)
+    assert d(x, None, out).item() == pytest.approx(pooled.item(), rel=1e-6)
+    assert pooled.item() != pytest.approx(2.0 * channel_kd(out, full, 4.0).item(), rel=1e-2)
+    assert d(x, None, out, [t_out]).item() == pytest.approx(pooled.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"KD \(stride 4\) needs logits of one shape"):
+        d(x, None, out, [full])  # a cache made without the stride
+    # pixel mode, stride 2 on a 2 x 4 map: the left block is 3/4 void (left out), the right
+    # block 1/4 void (counted, its logits averaged to (ln 3, 0) against a uniform student)
+    px = Distiller(s, te, temperature=1.0, stride=2)
+    student = torch.zeros(1, 2, 2, 4)
+    teacher = torch.tensor([[9.0] * 2 + [2 * math.log(3), 0.0]] * 2)  # class 0, (2, 4)
+    teacher = torch.stack([teacher, torch.zeros(2, 4)])[None]  # class 1: 0 everywhere
+    target = torch.tensor([[255, 255, 255, 0], [255, 0, 1, 1]])[None]
+    cached = [torch.nn.functional.avg_pool2d(teacher, 2)]
+    assert px(student, target, student, cached).item() == pytest.approx(KL_3_1, rel=1e-6)
+    both = pixel_kd(torch.zeros(1, 2, 1, 2), cached[0], 1.0)  # void ignored: the mean of both
+    assert px(student, None, student, cached).item() == pytest.approx(both.item(), rel=1e-6)
+    for bad, model in ((0, s), (2, build_model("fcos_slim", 3, input_size=64))):
+        with pytest.raises(ValueError, match=f"KD stride: expected 1, or > 1 for a segmenter, "
+                           f"got {bad}"):  # fmt: skip
+            Distiller(model, model, stride=bad)
+
+
 def test_soft_dice_and_segmentation_loss_worked_values():
     """Pixel 1: probabilities (1/2, 1/2, 0), class 0; pixel 2: (3/4, 1/4, 0), class 1; a void
     pixel counts for nothing; class 2 is in no label and is left out of the mean.

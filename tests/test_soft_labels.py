@@ -125,10 +125,12 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
     task, tiny_checkpoints, shapes_yaml, tmp_path, monkeypatch
 ):
     calls: list[bool] = []
+    shapes: list[tuple] = []
     forward = Distiller.forward
 
     def spy(self, images, targets=None, outputs=None, cached=None):
         calls.append(cached is not None)
+        shapes.append(tuple(cached[-1].shape[2:]))
         return forward(self, images, targets, outputs, cached)
 
     monkeypatch.setattr(Distiller, "forward", spy)
@@ -136,10 +138,15 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
                 workers=1, limit_train=8, limit_val=4, warmup_iters=0, threads=2, max_iters=2,
                 teacher=str(tiny_checkpoints[task]), kd_mode="channel")  # fmt: skip
     logs: list[str] = []
-    cfg = TrainConfig(task=task, out=str(tmp_path / "run"), kd_cache=True, **base)
+    stride = 2 if task == "segmentation" else 1  # a segmenter's cache holds pooled logits
+    cfg = TrainConfig(task=task, out=str(tmp_path / "run"), kd_cache=True, kd_stride=stride,
+                      **base)  # fmt: skip
     summary = train(cfg, make_evaluator, log=logs.append)
     assert any("--kd-cache: teacher outputs of 8 training images" in m for m in logs)
     assert calls == [True, True] and summary["epoch"] == 1
+    if task == "segmentation":
+        assert shapes == [(48, 48)] * 2  # (batch, classes) at 96 px / 2
+        assert any(m.endswith("(fcn8s_slim, channel KD, stride 2)") for m in logs), logs
     bad = TrainConfig(task=task, out=str(tmp_path / "bad"), kd_cache=True,
                       **{**base, "teacher": None})  # fmt: skip
     with pytest.raises(ValueError, match="--kd-cache: expected --teacher CKPT"):

@@ -91,13 +91,14 @@ class TrainConfig:
     kd_temperature: float = 2.0
     kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
     kd_cache: bool = False  # the teacher's outputs computed once, before training
+    kd_stride: int = 1  # segmentation KD on logits average-pooled by this
 
 
 def finetune_config(recipe: dict, **overrides) -> TrainConfig:
     """A fine-tuning run of a checkpoint's own recipe (``ck["args"]``): its options, with
     resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``."""
     cfg = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
-    cfg.update(resume=None, stop_after=None, teacher=None, kd_cache=False)
+    cfg.update(resume=None, stop_after=None, teacher=None, kd_cache=False, kd_stride=1)
     cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
     return TrainConfig(**{**cfg, **overrides})
 
@@ -237,9 +238,12 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         from vision.engine.distill import Distiller
 
         teacher = Predictor.from_checkpoint(cfg.teacher, device).model
-        distiller = Distiller(model, teacher, cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode)
+        distiller = Distiller(
+            model, teacher, cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode, cfg.kd_stride
+        )
         distiller.to(device)
         kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
+        kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
         if cfg.kd_cache:
             from vision.engine.soft_labels import cached_teacher_dataset
