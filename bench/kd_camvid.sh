@@ -8,8 +8,10 @@
 # in a 20-step probe), so KD_EPOCHS=22 by default. Then the same with --kd-cache: the teacher's
 # logits of every training image and its mirror image computed once (about 40 s), so a step
 # costs the student and the loss only (12.4 against 17 images/s alone in a 20-step profile: the
-# full-resolution KD loss is the rest), so KDC_EPOCHS=30 by default. Runs whose best.pt exists
-# are skipped.
+# full-resolution KD loss is the rest), so KDC_EPOCHS=30 by default. Then the cache with the
+# KD on logits average-pooled by 4 (--kd-stride 4: the loss ~7x cheaper, the cache 16x smaller),
+# so KDS_EPOCHS=41 by default. KINDS picks the runs (default "alone live cache stride"). Runs
+# whose best.pt exists are skipped.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
 #   bash bench/kd_camvid.sh [OUT]      (default reports/kd_camvid; SEEDS="0 1 2")
@@ -20,6 +22,8 @@ O=${1:-reports/kd_camvid}
 T=$O/teacher/best.pt
 E=${KD_EPOCHS:-22}
 C=${KDC_EPOCHS:-30}
+S=${KDS_EPOCHS:-41}
+K=" ${KINDS:-alone live cache stride} "
 timed() { tag=$1; shift; echo "== $tag"; /usr/bin/time -f "$tag wall %e s" "$@"; }
 [ -f "$T" ] || timed teacher .venv/bin/vision train segment --data camvid --model fcn8s_lite0 \
   --epochs 14 --img-size 320 --batch 8 --lr 0.002 --backbone-lr-mult 0.25 --warmup-iters 50 \
@@ -31,9 +35,10 @@ slim() { tag=$1; epochs=$2; seed=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return
   --out "$O/$tag" "$@"; }
 for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first run under
   s=$([ "$seed" = 0 ] || echo "_s$seed")
-  slim "slim_e45$s" 45 "$seed"
-  slim "slim_cwd_e$E$s" "$E" "$seed" --teacher "$T" --kd-mode channel --kd-weight 3 \
-    --kd-temperature 4
-  slim "slim_cwdc_e$C$s" "$C" "$seed" --teacher "$T" --kd-mode channel --kd-weight 3 \
-    --kd-temperature 4 --kd-cache
+  kd=(--teacher "$T" --kd-mode channel --kd-weight 3 --kd-temperature 4)
+  [[ $K != *" alone "* ]] || slim "slim_e45$s" 45 "$seed"
+  [[ $K != *" live "* ]] || slim "slim_cwd_e$E$s" "$E" "$seed" "${kd[@]}"
+  [[ $K != *" cache "* ]] || slim "slim_cwdc_e$C$s" "$C" "$seed" "${kd[@]}" --kd-cache
+  [[ $K != *" stride "* ]] || slim "slim_cwds4_e$S$s" "$S" "$seed" "${kd[@]}" --kd-cache \
+    --kd-stride 4
 done
