@@ -96,6 +96,12 @@ def add_commands(sub) -> None:
             help="segmentation KD on logits average-pooled by this (4: 16x fewer positions)",
         )
         t.add_argument(
+            "--kd-teacher-runtime",
+            default="torch",
+            choices=["torch", "onnx", "int8"],
+            help="run a segmentation teacher in ONNX Runtime (float32 or static int8)",
+        )
+        t.add_argument(
             "--model-arg",
             action="append",
             default=[],

@@ -207,7 +207,7 @@ class OrtBackend:
         )
 
     def __call__(self, x: torch.Tensor):
-        outs = self.session.run(None, {"images": x.detach().float().cpu().numpy()})
+        outs = self.session.run(None, {"images": x.detach().float().cpu().contiguous().numpy()})
         tensors = [torch.from_numpy(o) for o in outs]
         return self.decoder(tensors) if self.decoder is not None else tensors[0]
 

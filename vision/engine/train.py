@@ -92,13 +92,21 @@ class TrainConfig:
     kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
     kd_cache: bool = False  # the teacher's outputs computed once, before training
     kd_stride: int = 1  # segmentation KD on logits average-pooled by this
+    kd_teacher_runtime: str = "torch"  # or "onnx" / "int8": a segmentation teacher in ORT
 
 
 def finetune_config(recipe: dict, **overrides) -> TrainConfig:
     """A fine-tuning run of a checkpoint's own recipe (``ck["args"]``): its options, with
     resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``."""
     cfg = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
-    cfg.update(resume=None, stop_after=None, teacher=None, kd_cache=False, kd_stride=1)
+    cfg.update(
+        resume=None,
+        stop_after=None,
+        teacher=None,
+        kd_cache=False,
+        kd_stride=1,
+        kd_teacher_runtime="torch",
+    )
     cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
     return TrainConfig(**{**cfg, **overrides})
 
@@ -116,6 +124,18 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
     train_ds = TransformedDataset(train_r, tf(cfg.img_size, train=True), seed=cfg.seed)
     sampler = ShardSampler(len(train_ds), shuffle=True, seed=cfg.seed)
     return train_r, val_r, train_ds, sampler
+
+
+def _calibration(train_ds, n: int = 32, batch: int = 8) -> Callable[[], list]:
+    """int8 calibration batches for a teacher: the first ``n`` training images, unaugmented."""
+    reader, tf = train_ds.reader, type(train_ds.transform)(train_ds.transform.size)
+
+    def batches() -> list:
+        idx = range(min(n, len(reader)))
+        xs = [tf(reader[i])[0] for i in idx]
+        return [torch.stack(xs[i : i + batch]).numpy() for i in range(0, len(xs), batch)]
+
+    return batches
 
 
 def _train_loader(cfg: TrainConfig, train_ds, sampler, cached: bool = False):
@@ -245,6 +265,12 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
         kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
+        if cfg.kd_teacher_runtime != "torch":
+            from vision.engine.teacher_runtime import ort_teacher
+
+            distiller.runtime = ort_teacher(
+                teacher, cfg.kd_teacher_runtime, out / "teacher", _calibration(train_ds), log
+            )
         if cfg.kd_cache:
             from vision.engine.soft_labels import cached_teacher_dataset
 

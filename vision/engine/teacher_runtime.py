@@ -1,0 +1,47 @@
+"""A distillation teacher run by ONNX Runtime instead of eager torch (``--kd-teacher-runtime``).
+
+The teacher's forward pass is what a live distillation step pays for the teacher: with the
+ImageNet Lite0 FCN-8s teaching at 320 px on the CPU it costs about as much as the student's whole
+step. Exported once (``vision.deploy.export_onnx``, float32, or static QDQ int8 calibrated on
+training images: the deployable-variants path), it runs in the same step on the same jittered
+views, so the student keeps a consistent teacher (unlike ``--kd-cache``, which replays the
+un-jittered views) at a fraction of the price. Segmentation teachers only: the loss of a
+detection teacher reads its FPN features, which the exported network does not return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RUNTIMES = ("torch", "onnx", "int8")
+
+
+def ort_teacher(
+    teacher: nn.Module,
+    runtime: str,
+    folder: Path,
+    calibration: Callable[[], list] | None = None,
+    log: Callable = print,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images → logits`` by ONNX Runtime: ``teacher`` exported to ``folder/teacher.onnx``
+    (and quantized to ``teacher.int8.onnx`` on ``calibration()``'s batches for ``int8``)."""
+    from vision.deploy import OrtBackend, export_onnx, quantize_int8
+
+    if runtime not in RUNTIMES[1:]:
+        raise ValueError(f"--kd-teacher-runtime: expected one of {RUNTIMES}, got {runtime!r}")
+    if teacher.meta.task != "segmentation":
+        raise ValueError(
+            f"--kd-teacher-runtime {runtime}: expected a segmentation teacher (a detector's KD "
+            f"reads FPN features its ONNX graph does not return), got a {teacher.meta.task} one"
+            "; use --kd-cache for detectors"
+        )
+    file = export_onnx(teacher, Path(folder) / "teacher.onnx")
+    if runtime == "int8":
+        file = quantize_int8(file, file.with_suffix(".int8.onnx"), calibration())
+    log(f"[train] teacher runs in ONNX Runtime ({runtime}): {file}")
+    backend = OrtBackend(file, teacher)
+    return lambda images: backend(images).to(images.device)
