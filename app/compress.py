@@ -29,6 +29,12 @@ def add_commands(sub) -> None:
     p.add_argument("--kd-mode", default="pixel", choices=["pixel", "channel"])
     p.add_argument("--kd-stride", type=int, default=1, help="as train's --kd-stride")
     p.add_argument(
+        "--kd-teacher-runtime",
+        default="torch",
+        choices=["torch", "onnx", "int8"],
+        help="as train's --kd-teacher-runtime",
+    )
+    p.add_argument(
         "--kd-cache",
         action="store_true",
         help="run the teacher once before fine-tuning and replay its outputs (as train's)",
@@ -185,7 +191,8 @@ def cmd_prune(a) -> int:
     if a.teacher:
         kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
               "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode,
-              "kd_cache": a.kd_cache, "kd_stride": a.kd_stride}  # fmt: skip
+              "kd_cache": a.kd_cache, "kd_stride": a.kd_stride,
+              "kd_teacher_runtime": a.kd_teacher_runtime}  # fmt: skip
     summary = []
     for ratio in a.ratio:
         run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None
