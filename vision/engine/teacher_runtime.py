@@ -5,8 +5,9 @@ Lite0 FCN-8s at 320 px, batch 8, on 2 CPU cores takes 0.24 s in eager bfloat16 a
 step of the ResNet FCN-8s student. Exported once (``vision.deploy.export_onnx``, float32, or
 static QDQ int8 calibrated on training images: the deployable-variants path), it runs in the
 same step on the same jittered views, so the student keeps a consistent teacher (unlike
-``--kd-cache``, which replays the un-jittered views): ORT float32 0.22 s, int8 0.16 s. Segmentation teachers only: the loss of a
-detection teacher reads its FPN features, which the exported network does not return.
+``--kd-cache``, which replays the un-jittered views): ORT float32 0.22 s, int8 0.16 s.
+Segmentation teachers only: the loss of a detection teacher reads its FPN features, which the
+exported network does not return.
 """
 
 from __future__ import annotations
