@@ -27,6 +27,7 @@ from eval.bench import count_flops
 from eval.fps import environment, measure
 from eval.iou import box_iou
 from eval.metrics import PRIMARY, primary_value, score
+from vision.deploy import calibration_batches
 from vision.predictor import Predictor
 
 VARIANTS = ("eager", "fused", "bf16", "onnx", "int8")
@@ -34,16 +35,6 @@ RULE = (
     "the fastest variant (batch-1 p50 latency, end to end) whose primary metric is at most "
     "`budget` below eager's; eager when none qualifies"
 )
-
-
-def calibration_batches(predictor: Predictor, reader, n: int, batch: int = 8) -> list:
-    """Letterboxed float batches of the first ``n`` images of ``reader`` (a training split)."""
-    out = []
-    for i in range(0, min(n, len(reader)), batch):
-        imgs = [reader[j].image for j in range(i, min(i + batch, n, len(reader)))]
-        x, _ = predictor.preprocess(imgs)
-        out.append(x.numpy())
-    return out
 
 
 def build(name: str, checkpoint: Path, out: Path, calibration) -> tuple[Predictor, Path | None]:

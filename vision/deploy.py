@@ -137,6 +137,17 @@ def export_onnx(model: nn.Module, path: Path | str, opset: int = 17) -> Path:
     return path
 
 
+def calibration_batches(predictor, reader, n: int, batch: int = 8) -> list[np.ndarray]:
+    """int8 calibration input: letterboxed float batches (the predictor's preprocessing) of the
+    first ``n`` images of ``reader`` (a training split)."""
+    out = []
+    for i in range(0, min(n, len(reader)), batch):
+        imgs = [reader[j].image for j in range(i, min(i + batch, n, len(reader)))]
+        x, _ = predictor.preprocess(imgs)
+        out.append(x.numpy())
+    return out
+
+
 def quantize_int8(
     onnx_path: Path | str, out: Path | str, calibration: Iterable[np.ndarray]
 ) -> Path:

@@ -126,18 +126,6 @@ def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
     return train_r, val_r, train_ds, sampler
 
 
-def _calibration(train_ds, n: int = 32, batch: int = 8) -> Callable[[], list]:
-    """int8 calibration batches for a teacher: the first ``n`` training images, unaugmented."""
-    reader, tf = train_ds.reader, type(train_ds.transform)(train_ds.transform.size)
-
-    def batches() -> list:
-        idx = range(min(n, len(reader)))
-        xs = [tf(reader[i])[0] for i in idx]
-        return [torch.stack(xs[i : i + batch]).numpy() for i in range(0, len(xs), batch)]
-
-    return batches
-
-
 def _train_loader(cfg: TrainConfig, train_ds, sampler, cached: bool = False):
     """``cached``: the items carry the teacher's cached outputs (``soft_labels.py``)."""
     collate = collate_detection if cfg.task == "detection" else collate_segmentation
@@ -266,10 +254,14 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
         if cfg.kd_teacher_runtime != "torch":
+            from vision.deploy import calibration_batches
             from vision.engine.teacher_runtime import ort_teacher
 
+            def calibration() -> list:  # int8: the first 32 training images, unaugmented
+                return calibration_batches(Predictor(teacher, device), train_r, 32)
+
             distiller.runtime = ort_teacher(
-                teacher, cfg.kd_teacher_runtime, out / "teacher", _calibration(train_ds), log
+                teacher, cfg.kd_teacher_runtime, out / "teacher", calibration, log
             )
         if cfg.kd_cache:
             from vision.engine.soft_labels import cached_teacher_dataset
