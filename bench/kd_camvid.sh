@@ -13,8 +13,9 @@
 # so KDS_EPOCHS=41 by default. Then a live teacher again (the student's own jittered views), run
 # by ONNX Runtime in int8 (--kd-teacher-runtime int8: 0.16 against 0.24 s per batch for the
 # eager bfloat16 teacher), KD at stride 4: a step costs ~1.28x the student's alone, so
-# KDQ_EPOCHS=35 by default. KINDS picks the runs (default "alone live cache stride int8"). Runs
-# whose best.pt exists are skipped.
+# KDQ_EPOCHS=35 by default. "pixel" (not in the default KINDS): the stride-4 cached run with
+# pixel-wise KD (Hinton, T 2, weight PIXEL_WEIGHT, default 1) instead of channel-wise. KINDS
+# picks the runs (default "alone live cache stride int8"). Runs whose best.pt exists are skipped.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
 #   bash bench/kd_camvid.sh [OUT]      (default reports/kd_camvid; SEEDS="0 1 2")
@@ -45,6 +46,8 @@ for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first 
   [[ $K != *" cache "* ]] || slim "slim_cwdc_e$C$s" "$C" "$seed" "${kd[@]}" --kd-cache
   [[ $K != *" stride "* ]] || slim "slim_cwds4_e$S$s" "$S" "$seed" "${kd[@]}" --kd-cache \
     --kd-stride 4
+  [[ $K != *" pixel "* ]] || slim "slim_pkds4_e$S$s" "$S" "$seed" --teacher "$T" --kd-mode pixel \
+    --kd-weight "${PIXEL_WEIGHT:-1}" --kd-temperature 2 --kd-cache --kd-stride 4
   [[ $K != *" int8 "* ]] || slim "slim_cwdq4_e$Q$s" "$Q" "$seed" "${kd[@]}" --kd-stride 4 \
     --kd-teacher-runtime int8
 done

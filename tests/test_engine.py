@@ -112,13 +112,21 @@ def test_non_finite_loss_stops_with_the_step(shapes_yaml, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command,model,key,port",
-    [("segment", "fcn32s", "seg/mIoU", 29561), ("detect", "fcos_r18", "coco/AP50", 29562)],
+    "command,model,key,port,ort_teacher",
+    [
+        ("segment", "fcn32s", "seg/mIoU", 29561, False),
+        ("detect", "fcos_r18", "coco/AP50", 29562, False),
+        ("segment", "fcn8s_slim", "seg/mIoU", 29563, True),  # one rank writes the teacher file
+    ],
 )
-def test_torchrun_two_gloo_processes(shapes_yaml, tmp_path, command, model, key, port):
+def test_torchrun_two_gloo_processes(
+    shapes_yaml, tiny_checkpoints, tmp_path, command, model, key, port, ort_teacher
+):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = "--epochs 1 --img-size 64 --batch 2 --workers 0 --limit-train 8 --limit-val 6 "
     args += "--max-iters 2"
+    if ort_teacher:
+        args += f" --teacher {tiny_checkpoints['segmentation']} --kd-teacher-runtime int8"
     cmd = [
         sys.executable,
         "-m",
@@ -142,6 +150,9 @@ def test_torchrun_two_gloo_processes(shapes_yaml, tmp_path, command, model, key,
     m0 = json.loads((tmp_path / "rank0_metrics.json").read_text())
     m1 = json.loads((tmp_path / "rank1_metrics.json").read_text())
     assert m0[key] == m1[key]  # gathered across ranks: both see the whole validation split
+    if ort_teacher:
+        assert (tmp_path / "teacher" / "teacher.int8.onnx").is_file()
+        assert r.stdout.count("teacher runs in ONNX Runtime (int8)") == 2, r.stdout[-3000:]
 
 
 def test_resume_from_an_explicit_path_keeps_the_best_score(shapes_yaml, tmp_path):

@@ -112,13 +112,16 @@ def exportable(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def export_onnx(model: nn.Module, path: Path | str, opset: int = 17) -> Path:
-    """Export the network (see the module notes) with a dynamic batch dimension; torch's
-    TorchScript-based exporter (``dynamo=False``), which handles these models."""
+def export_onnx(
+    model: nn.Module, path: Path | str, opset: int = 17, size: int | None = None
+) -> Path:
+    """Export the network (see the module notes) with a dynamic batch dimension, for ``size``
+    square inputs (default: the model's input size); torch's TorchScript-based exporter
+    (``dynamo=False``), which handles these models."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = exportable(model)
-    size = model.meta.input_size
+    size = size or model.meta.input_size
     outputs = ["logits"] if model.meta.task == "segmentation" else list(net.keys)
     with torch.no_grad(), warnings.catch_warnings():
         # tracing notes that shape checks become constants: true and intended (fixed size)

@@ -27,10 +27,14 @@ def ort_teacher(
     folder: Path,
     calibration: Callable[[], list] | None = None,
     log: Callable = print,
+    size: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``images → logits`` by ONNX Runtime: ``teacher`` exported to ``folder/teacher.onnx``
-    (and quantized to ``teacher.int8.onnx`` on ``calibration()``'s batches for ``int8``)."""
+    """``images → logits`` by ONNX Runtime: ``teacher`` exported for ``size`` inputs (the
+    training size; default: the teacher's own) to ``folder/teacher.onnx`` (and quantized to
+    ``teacher.int8.onnx`` on ``calibration()``'s batches for ``int8``). Under ``torchrun`` the
+    first rank writes the files and the others wait for them."""
     from vision.deploy import OrtBackend, export_onnx, quantize_int8
+    from vision.engine.distributed import barrier, is_main
 
     if runtime not in RUNTIMES[1:]:
         raise ValueError(f"--kd-teacher-runtime: expected one of {RUNTIMES}, got {runtime!r}")
@@ -40,9 +44,12 @@ def ort_teacher(
             f"reads FPN features its ONNX graph does not return), got a {teacher.meta.task} one"
             "; use --kd-cache for detectors"
         )
-    file = export_onnx(teacher, Path(folder) / "teacher.onnx")
-    if runtime == "int8":
-        file = quantize_int8(file, file.with_suffix(".int8.onnx"), calibration())
+    file = Path(folder) / ("teacher.int8.onnx" if runtime == "int8" else "teacher.onnx")
+    if is_main():
+        exported = export_onnx(teacher, Path(folder) / "teacher.onnx", size=size)
+        if runtime == "int8":
+            quantize_int8(exported, file, calibration())
+    barrier()
     log(f"[train] teacher runs in ONNX Runtime ({runtime}): {file}")
     backend = OrtBackend(file, teacher)
     return lambda images: backend(images).to(images.device)

@@ -254,14 +254,17 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
         if cfg.kd_teacher_runtime != "torch":
-            from vision.deploy import calibration_batches
             from vision.engine.teacher_runtime import ort_teacher
 
             def calibration() -> list:  # int8: the first 32 training images, unaugmented
-                return calibration_batches(Predictor(teacher, device), train_r, 32)
+                tf, n = type(train_ds.transform)(cfg.img_size), min(32, len(train_r))
+                rows = [
+                    [tf(train_r[j])[0] for j in range(i, min(i + 8, n))] for i in range(0, n, 8)
+                ]
+                return [torch.stack(r).numpy() for r in rows]
 
             distiller.runtime = ort_teacher(
-                teacher, cfg.kd_teacher_runtime, out / "teacher", calibration, log
+                teacher, cfg.kd_teacher_runtime, out / "teacher", calibration, log, cfg.img_size
             )
         if cfg.kd_cache:
             from vision.engine.soft_labels import cached_teacher_dataset
