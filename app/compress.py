@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app.train import KD_MODES
+
 
 def add_commands(sub) -> None:
     c = sub.add_parser("compress", help="pruning, and the compression table")
@@ -26,7 +28,7 @@ def add_commands(sub) -> None:
     p.add_argument("--teacher", default=None, help="distill from this checkpoint while fine-tuning")
     p.add_argument("--kd-weight", type=float, default=1.0)
     p.add_argument("--kd-temperature", type=float, default=2.0)
-    p.add_argument("--kd-mode", default="pixel", choices=["pixel", "channel"])
+    p.add_argument("--kd-mode", default="pixel", choices=KD_MODES)
     p.add_argument("--kd-stride", type=int, default=1, help="as train's --kd-stride")
     p.add_argument(
         "--kd-teacher-runtime",

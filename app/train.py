@@ -7,12 +7,13 @@ import json
 
 from vision.errors import DataError
 
-# vision.models.DEFAULT_DETECTOR / DEFAULT_SEGMENTER, spelled out so that the command line
-# starts without importing torch (a test keeps them equal)
+# vision.models.DEFAULT_DETECTOR / DEFAULT_SEGMENTER and vision.engine.distill.MODES, spelled
+# out so that the command line starts without importing torch (a test keeps them equal)
 TRAIN_DEFAULTS = (
     ("detect", "detection", "fcos_lite0"),
     ("segment", "segmentation", "fcn8s_lite0"),
 )
+KD_MODES = ("pixel", "channel", "channel+pixel")
 
 
 def add_commands(sub) -> None:
@@ -80,8 +81,8 @@ def add_commands(sub) -> None:
         t.add_argument(
             "--kd-mode",
             default="pixel",
-            choices=["pixel", "channel"],
-            help="segmentation KD: per-pixel (Hinton) or channel-wise (Shu et al. 2021)",
+            choices=KD_MODES,
+            help="segmentation KD: per-pixel (Hinton), channel-wise (Shu et al. 2021) or both",
         )
         t.add_argument(
             "--kd-cache",

@@ -14,7 +14,8 @@
 # by ONNX Runtime in int8 (--kd-teacher-runtime int8: 0.16 against 0.24 s per batch for the
 # eager bfloat16 teacher), KD at stride 4: a step costs ~1.28x the student's alone, so
 # KDQ_EPOCHS=35 by default. "pixel" (not in the default KINDS): the stride-4 cached run with
-# pixel-wise KD (Hinton, T 2, weight PIXEL_WEIGHT, default 1) instead of channel-wise. KINDS
+# pixel-wise KD (Hinton, T 2, weight PIXEL_WEIGHT, default 1) instead of channel-wise; "both":
+# that run with channel-wise plus pixel-wise KD (--kd-mode channel+pixel, weight 3, T 4). KINDS
 # picks the runs (default "alone live cache stride int8"). Runs whose best.pt exists are skipped.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
@@ -48,6 +49,8 @@ for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first 
     --kd-stride 4
   [[ $K != *" pixel "* ]] || slim "slim_pkds4_e$S$s" "$S" "$seed" --teacher "$T" --kd-mode pixel \
     --kd-weight "${PIXEL_WEIGHT:-1}" --kd-temperature 2 --kd-cache --kd-stride 4
+  [[ $K != *" both "* ]] || slim "slim_cpkds4_e$S$s" "$S" "$seed" --teacher "$T" \
+    --kd-mode channel+pixel --kd-weight 3 --kd-temperature 4 --kd-cache --kd-stride 4
   [[ $K != *" int8 "* ]] || slim "slim_cwdq4_e$Q$s" "$Q" "$seed" "${kd[@]}" --kd-stride 4 \
     --kd-teacher-runtime int8
 done

@@ -98,6 +98,9 @@ def test_distiller_losses_modes_and_refusals():
     assert d(x, None, out).item() == pytest.approx(3.0 * pixel_kd(out, t_out, 2.0).item())
     ch = Distiller(s, te, weight=0.5, temperature=4.0, mode="channel")
     assert ch(x, targets, out).item() == pytest.approx(0.5 * channel_kd(out, t_out, 4.0).item())
+    both = Distiller(s, te, weight=0.5, temperature=4.0, mode="channel+pixel")
+    sum_ = channel_kd(out, t_out, 4.0) + pixel_kd(out, t_out, 4.0, targets != 255)
+    assert both(x, targets, out).item() == pytest.approx(0.5 * sum_.item(), rel=1e-6)
     assert all(not p.requires_grad for p in te.parameters()) and not te.training
     with pytest.raises(ValueError, match="expected one of"):
         Distiller(s, te, mode="feature")

@@ -5,7 +5,9 @@ Network"): the KL divergence from the teacher's to the student's per-pixel class
 at temperature T, times T², averaged over the pixels that are not padding or void.
 ``mode="channel"`` (Shu et al., ICCV 2021, "Channel-wise Knowledge Distillation for Dense
 Prediction"): for every class channel, a softmax over the spatial positions at temperature T;
-the KL from teacher to student, times T², averaged over channels.
+the KL from teacher to student, times T², averaged over channels. ``mode="channel+pixel"``:
+the sum of both at the same temperature (on CamVid each helps other classes: channel-wise the
+thin rare ones, pixel-wise cars and pedestrians).
 
 Detection (one-stage torchvision detectors: FCOS, RetinaNet), after PKD (Cao et al.,
 NeurIPS 2022, "PKD: General Distillation Framework for Object Detectors via Pearson Correlation
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("pixel", "channel")
+MODES = ("pixel", "channel", "channel+pixel")
 
 
 def pixel_kd(student: torch.Tensor, teacher: torch.Tensor, t: float, valid=None) -> torch.Tensor:
@@ -163,12 +165,15 @@ class Distiller(nn.Module):
                 at = f" (stride {self.stride})" if self.stride > 1 else ""
                 what = f"KD{at} needs logits of one shape"
                 raise ValueError(_shapes(what, s_logits, t_logits))
-            if self.mode == "channel":
-                return self.weight * channel_kd(s_logits, t_logits.float(), self.t)
-            valid = None
-            if targets is not None:
-                valid = self._pool((targets != 255).float()[:, None])[:, 0] > 0.5
-            return self.weight * pixel_kd(s_logits, t_logits.float(), self.t, valid)
+            t_logits, loss = t_logits.float(), 0.0
+            if self.mode != "pixel":
+                loss = channel_kd(s_logits, t_logits, self.t)
+            if self.mode != "channel":
+                valid = None
+                if targets is not None:
+                    valid = self._pool((targets != 255).float()[:, None])[:, 0] > 0.5
+                loss = loss + pixel_kd(s_logits, t_logits, self.t, valid)
+            return self.weight * loss
         t_feats, t_cls = cached[:-1], cached[-1]
         s_feats = list(self._seen.pop("f").values())
         s_cls = self._seen.pop("cls")
