@@ -82,24 +82,12 @@ def test_training_runs_the_teacher_in_onnx_runtime_every_step(
         return run(self, x)
 
     monkeypatch.setattr(OrtBackend, "__call__", spy)
-    cfg = TrainConfig(
-        task="segmentation",
-        data=str(shapes_yaml),
-        model="fcn8s_slim",
-        epochs=1,
-        img_size=64,
-        batch=4,
-        workers=1,
-        limit_train=8,
-        limit_val=4,
-        warmup_iters=0,
-        threads=2,
-        max_iters=2,
-        out=str(tmp_path / "run"),
-        teacher=str(tiny_checkpoints["segmentation"]),
-        kd_mode="channel",
-        kd_teacher_runtime=runtime,
-    )  # fmt: skip  (the teacher was built for 96 px)
+    # img_size 64: the teacher was built for 96 px, so its graph is exported for 64
+    cfg = TrainConfig(task="segmentation", data=str(shapes_yaml), model="fcn8s_slim", epochs=1,
+                      img_size=64, batch=4, workers=1, limit_train=8, limit_val=4,
+                      warmup_iters=0, threads=2, max_iters=2, out=str(tmp_path / "run"),
+                      teacher=str(tiny_checkpoints["segmentation"]), kd_mode="channel",
+                      kd_teacher_runtime=runtime)  # fmt: skip
     logs: list[str] = []
     summary = train(cfg, make_evaluator, log=logs.append)
     name = "teacher.onnx" if runtime == "onnx" else "teacher.int8.onnx"
