@@ -26,6 +26,15 @@ import torch
 from vision.data.transforms import TransformedDataset
 
 
+def view_batches(reader, transform, n: int | None = None, batch: int = 8):
+    """``(indices, images)`` batches of ``transform(reader[i])``'s images for the first ``n``
+    items of ``reader`` (all by default)."""
+    n = len(reader) if n is None else min(n, len(reader))
+    for i in range(0, n, batch):
+        idx = range(i, min(i + batch, n))
+        yield idx, torch.stack([transform(reader[j])[0] for j in idx])
+
+
 @torch.no_grad()
 def teacher_outputs(
     distiller, reader, transform, device: torch.device, amp=None, batch: int = 8
@@ -34,9 +43,8 @@ def teacher_outputs(
     evaluation geometry), as ``(N, 2, ...)`` float16 tensors on the CPU: ``[:, 0]`` for the
     image, ``[:, 1]`` for its mirror image."""
     cache: list[torch.Tensor] = []
-    for i in range(0, len(reader), batch):
-        idx = range(i, min(i + batch, len(reader)))
-        x = torch.stack([transform(reader[j])[0] for j in idx]).to(device)
+    for idx, x in view_batches(reader, transform, batch=batch):
+        i, x = idx.start, x.to(device)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             outs = distiller.teacher_outputs(torch.cat([x, x.flip(-1)]))
         for k, out in enumerate(outs):

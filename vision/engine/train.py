@@ -254,14 +254,12 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
         if cfg.kd_teacher_runtime != "torch":
+            from vision.engine.soft_labels import view_batches
             from vision.engine.teacher_runtime import ort_teacher
 
             def calibration() -> list:  # int8: the first 32 training images, unaugmented
-                tf, n = type(train_ds.transform)(cfg.img_size), min(32, len(train_r))
-                rows = [
-                    [tf(train_r[j])[0] for j in range(i, min(i + 8, n))] for i in range(0, n, 8)
-                ]
-                return [torch.stack(r).numpy() for r in rows]
+                tf = type(train_ds.transform)(cfg.img_size)
+                return [x.numpy() for _, x in view_batches(train_r, tf, 32)]
 
             distiller.runtime = ort_teacher(
                 teacher, cfg.kd_teacher_runtime, out / "teacher", calibration, log, cfg.img_size
