@@ -16,7 +16,9 @@
 # KDQ_EPOCHS=35 by default. "pixel" (not in the default KINDS): the stride-4 cached run with
 # pixel-wise KD (Hinton, T 2, weight PIXEL_WEIGHT, default 1) instead of channel-wise; "both":
 # that run with channel-wise plus pixel-wise KD (--kd-mode channel+pixel, weight 3, T 4). KINDS
-# picks the runs (default "alone live cache stride int8"). Runs whose best.pt exists are skipped.
+# picks the runs (default "alone live cache stride int8"); ALONE_EPOCHS (default 45) the student
+# alone's epochs, for longer schedules with KDS_EPOCHS kept at 41/45 of it (e.g. 90 and 82).
+# Runs whose best.pt exists are skipped.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
 #   bash bench/kd_camvid.sh [OUT]      (default reports/kd_camvid; SEEDS="0 1 2")
@@ -25,6 +27,7 @@ cd "$(dirname "$0")/.."
 export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
 O=${1:-reports/kd_camvid}
 T=$O/teacher/best.pt
+A=${ALONE_EPOCHS:-45}
 E=${KD_EPOCHS:-22}
 C=${KDC_EPOCHS:-30}
 S=${KDS_EPOCHS:-41}
@@ -42,7 +45,7 @@ slim() { tag=$1; epochs=$2; seed=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return
 for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first run under
   s=$([ "$seed" = 0 ] || echo "_s$seed")
   kd=(--teacher "$T" --kd-mode channel --kd-weight 3 --kd-temperature 4)
-  [[ $K != *" alone "* ]] || slim "slim_e45$s" 45 "$seed"
+  [[ $K != *" alone "* ]] || slim "slim_e$A$s" "$A" "$seed"
   [[ $K != *" live "* ]] || slim "slim_cwd_e$E$s" "$E" "$seed" "${kd[@]}"
   [[ $K != *" cache "* ]] || slim "slim_cwdc_e$C$s" "$C" "$seed" "${kd[@]}" --kd-cache
   [[ $K != *" stride "* ]] || slim "slim_cwds4_e$S$s" "$S" "$seed" "${kd[@]}" --kd-cache \
