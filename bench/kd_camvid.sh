@@ -17,7 +17,7 @@
 # pixel-wise KD (Hinton, T 2, weight PIXEL_WEIGHT, default 1) instead of channel-wise; "both":
 # that run with channel-wise plus pixel-wise KD (--kd-mode channel+pixel, weight 3, T 4). KINDS
 # picks the runs (default "alone live cache stride int8"); ALONE_EPOCHS (default 45) the student
-# alone's epochs, for longer schedules with KDS_EPOCHS kept at 41/45 of it (e.g. 90 and 82).
+# alone's epochs, for other schedules with KDS_EPOCHS to match (90 and 82, 22 and 20 or 19).
 # Runs whose best.pt exists are skipped.
 # Needs $VISION_DATASETS/camvid (datasets/README.md). About 15 min for the teacher and 35 min
 # per seed on 2 CPU cores.
