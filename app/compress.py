@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.train import KD_MODES
+from app.train import KD_DECAYS, KD_MODES
 
 
 def add_commands(sub) -> None:
@@ -30,6 +30,7 @@ def add_commands(sub) -> None:
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--kd-mode", default="pixel", choices=KD_MODES)
     p.add_argument("--kd-stride", type=int, default=1, help="as train's --kd-stride")
+    p.add_argument("--kd-decay", default="none", choices=KD_DECAYS, help="as train's --kd-decay")
     p.add_argument(
         "--kd-teacher-runtime",
         default="torch",
@@ -193,7 +194,7 @@ def cmd_prune(a) -> int:
     if a.teacher:
         kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
               "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode,
-              "kd_cache": a.kd_cache, "kd_stride": a.kd_stride,
+              "kd_cache": a.kd_cache, "kd_stride": a.kd_stride, "kd_decay": a.kd_decay,
               "kd_teacher_runtime": a.kd_teacher_runtime}  # fmt: skip
     summary = []
     for ratio in a.ratio:

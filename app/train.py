@@ -14,6 +14,7 @@ TRAIN_DEFAULTS = (
     ("segment", "segmentation", "fcn8s_lite0"),
 )
 KD_MODES = ("pixel", "channel", "channel+pixel")
+KD_DECAYS = ("none", "linear", "cosine")
 
 
 def add_commands(sub) -> None:
@@ -95,6 +96,12 @@ def add_commands(sub) -> None:
             type=int,
             default=1,
             help="segmentation KD on logits average-pooled by this (4: 16x fewer positions)",
+        )
+        t.add_argument(
+            "--kd-decay",
+            default="none",
+            choices=KD_DECAYS,
+            help="the KD weight falling to 0 over the epochs: the labels have the last word",
         )
         t.add_argument(
             "--kd-teacher-runtime",

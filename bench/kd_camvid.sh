@@ -15,7 +15,9 @@
 # eager bfloat16 teacher), KD at stride 4: a step costs ~1.28x the student's alone, so
 # KDQ_EPOCHS=35 by default. "pixel" (not in the default KINDS): the stride-4 cached run with
 # pixel-wise KD (Hinton, T 2, weight PIXEL_WEIGHT, default 1) instead of channel-wise; "both":
-# that run with channel-wise plus pixel-wise KD (--kd-mode channel+pixel, weight 3, T 4). KINDS
+# that run with channel-wise plus pixel-wise KD (--kd-mode channel+pixel, weight 3, T 4);
+# "decay": the "stride" run with its KD weight falling to 0 over the run (--kd-decay KD_DECAY,
+# default linear; tag slim_cwds4lin_e$KDS_EPOCHS). KINDS
 # picks the runs (default "alone live cache stride int8"); ALONE_EPOCHS (default 45) the student
 # alone's epochs, for other schedules with KDS_EPOCHS to match (90 and 82, 22 and 20 or 19).
 # Runs whose best.pt exists are skipped.
@@ -32,6 +34,7 @@ E=${KD_EPOCHS:-22}
 C=${KDC_EPOCHS:-30}
 S=${KDS_EPOCHS:-41}
 Q=${KDQ_EPOCHS:-35}
+DECAY=${KD_DECAY:-linear}
 K=" ${KINDS:-alone live cache stride int8} "
 timed() { tag=$1; shift; echo "== $tag"; /usr/bin/time -f "$tag wall %e s" "$@"; }
 [ -f "$T" ] || timed teacher .venv/bin/vision train segment --data camvid --model fcn8s_lite0 \
@@ -54,6 +57,8 @@ for seed in ${SEEDS:-0 1 2}; do  # seed 0's runs keep the names they were first 
     --kd-weight "${PIXEL_WEIGHT:-1}" --kd-temperature 2 --kd-cache --kd-stride 4
   [[ $K != *" both "* ]] || slim "slim_cpkds4_e$S$s" "$S" "$seed" --teacher "$T" \
     --kd-mode channel+pixel --kd-weight 3 --kd-temperature 4 --kd-cache --kd-stride 4
+  [[ $K != *" decay "* ]] || slim "slim_cwds4${DECAY:0:3}_e$S$s" "$S" "$seed" "${kd[@]}" \
+    --kd-cache --kd-stride 4 --kd-decay "$DECAY"
   [[ $K != *" int8 "* ]] || slim "slim_cwdq4_e$Q$s" "$Q" "$seed" "${kd[@]}" --kd-stride 4 \
     --kd-teacher-runtime int8
 done

@@ -39,8 +39,8 @@ def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_
     ck = tiny_checkpoints["segmentation"]  # fcn8s_slim: 3 epochs of 4 batches
     args = ["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.4",
             "--finetune-budget", "0.5", "--teacher", ck, "--round-to", "1",
-            "--out", tmp_path] + (["--kd-cache", "--kd-stride", "2"] if cache else
-                                  ["--kd-teacher-runtime", "onnx"])  # fmt: skip
+            "--out", tmp_path] + (["--kd-cache", "--kd-stride", "2", "--kd-decay", "linear"]
+                                  if cache else ["--kd-teacher-runtime", "onnx"])  # fmt: skip
     r = run_cli(args)
     assert r.returncode == 0, r.stderr
     assert "fine-tuning 2 × 3 iterations per step, 1 step(s) (50% of the recipe's 12)" in r.stdout
@@ -54,6 +54,7 @@ def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_
     args = json.loads((tmp_path / "pruned_40/finetune/args.json").read_text())
     assert (args["epochs"], args["max_iters"], args["teacher"]) == (2, 3, str(ck))
     assert args["kd_cache"] is cache and args["kd_stride"] == (2 if cache else 1)
+    assert args["kd_decay"] == ("linear" if cache else "none")
     assert args["kd_teacher_runtime"] == ("torch" if cache else "onnx")
     assert (tmp_path / "pruned_40/finetune/teacher/teacher.onnx").is_file() is not cache
     recipe = load_checkpoint(ck)["args"]  # rates not given: the recipe's

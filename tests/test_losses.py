@@ -128,6 +128,28 @@ def test_distiller_losses_modes_and_refusals():
     assert (wide.adapter.in_channels, wide.adapter.out_channels) == (64, 32)
 
 
+def test_kd_scale_falls_from_one_to_zero_and_scales_the_loss():
+    from vision.engine.distill import Distiller, kd_scale
+
+    assert [kd_scale("none", e, 4) for e in range(4)] == [1.0] * 4
+    assert [kd_scale("linear", e, 4) for e in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    cos = [kd_scale("cosine", e, 4) for e in range(5)]
+    assert cos == pytest.approx([1.0, 0.5 + 0.5 * math.sqrt(0.5), 0.5, 0.5 - 0.5 * math.sqrt(0.5),
+                                 0.0])  # fmt: skip
+    assert kd_scale("linear", 7, 4) == 0.0 and kd_scale("cosine", 0, 0) == 1.0
+    with pytest.raises(ValueError, match=r"KD decay: expected one of \('none', 'linear', "):
+        kd_scale("exp", 0, 4)
+    torch.manual_seed(0)
+    s, te = build_model("fcn8s_slim", 3, input_size=64), build_model("fcn8s_slim", 3, input_size=64)
+    x = torch.rand(2, 3, 64, 64)
+    out = s(x)
+    d = Distiller(s, te, weight=2.0, mode="channel")
+    assert d.scale == 1.0
+    full = d(x, None, out).item()
+    d.scale = 0.25
+    assert d(x, None, out).item() == pytest.approx(full / 4, rel=1e-6) and full > 0
+
+
 def test_kd_stride_pools_both_maps_before_the_loss():
     """``stride``: student and teacher logits average-pooled first; the teacher's pass (what a
     cache stores) is already pooled; in pixel mode a pooled position counts when most of its

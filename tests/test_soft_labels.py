@@ -128,25 +128,34 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
     shapes: list[tuple] = []
     forward = Distiller.forward
 
+    scales: list[float] = []
+
     def spy(self, images, targets=None, outputs=None, cached=None):
         calls.append(cached is not None)
         shapes.append(tuple(cached[-1].shape[2:]))
+        scales.append(self.scale)
         return forward(self, images, targets, outputs, cached)
 
     monkeypatch.setattr(Distiller, "forward", spy)
-    base = dict(data=str(shapes_yaml), model=TASKS[task][0], epochs=1, img_size=96, batch=4,
+    base = dict(data=str(shapes_yaml), model=TASKS[task][0], epochs=2, img_size=96, batch=4,
                 workers=1, limit_train=8, limit_val=4, warmup_iters=0, threads=2, max_iters=2,
-                teacher=str(tiny_checkpoints[task]), kd_mode="channel")  # fmt: skip
+                teacher=str(tiny_checkpoints[task]), kd_mode="channel", kd_decay="cosine",
+                val_every=2)  # fmt: skip
     logs: list[str] = []
     stride = 2 if task == "segmentation" else 1  # a segmenter's cache holds pooled logits
     cfg = TrainConfig(task=task, out=str(tmp_path / "run"), kd_cache=True, kd_stride=stride,
                       **base)  # fmt: skip
     summary = train(cfg, make_evaluator, log=logs.append)
     assert any("--kd-cache: teacher outputs of 8 training images" in m for m in logs)
-    assert calls == [True, True] and summary["epoch"] == 1
+    assert calls == [True] * 4 and summary["epoch"] == 2
+    assert scales == [1.0, 1.0, pytest.approx(0.5), pytest.approx(0.5)]  # cos(pi/2) in epoch 2
     if task == "segmentation":
-        assert shapes == [(48, 48)] * 2  # (batch, classes) at 96 px / 2
-        assert any(m.endswith("(fcn8s_slim, channel KD, stride 2)") for m in logs), logs
+        assert shapes == [(48, 48)] * 4  # (batch, classes) at 96 px / 2
+        assert any(m.endswith("(fcn8s_slim, channel KD, stride 2, cosine decay)") for m in logs)
+    wrong = TrainConfig(task=task, out=str(tmp_path / "wrong"), **{**base, "kd_decay": "step"})
+    with pytest.raises(ValueError, match=r"KD decay: expected one of .*got 'step'"):
+        train(wrong, make_evaluator, log=logs.append)
+    assert not (tmp_path / "wrong" / "args.json").exists()  # refused before any work
     bad = TrainConfig(task=task, out=str(tmp_path / "bad"), kd_cache=True,
                       **{**base, "teacher": None})  # fmt: skip
     with pytest.raises(ValueError, match="--kd-cache: expected --teacher CKPT"):

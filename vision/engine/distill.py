@@ -28,11 +28,26 @@ classes, other output sizes or FPN levels) is an error naming both shapes.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MODES = ("pixel", "channel", "channel+pixel")
+DECAYS = ("none", "linear", "cosine")
+
+
+def kd_scale(decay: str, epoch: int, epochs: int) -> float:
+    """The KD weight's factor in ``epoch`` (0-based) of ``epochs``: 1 throughout (``none``), or
+    falling from 1 towards 0 over the run (``linear``, ``cosine``), so the labels have the last
+    word (annealed KD, after Jafari et al., EACL 2021)."""
+    if decay not in DECAYS:
+        raise ValueError(f"KD decay: expected one of {DECAYS}, got {decay!r}")
+    x = min(max(epoch / max(epochs, 1), 0.0), 1.0)
+    if decay == "linear":
+        return 1.0 - x
+    return 0.5 * (1.0 + math.cos(math.pi * x)) if decay == "cosine" else 1.0
 
 
 def pixel_kd(student: torch.Tensor, teacher: torch.Tensor, t: float, valid=None) -> torch.Tensor:
@@ -120,6 +135,7 @@ class Distiller(nn.Module):
             )
         self.task, self.weight, self.t, self.mode = task, weight, temperature, mode
         self.stride = stride
+        self.scale = 1.0  # the weight's factor in this epoch (kd_scale: --kd-decay)
         self.teacher = [teacher.eval()]  # a list: not a submodule, never in the optimizer
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -173,7 +189,7 @@ class Distiller(nn.Module):
                 if targets is not None:
                     valid = self._pool((targets != 255).float()[:, None])[:, 0] > 0.5
                 loss = loss + pixel_kd(s_logits, t_logits, self.t, valid)
-            return self.weight * loss
+            return self.weight * self.scale * loss
         t_feats, t_cls = cached[:-1], cached[-1]
         s_feats = list(self._seen.pop("f").values())
         s_cls = self._seen.pop("cls")
@@ -186,4 +202,4 @@ class Distiller(nn.Module):
                 s = self.adapter(s)
             feat = feat + pearson_mse(s.float(), te.float())
         logits = binary_kd(s_cls.float(), t_cls.float(), self.t)
-        return self.weight * (feat / len(s_feats) + logits)
+        return self.weight * self.scale * (feat / len(s_feats) + logits)

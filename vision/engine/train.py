@@ -92,6 +92,7 @@ class TrainConfig:
     kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
     kd_cache: bool = False  # the teacher's outputs computed once, before training
     kd_stride: int = 1  # segmentation KD on logits average-pooled by this
+    kd_decay: str = "none"  # or "linear" / "cosine": the KD weight falls to 0 over the epochs
     kd_teacher_runtime: str = "torch"  # or "onnx" / "int8": a segmentation teacher in ORT
 
 
@@ -105,6 +106,7 @@ def finetune_config(recipe: dict, **overrides) -> TrainConfig:
         teacher=None,
         kd_cache=False,
         kd_stride=1,
+        kd_decay="none",
         kd_teacher_runtime="torch",
     )
     cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
@@ -243,15 +245,17 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     amp = _autocast_dtype(cfg, device, log)
     distiller = None
     if cfg.teacher:
-        from vision.engine.distill import Distiller
+        from vision.engine.distill import Distiller, kd_scale
 
         teacher = Predictor.from_checkpoint(cfg.teacher, device).model
         distiller = Distiller(
             model, teacher, cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode, cfg.kd_stride
         )
+        kd_scale(cfg.kd_decay, 0, cfg.epochs)  # an unknown decay fails before any work
         distiller.to(device)
         kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
         kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
+        kind += f", {cfg.kd_decay} decay" if cfg.kd_decay != "none" else ""
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
         if cfg.kd_teacher_runtime != "torch":
             from vision.engine.soft_labels import view_batches
@@ -316,6 +320,8 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             warm = epoch < cfg.freeze_backbone_epochs  # the new head learns first
             for p in backbone:
                 p.requires_grad_(not warm)
+        if distiller is not None:
+            distiller.scale = kd_scale(cfg.kd_decay, epoch, cfg.epochs)
         stats = train_one_epoch(
             net,
             train_dl,
