@@ -126,9 +126,8 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
 ):
     calls: list[bool] = []
     shapes: list[tuple] = []
-    forward = Distiller.forward
-
     scales: list[float] = []
+    forward = Distiller.forward
 
     def spy(self, images, targets=None, outputs=None, cached=None):
         calls.append(cached is not None)
