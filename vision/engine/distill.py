@@ -120,6 +120,7 @@ class Distiller(nn.Module):
         temperature: float = 2.0,
         mode: str = "pixel",
         stride: int = 1,
+        decay: str = "none",
     ):
         super().__init__()
         task = student.meta.task
@@ -134,8 +135,8 @@ class Distiller(nn.Module):
                 f"KD stride: expected 1, or > 1 for a segmenter, got {stride} for a {task} model"
             )
         self.task, self.weight, self.t, self.mode = task, weight, temperature, mode
-        self.stride = stride
-        self.scale = 1.0  # the weight's factor in this epoch (kd_scale: --kd-decay)
+        self.stride, self.decay = stride, decay
+        self.scale = kd_scale(decay, 0, 1)  # the weight's factor in this epoch (set_epoch)
         self.teacher = [teacher.eval()]  # a list: not a submodule, never in the optimizer
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -151,6 +152,10 @@ class Distiller(nn.Module):
             ws, wt = _fpn_width(student), _fpn_width(teacher)  # as built, or as pruned
             if ws != wt:
                 self.adapter = nn.Conv2d(ws, wt, 1)
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """The weight's factor for ``epoch`` (0-based) of ``epochs`` under ``decay``."""
+        self.scale = kd_scale(self.decay, epoch, epochs)
 
     @torch.no_grad()
     def teacher_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:

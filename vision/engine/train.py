@@ -245,13 +245,11 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
     amp = _autocast_dtype(cfg, device, log)
     distiller = None
     if cfg.teacher:
-        from vision.engine.distill import Distiller, kd_scale
+        from vision.engine.distill import Distiller
 
         teacher = Predictor.from_checkpoint(cfg.teacher, device).model
-        distiller = Distiller(
-            model, teacher, cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode, cfg.kd_stride
-        )
-        kd_scale(cfg.kd_decay, 0, cfg.epochs)  # an unknown decay fails before any work
+        kd = (cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode, cfg.kd_stride, cfg.kd_decay)
+        distiller = Distiller(model, teacher, *kd)  # an unknown mode or decay fails here
         distiller.to(device)
         kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
         kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
@@ -321,7 +319,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             for p in backbone:
                 p.requires_grad_(not warm)
         if distiller is not None:
-            distiller.scale = kd_scale(cfg.kd_decay, epoch, cfg.epochs)
+            distiller.set_epoch(epoch, cfg.epochs)
         stats = train_one_epoch(
             net,
             train_dl,
