@@ -5,7 +5,9 @@
 # adapter plus binary KD on the class logits, weight 1), its FPN features and class logits for
 # every training image and its mirror computed once (--kd-cache) instead of in every step. Per
 # seed: the student alone for E and E+1 epochs (the controls bracketing the distilled run's wall
-# time) and distilled for E (EPOCHS, default 4). Runs whose best.pt exists are skipped.
+# time) and distilled for E (EPOCHS, default 4); BRACKET=0 skips the E-epoch control (the
+# plateau schedule, where E+1 alone is the one control at equal wall time). Runs whose best.pt
+# exists are skipped.
 # Needs the main job's checkpoints (bash run.sh main). About 25 min per seed on 2 CPU cores.
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
@@ -20,7 +22,7 @@ r18() { tag=$1; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 
 E=${EPOCHS:-4}                    # EPOCHS=7: the longer budget, where the student nears the teacher
 x=$([ "$E" = 4 ] || echo "_e$E")  # the 4-epoch runs keep the names they were first run under
 for seed in ${SEEDS:-0 1}; do
-  r18 "r18${x}_s$seed" "$seed" "$E"
+  [ "${BRACKET:-1}" = 0 ] || r18 "r18${x}_s$seed" "$seed" "$E"
   r18 "r18_pkdc${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight 1 --kd-cache
   r18 "r18_e$((E + 1))_s$seed" "$seed" $((E + 1))
 done
