@@ -8,7 +8,8 @@
 # time) and distilled for E (EPOCHS, default 4); BRACKET=0 skips the E-epoch control (the
 # plateau schedule, where E+1 alone is the one control at equal wall time). Runs whose best.pt
 # exists are skipped.
-# Needs the main job's checkpoints (bash run.sh main). About 25 min per seed on 2 CPU cores.
+# Needs the main job's checkpoints (bash run.sh main), or TEACHER=CKPT (bench/records/
+# cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0). About 25 min per seed (E=4).
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
 cd "$(dirname "$0")/.."
