@@ -9,7 +9,7 @@
 # plateau schedule, where E+1 alone is the one control at equal wall time). Runs whose best.pt
 # exists are skipped.
 # Needs the main job's checkpoints (bash run.sh main), or TEACHER=CKPT (bench/records/
-# cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0). About 25 min per seed (E=4).
+# cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0); KD_WEIGHT (default 1). About 25 min per seed (E=4).
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,10 @@ r18() { tag=$1; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 
   --bf16 --val-every "$epochs" --seed "$seed" --out "$O/$tag" "$@"; }
 E=${EPOCHS:-4}                    # EPOCHS=7: the longer budget, where the student nears the teacher
 x=$([ "$E" = 4 ] || echo "_e$E")  # the 4-epoch runs keep the names they were first run under
+W=${KD_WEIGHT:-1}
+w=$([ "$W" = 1 ] || echo "_w$W")  # the weight-1 runs keep their names too
 for seed in ${SEEDS:-0 1}; do
   [ "${BRACKET:-1}" = 0 ] || r18 "r18${x}_s$seed" "$seed" "$E"
-  r18 "r18_pkdc${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight 1 --kd-cache
+  r18 "r18_pkdc${w}${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight "$W" --kd-cache
   r18 "r18_e$((E + 1))_s$seed" "$seed" $((E + 1))
 done
