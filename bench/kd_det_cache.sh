@@ -9,7 +9,8 @@
 # plateau schedule, where E+1 alone is the one control at equal wall time). Runs whose best.pt
 # exists are skipped.
 # Needs the main job's checkpoints (bash run.sh main), or TEACHER=CKPT (bench/records/
-# cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0); KD_WEIGHT (default 1). About 25 min per seed (E=4).
+# cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0); KD_WEIGHT (default 1).
+# About 25 min per seed (E=4).
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
 cd "$(dirname "$0")/.."
