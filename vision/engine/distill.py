@@ -157,6 +157,12 @@ class Distiller(nn.Module):
         """The weight's factor for ``epoch`` (0-based) of ``epochs`` under ``decay``."""
         self.scale = kd_scale(self.decay, epoch, epochs)
 
+    def describe(self) -> str:
+        """What is distilled, for the training log: ``channel KD, stride 2, cosine decay``."""
+        kind = f"{self.mode} KD" if self.task == "segmentation" else "PKD features + logit KD"
+        kind += f", stride {self.stride}" if self.stride > 1 else ""
+        return kind + (f", {self.decay} decay" if self.decay != "none" else "")
+
     @torch.no_grad()
     def teacher_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
         """What the loss reads of the teacher: ``[logits]`` (segmentation) or every FPN

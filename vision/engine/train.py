@@ -248,13 +248,16 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         from vision.engine.distill import Distiller
 
         teacher = Predictor.from_checkpoint(cfg.teacher, device).model
-        kd = (cfg.kd_weight, cfg.kd_temperature, cfg.kd_mode, cfg.kd_stride, cfg.kd_decay)
-        distiller = Distiller(model, teacher, *kd)  # an unknown mode or decay fails here
-        distiller.to(device)
-        kind = f"{cfg.kd_mode} KD" if cfg.task == "segmentation" else "PKD features + logit KD"
-        kind += f", stride {distiller.stride}" if distiller.stride > 1 else ""
-        kind += f", {cfg.kd_decay} decay" if cfg.kd_decay != "none" else ""
-        log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {kind})")
+        distiller = Distiller(  # an unknown mode or decay fails here
+            model,
+            teacher,
+            weight=cfg.kd_weight,
+            temperature=cfg.kd_temperature,
+            mode=cfg.kd_mode,
+            stride=cfg.kd_stride,
+            decay=cfg.kd_decay,
+        ).to(device)
+        log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {distiller.describe()})")
         if cfg.kd_teacher_runtime != "torch":
             from vision.engine.soft_labels import view_batches
             from vision.engine.teacher_runtime import ort_teacher
