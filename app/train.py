@@ -15,6 +15,7 @@ TRAIN_DEFAULTS = (
 )
 KD_MODES = ("pixel", "channel", "channel+pixel")
 KD_DECAYS = ("none", "linear", "cosine")
+KD_LOGIT_LOSSES = ("binary", "focal")
 
 
 def add_commands(sub) -> None:
@@ -102,6 +103,13 @@ def add_commands(sub) -> None:
             default="none",
             choices=KD_DECAYS,
             help="the KD weight falling to 0 over the epochs: the labels have the last word",
+        )
+        t.add_argument(
+            "--kd-logit-loss",
+            default="binary",
+            choices=KD_LOGIT_LOSSES,
+            help="detection logit KD: binary KL averaged over every logit, or focal (weighted "
+            "by the squared probability gap, divided by the teacher's soft foreground count)",
         )
         t.add_argument(
             "--kd-teacher-runtime",

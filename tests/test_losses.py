@@ -80,8 +80,26 @@ def test_kd_losses_equal_their_worked_values():
     assert pearson_mse(a, a.flip(-1).flip(-2)).item() == pytest.approx(3.0, rel=1e-5)
 
 
+def test_focal_kd_is_the_gap_weighted_kl_over_the_teachers_foreground():
+    """Four positions, one class, teacher ln 3 (p = 3/4) against a uniform student: each KL is
+    KL_3_1, weighted by (1/2 - 3/4)² = 1/16; the teacher's foreground is 4 x 3/4 = 3."""
+    from vision.engine.distill import focal_kd
+
+    s, t = torch.zeros(1, 4, 1), torch.full((1, 4, 1), math.log(3))
+    assert focal_kd(s, t, 1.0).item() == pytest.approx(4 * KL_3_1 / 16 / 3, rel=1e-5)
+    assert focal_kd(t.clone(), t, 1.0).abs() < 1e-9
+    # agreeing background positions add nothing to the sum, though they add to the foreground
+    bg = torch.full((1, 4, 1), -9.0)
+    both = focal_kd(torch.cat([s, bg], 1), torch.cat([t, bg], 1), 1.0).item()
+    fg = 3 + 4 * torch.sigmoid(torch.tensor(-9.0)).item()
+    assert both == pytest.approx(4 * KL_3_1 / 16 / fg, rel=1e-5)
+    # one weak position: the foreground is clamped at 1, not 1/4
+    weak = focal_kd(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1) - math.log(3), 1.0).item()
+    assert weak == pytest.approx(KL_3_1 / 16, rel=1e-5)
+
+
 def test_distiller_losses_modes_and_refusals():
-    from vision.engine.distill import Distiller, _fpn_width, channel_kd, pixel_kd
+    from vision.engine.distill import Distiller, _fpn_width, channel_kd, focal_kd, pixel_kd
 
     torch.manual_seed(0)
     s, te = build_model("fcn8s_slim", 3, input_size=64), build_model("fcn8s_slim", 3, input_size=64)
@@ -123,6 +141,16 @@ def test_distiller_losses_modes_and_refusals():
         det(x)  # both distillers' hooks see this pass
         one, other = same(x).item(), half(x).item()
     assert one > 0.01 and other == pytest.approx(one / 2, rel=1e-5)
+    focal = Distiller(det, twin, logit_loss="focal")
+    with torch.no_grad():
+        det(x)
+        t_cls = focal.teacher_outputs(x)[-1]
+        want = focal_kd(focal._seen["cls"], t_cls, 2.0).item()
+        assert focal(x).item() == pytest.approx(want, rel=1e-5) and want > 1e-4
+    assert "focal logit KD" in focal.describe()
+    for bad, net in (("soft", det), ("focal", s)):  # no such loss; a segmenter has no class logits
+        with pytest.raises(ValueError, match="KD logit loss: expected one of"):
+            Distiller(net, twin if net is det else te, logit_loss=bad)
     wide = Distiller(build_model("fcos_slim", 3, input_size=64), build_model("fcos_slim", 3,
                      input_size=64, fpn_width=32))  # fmt: skip
     assert (wide.adapter.in_channels, wide.adapter.out_channels) == (64, 32)

@@ -15,7 +15,13 @@ Coefficient"): every FPN level's features of student and teacher are normalized 
 (zero mean, unit variance) and compared by mean squared error — insensitive to the scale of
 either — through a trainable 1x1 adapter when their widths differ; plus KD on the
 classification logits: the binary KL between the teacher's and the student's temperature-scaled
-sigmoids (these detectors classify with sigmoids), times T².
+sigmoids (these detectors classify with sigmoids), times T², averaged over every logit
+(``logit_loss="binary"``); or ``"focal"``: that KL per logit times ``|σ(s/T) − σ(t/T)|²``,
+summed and divided by the teacher's soft foreground count, the form of the detector's own
+classification loss with the teacher's probabilities as soft targets (the quality focal loss of
+Li et al., NeurIPS 2020, "Generalized Focal Loss"): the many background positions where the two
+already agree stop outweighing the objects (with a 12-epoch student at T = 2, 88 % of the
+averaged binary KL comes from positions the teacher scores below 0.05).
 
 ``stride`` > 1 (segmentation): both maps are average-pooled by ``stride`` before the loss, so
 the KD runs on ``stride²`` times fewer positions (a CamVid step at 320 px, batch 8, on 2 CPU
@@ -36,6 +42,7 @@ from torch import nn
 
 MODES = ("pixel", "channel", "channel+pixel")
 DECAYS = ("none", "linear", "cosine")
+LOGIT_LOSSES = ("binary", "focal")
 
 
 def kd_scale(decay: str, epoch: int, epochs: int) -> float:
@@ -74,6 +81,17 @@ def binary_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.T
     p = torch.sigmoid(te)
     kl = p * (F.logsigmoid(te) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-te) - F.logsigmoid(-s))
     return kl.mean() * t * t
+
+
+def focal_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """``binary_kd``'s KL on ``(B, N, K)`` logits weighted by the squared gap of the two
+    probabilities, summed over the logits and divided by the teacher's soft foreground count
+    (its highest class probability summed over the ``B x N`` positions, at least 1)."""
+    s, te = student / t, teacher / t
+    p, q = torch.sigmoid(te), torch.sigmoid(s)
+    kl = p * (F.logsigmoid(te) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-te) - F.logsigmoid(-s))
+    foreground = torch.sigmoid(teacher).amax(-1).sum().clamp(min=1.0)
+    return (kl * (q - p).pow(2)).sum() / foreground * t * t
 
 
 def pearson_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -121,6 +139,7 @@ class Distiller(nn.Module):
         mode: str = "pixel",
         stride: int = 1,
         decay: str = "none",
+        logit_loss: str = "binary",
     ):
         super().__init__()
         task = student.meta.task
@@ -130,12 +149,17 @@ class Distiller(nn.Module):
             )
         if mode not in MODES:
             raise ValueError(f"KD mode: expected one of {MODES}, got {mode!r}")
+        if logit_loss not in LOGIT_LOSSES or (logit_loss != "binary" and task != "detection"):
+            raise ValueError(
+                f"KD logit loss: expected one of {LOGIT_LOSSES} (a detector's class logits), "
+                f"got {logit_loss!r} for a {task} model"
+            )
         if stride < 1 or (stride > 1 and task != "segmentation"):
             raise ValueError(
                 f"KD stride: expected 1, or > 1 for a segmenter, got {stride} for a {task} model"
             )
         self.task, self.weight, self.t, self.mode = task, weight, temperature, mode
-        self.stride, self.decay = stride, decay
+        self.stride, self.decay, self.logit_loss = stride, decay, logit_loss
         self.scale = kd_scale(decay, 0, 1)  # the weight's factor in this epoch (set_epoch)
         self.teacher = [teacher.eval()]  # a list: not a submodule, never in the optimizer
         for p in teacher.parameters():
@@ -159,7 +183,8 @@ class Distiller(nn.Module):
 
     def describe(self) -> str:
         """What is distilled, for the training log: ``channel KD, stride 2, cosine decay``."""
-        kind = f"{self.mode} KD" if self.task == "segmentation" else "PKD features + logit KD"
+        logit = "focal logit KD" if self.logit_loss == "focal" else "logit KD"
+        kind = f"{self.mode} KD" if self.task == "segmentation" else f"PKD features + {logit}"
         kind += f", stride {self.stride}" if self.stride > 1 else ""
         return kind + (f", {self.decay} decay" if self.decay != "none" else "")
 
@@ -212,5 +237,6 @@ class Distiller(nn.Module):
             if self.adapter is not None:
                 s = self.adapter(s)
             feat = feat + pearson_mse(s.float(), te.float())
-        logits = binary_kd(s_cls.float(), t_cls.float(), self.t)
+        kd = focal_kd if self.logit_loss == "focal" else binary_kd
+        logits = kd(s_cls.float(), t_cls.float(), self.t)
         return self.weight * self.scale * (feat / len(s_feats) + logits)
