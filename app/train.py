@@ -112,6 +112,13 @@ def add_commands(sub) -> None:
             "by the squared probability gap, divided by the teacher's soft foreground count)",
         )
         t.add_argument(
+            "--kd-box-weight",
+            type=float,
+            default=0.0,
+            help="detection KD: > 0 adds box imitation (L1 to the teacher's box regression and "
+            "its centerness where the teacher sees objects) at this weight",
+        )
+        t.add_argument(
             "--kd-teacher-runtime",
             default="torch",
             choices=["torch", "onnx", "int8"],

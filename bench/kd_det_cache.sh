@@ -10,7 +10,8 @@
 # exists are skipped.
 # Needs the main job's checkpoints (bash run.sh main), or TEACHER=CKPT (bench/records/
 # cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0); KD_WEIGHT (default 1);
-# KD_LOGIT=focal (--kd-logit-loss focal, tag _focal) and KD_T (--kd-temperature, default 2).
+# KD_LOGIT=focal (--kd-logit-loss focal, tag _focal), KD_T (--kd-temperature, default 2) and
+# KD_BOX (--kd-box-weight, default 0, tag _box$KD_BOX).
 # About 25 min per seed (E=4).
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
@@ -26,11 +27,11 @@ E=${EPOCHS:-4}                    # EPOCHS=7: the longer budget, where the stude
 x=$([ "$E" = 4 ] || echo "_e$E")  # the 4-epoch runs keep the names they were first run under
 W=${KD_WEIGHT:-1}
 w=$([ "$W" = 1 ] || echo "_w$W")  # the weight-1 runs keep their names too
-L=${KD_LOGIT:-binary}; T=${KD_T:-2}
-w=$w$([ "$L" = binary ] || echo "_$L")$([ "$T" = 2 ] || echo "_t$T")
+L=${KD_LOGIT:-binary}; T=${KD_T:-2}; B=${KD_BOX:-0}
+w=$w$([ "$L" = binary ] || echo "_$L")$([ "$T" = 2 ] || echo "_t$T")$([ "$B" = 0 ] || echo "_box$B")
 for seed in ${SEEDS:-0 1}; do
   [ "${BRACKET:-1}" = 0 ] || r18 "r18${x}_s$seed" "$seed" "$E"
   r18 "r18_pkdc${w}${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight "$W" --kd-cache \
-    --kd-logit-loss "$L" --kd-temperature "$T"
+    --kd-logit-loss "$L" --kd-temperature "$T" --kd-box-weight "$B"
   r18 "r18_e$((E + 1))_s$seed" "$seed" $((E + 1))
 done

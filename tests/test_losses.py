@@ -98,8 +98,32 @@ def test_focal_kd_is_the_gap_weighted_kl_over_the_teachers_foreground():
     assert weak == pytest.approx(KL_3_1 / 16, rel=1e-5)
 
 
+def test_box_kd_weights_positions_by_the_teachers_foreground():
+    """Four positions weighted 1, 1, 0, 0: the student off by 1 on each side at the first and
+    the third (L1 4 and 4, weighted 4 and 0) over a weight of 2; centerness teacher ln 3 against
+    0 at every position: KL_3_1 on the weighted average."""
+    from vision.engine.distill import box_kd
+
+    t_box, t_ctr = torch.zeros(1, 4, 4), torch.full((1, 4, 1), math.log(3))
+    s_box = t_box.clone()
+    s_box[0, [0, 2]] += 1.0
+    w = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert box_kd([s_box], [t_box], w).item() == pytest.approx(2.0)
+    both = box_kd([s_box, torch.zeros(1, 4, 1)], [t_box, t_ctr], w).item()
+    assert both == pytest.approx(2.0 + KL_3_1, rel=1e-5)
+    assert box_kd([t_box, t_ctr.clone()], [t_box, t_ctr], w).abs() < 1e-7
+    assert box_kd([s_box], [t_box], w / 4).item() == pytest.approx(1.0)  # 1/2 of weight: 1
+
+
 def test_distiller_losses_modes_and_refusals():
-    from vision.engine.distill import Distiller, _fpn_width, channel_kd, focal_kd, pixel_kd
+    from vision.engine.distill import (
+        Distiller,
+        _fpn_width,
+        box_kd,
+        channel_kd,
+        focal_kd,
+        pixel_kd,
+    )
 
     torch.manual_seed(0)
     s, te = build_model("fcn8s_slim", 3, input_size=64), build_model("fcn8s_slim", 3, input_size=64)
@@ -151,6 +175,23 @@ def test_distiller_losses_modes_and_refusals():
     for bad, net in (("soft", det), ("focal", s)):  # no such loss; a segmenter has no class logits
         with pytest.raises(ValueError, match="KD logit loss: expected one of"):
             Distiller(net, twin if net is det else te, logit_loss=bad)
+    boxes = Distiller(det, twin, box_weight=0.5)
+    with torch.no_grad():
+        det(x)
+        s_box, t_out = boxes._seen["box"], boxes.teacher_outputs(x)
+        fg = torch.sigmoid(t_out[-3]).amax(-1)
+        got, no_box = boxes(x).item(), half(x).item()  # half: the same teacher, no boxes
+        assert len(s_box) == 2 and box_kd(s_box, t_out[-2:], fg).abs() < 1e-6  # same box heads
+    assert got == pytest.approx(no_box, rel=1e-5) and "box imitation x0.5" in boxes.describe()
+    twin.net.head.regression_head.bbox_reg.bias.data += 0.5
+    with torch.no_grad():
+        det(x)
+        t_out = boxes.teacher_outputs(x)
+        extra = box_kd(boxes._seen["box"], t_out[-2:], torch.sigmoid(t_out[-3]).amax(-1)).item()
+        assert boxes(x).item() == pytest.approx(no_box + 0.5 * extra, rel=1e-5) and extra > 0.1
+    for bad, net in ((-1.0, det), (1.0, s)):  # negative; a segmenter has no boxes
+        with pytest.raises(ValueError, match="KD box weight: expected 0"):
+            Distiller(net, twin if net is det else te, box_weight=bad)
     wide = Distiller(build_model("fcos_slim", 3, input_size=64), build_model("fcos_slim", 3,
                      input_size=64, fpn_width=32))  # fmt: skip
     assert (wide.adapter.in_channels, wide.adapter.out_channels) == (64, 32)

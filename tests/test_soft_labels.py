@@ -141,9 +141,9 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
                 teacher=str(tiny_checkpoints[task]), kd_mode="channel", kd_decay="cosine",
                 val_every=2)  # fmt: skip
     logs: list[str] = []
-    stride = 2 if task == "segmentation" else 1  # a segmenter's cache holds pooled logits
-    cfg = TrainConfig(task=task, out=str(tmp_path / "run"), kd_cache=True, kd_stride=stride,
-                      **base)  # fmt: skip
+    seg = task == "segmentation"  # a segmenter's cache holds pooled logits; a detector's boxes
+    kd = dict(kd_stride=2) if seg else dict(kd_box_weight=0.1, kd_logit_loss="focal")
+    cfg = TrainConfig(task=task, out=str(tmp_path / "run"), kd_cache=True, **kd, **base)
     summary = train(cfg, make_evaluator, log=logs.append)
     assert any("--kd-cache: teacher outputs of 8 training images" in m for m in logs)
     assert calls == [True] * 4 and summary["epoch"] == 2
@@ -151,6 +151,10 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
     if task == "segmentation":
         assert shapes == [(48, 48)] * 4  # (batch, classes) at 96 px / 2
         assert any(m.endswith("(fcn8s_slim, channel KD, stride 2, cosine decay)") for m in logs)
+    else:  # the last cached output: the teacher's centerness, (batch, positions, 1)
+        assert [s[-1] for s in shapes] == [1] * 4
+        want = "focal logit KD, box imitation x0.1, cosine decay)"
+        assert any(m.endswith(want) for m in logs)
     wrong = TrainConfig(task=task, out=str(tmp_path / "wrong"), **{**base, "kd_decay": "step"})
     with pytest.raises(ValueError, match=r"KD decay: expected one of .*got 'step'"):
         train(wrong, make_evaluator, log=logs.append)

@@ -94,6 +94,7 @@ class TrainConfig:
     kd_stride: int = 1  # segmentation KD on logits average-pooled by this
     kd_decay: str = "none"  # or "linear" / "cosine": the KD weight falls to 0 over the epochs
     kd_logit_loss: str = "binary"  # detection: or "focal" (distill.focal_kd)
+    kd_box_weight: float = 0.0  # detection: > 0 adds box imitation (distill.box_kd)
     kd_teacher_runtime: str = "torch"  # or "onnx" / "int8": a segmentation teacher in ORT
 
 
@@ -258,6 +259,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
             stride=cfg.kd_stride,
             decay=cfg.kd_decay,
             logit_loss=cfg.kd_logit_loss,
+            box_weight=cfg.kd_box_weight,
         ).to(device)
         log(f"[train] distilling from {cfg.teacher} ({teacher.meta.name}, {distiller.describe()})")
         if cfg.kd_teacher_runtime != "torch":
