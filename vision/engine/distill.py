@@ -80,12 +80,17 @@ def channel_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.
     return (log_t.exp() * (log_t - log_s)).sum(2).mean() * t * t
 
 
+def _sigmoid_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Per logit, the KL from the teacher's Bernoulli distribution to the student's."""
+    p = torch.sigmoid(teacher)
+    return p * (F.logsigmoid(teacher) - F.logsigmoid(student)) + (1 - p) * (
+        F.logsigmoid(-teacher) - F.logsigmoid(-student)
+    )
+
+
 def binary_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
     """KL between temperature-scaled sigmoids, per logit, averaged."""
-    s, te = student / t, teacher / t
-    p = torch.sigmoid(te)
-    kl = p * (F.logsigmoid(te) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-te) - F.logsigmoid(-s))
-    return kl.mean() * t * t
+    return _sigmoid_kl(student / t, teacher / t).mean() * t * t
 
 
 def focal_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
@@ -94,22 +99,20 @@ def focal_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Te
     (its highest class probability summed over the ``B x N`` positions, at least 1)."""
     s, te = student / t, teacher / t
     p, q = torch.sigmoid(te), torch.sigmoid(s)
-    kl = p * (F.logsigmoid(te) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-te) - F.logsigmoid(-s))
+    kl = _sigmoid_kl(s, te)
     foreground = torch.sigmoid(teacher).amax(-1).sum().clamp(min=1.0)
     return (kl * (q - p).pow(2)).sum() / foreground * t * t
 
 
-def box_kd(student: list[torch.Tensor], teacher: list[torch.Tensor], weight: torch.Tensor):
+def box_kd(
+    student: list[torch.Tensor], teacher: list[torch.Tensor], weight: torch.Tensor
+) -> torch.Tensor:
     """Box imitation: ``student``/``teacher`` the regression head's outputs, ``[(B, N, 4)
     boxes]`` and, for FCOS, ``(B, N, 1)`` centerness logits; ``weight``: ``(B, N)``."""
     norm = weight.sum().clamp(min=1.0)
     loss = (weight * (student[0] - teacher[0]).abs().sum(-1)).sum() / norm
     if len(student) > 1:
-        s, te = student[1][..., 0], teacher[1][..., 0]
-        p = torch.sigmoid(te)
-        kl = p * (F.logsigmoid(te) - F.logsigmoid(s)) + (1 - p) * (
-            F.logsigmoid(-te) - F.logsigmoid(-s)
-        )
+        kl = _sigmoid_kl(student[1][..., 0], teacher[1][..., 0])
         loss = loss + (weight * kl).sum() / norm
     return loss
 
