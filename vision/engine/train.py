@@ -250,7 +250,7 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         from vision.engine.distill import Distiller
 
         teacher = Predictor.from_checkpoint(cfg.teacher, device).model
-        distiller = Distiller(  # an unknown mode or decay fails here
+        distiller = Distiller(  # an unknown KD option fails here
             model,
             teacher,
             weight=cfg.kd_weight,
