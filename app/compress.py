@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.train import KD_DECAYS, KD_MODES
+from app.train import KD_DECAYS, KD_LOGIT_LOSSES, KD_MODES
 
 
 def add_commands(sub) -> None:
@@ -31,6 +31,10 @@ def add_commands(sub) -> None:
     p.add_argument("--kd-mode", default="pixel", choices=KD_MODES)
     p.add_argument("--kd-stride", type=int, default=1, help="as train's --kd-stride")
     p.add_argument("--kd-decay", default="none", choices=KD_DECAYS, help="as train's --kd-decay")
+    p.add_argument("--kd-logit-loss", default="binary", choices=KD_LOGIT_LOSSES,
+                   help="as train's --kd-logit-loss (detectors)")  # fmt: skip
+    p.add_argument("--kd-box-weight", type=float, default=0.0,
+                   help="as train's --kd-box-weight (detectors)")  # fmt: skip
     p.add_argument(
         "--kd-teacher-runtime",
         default="torch",
@@ -195,7 +199,8 @@ def cmd_prune(a) -> int:
         kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
               "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode,
               "kd_cache": a.kd_cache, "kd_stride": a.kd_stride, "kd_decay": a.kd_decay,
-              "kd_teacher_runtime": a.kd_teacher_runtime}  # fmt: skip
+              "kd_teacher_runtime": a.kd_teacher_runtime, "kd_logit_loss": a.kd_logit_loss,
+              "kd_box_weight": a.kd_box_weight}  # fmt: skip
     summary = []
     for ratio in a.ratio:
         run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None

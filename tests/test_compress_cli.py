@@ -64,6 +64,36 @@ def test_prune_finetune_with_teacher_reloads(tiny_checkpoints, shapes_yaml, tmp_
     assert sum(p.numel() for p in model.parameters()) == row["params_after"]
 
 
+def test_detector_finetune_takes_the_detection_kd_options(tiny_checkpoints, shapes_yaml,
+                                                          tmp_path):  # fmt: skip
+    ck = tiny_checkpoints["detection"]
+    r = run_cli(["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.3",
+                 "--finetune-budget", "0.25", "--teacher", ck, "--kd-cache", "--kd-logit-loss",
+                 "focal", "--kd-box-weight", "0.1", "--out", tmp_path])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    args = json.loads((tmp_path / "pruned_30/finetune/args.json").read_text())
+    assert (args["teacher"], args["kd_cache"]) == (str(ck), True)
+    assert (args["kd_logit_loss"], args["kd_box_weight"]) == ("focal", 0.1)
+
+
+def test_finetune_config_keeps_the_recipe_and_turns_distillation_off():
+    from vision.engine.train import finetune_config
+
+    recipe = {"task": "detection", "data": "shapes", "model": "fcos_r18", "out": "old",
+              "lr": 0.004, "warmup_iters": 100, "resume": "old/last.pt", "stop_after": 2,
+              "teacher": "t.pt", "kd_weight": 3.0, "kd_cache": True, "kd_logit_loss": "focal",
+              "kd_box_weight": 0.1, "kd_temperature": 1.0, "unknown_option": 1}  # fmt: skip
+    cfg = finetune_config(recipe, out="new", epochs=2)
+    assert (cfg.model, cfg.lr, cfg.out, cfg.epochs) == ("fcos_r18", 0.004, "new", 2)
+    assert cfg.warmup_iters == 20 and cfg.resume is None and cfg.stop_after is None
+    assert (cfg.teacher, cfg.kd_weight, cfg.kd_cache, cfg.kd_temperature) == (None, 1.0, False, 2.0)
+    assert (cfg.kd_logit_loss, cfg.kd_box_weight) == ("binary", 0.0)
+    # given back by the caller, distillation is on again
+    assert (
+        finetune_config(recipe, out="new", teacher="t.pt", kd_box_weight=0.2).kd_box_weight == 0.2
+    )
+
+
 def test_iterative_pruning_reaches_the_asked_share_of_the_original(tiny_checkpoints, shapes_yaml,
                                                                    tmp_path):  # fmt: skip
     from vision.prune import macs

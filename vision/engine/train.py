@@ -101,16 +101,10 @@ class TrainConfig:
 def finetune_config(recipe: dict, **overrides) -> TrainConfig:
     """A fine-tuning run of a checkpoint's own recipe (``ck["args"]``): its options, with
     resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``."""
-    cfg = {k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__}
-    cfg.update(
-        resume=None,
-        stop_after=None,
-        teacher=None,
-        kd_cache=False,
-        kd_stride=1,
-        kd_decay="none",
-        kd_teacher_runtime="torch",
-    )
+    fields = TrainConfig.__dataclass_fields__
+    cfg = {k: v for k, v in recipe.items() if k in fields}
+    cfg.update(resume=None, stop_after=None)  # and every distillation option at its default:
+    cfg.update({k: f.default for k, f in fields.items() if k.startswith(("teacher", "kd_"))})
     cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
     return TrainConfig(**{**cfg, **overrides})
 
