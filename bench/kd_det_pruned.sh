@@ -8,7 +8,7 @@
 # --kd-cache). Runs whose best.pt exists are skipped.
 #   TEACHER=reports/kd_det24/teacher_lite0_e24/best.pt bash bench/kd_det_pruned.sh [OUT]
 # BASE (default: the main job's detector), EPOCHS (E, default 4), SEEDS (default "0 1"),
-# KD_BOX (--kd-box-weight, default 0, tag _box$KD_BOX). About 12 min per seed (E=4).
+# KD_BOX (--kd-box-weight, default 0, tag _box$KD_BOX). About 20 min per seed (E=4; slow host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
