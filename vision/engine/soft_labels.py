@@ -6,9 +6,9 @@ distillation loss reads of the teacher (a segmenter's logits; a detector's FPN f
 logits and, for box imitation, box regression, ``Distiller.teacher_outputs``), computed once
 for every training image and its mirror image, is the teacher's answer for every view of every
 epoch except for the jitter: the teacher sees the un-jittered colours. This is the trade of
-offline soft labels (Shen & Xing,
-ECCV 2022, "A Fast Knowledge Distillation Framework for Visual Recognition": store the
-teacher's outputs once, replay them with each view's augmentation parameters). Training then
+offline soft labels (Shen & Xing, ECCV 2022, "A Fast Knowledge Distillation Framework for
+Visual Recognition": store the teacher's outputs once, replay them with each view's
+augmentation parameters). Training then
 runs no teacher forward pass: a distilled step costs the student's step and the loss, and one
 pass over the training set is the whole price of the teacher.
 
