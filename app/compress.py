@@ -17,7 +17,12 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default="shapes")
     p.add_argument("--ratio", type=float, nargs="+", default=[0.3, 0.5], help="FLOPs to remove")
     p.add_argument("--importance", default="magnitude", choices=["magnitude", "bn", "taylor"])
-    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=2,
+        help="fine-tuning epochs per step (0: prune only, writing pruned.pt and prune.json)",
+    )
     p.add_argument(
         "--finetune-budget",
         type=float,
@@ -175,12 +180,19 @@ def cmd_prune(a) -> int:
         a.recalibrate = 0 if a.reconstruct else 40
     for name, value, least in (("--steps", a.steps, 1), ("--recalibrate", a.recalibrate, 0),
                                ("--reconstruct", a.reconstruct, 0),
-                               ("--taylor-batches", a.taylor_batches, 1)):  # fmt: skip
+                               ("--taylor-batches", a.taylor_batches, 1),
+                               ("--finetune-epochs", a.finetune_epochs, 0)):  # fmt: skip
         if value < least:
             raise ValueError(f"{name}: expected an integer ≥ {least}, got {value}")
     if a.kd_cache and not a.teacher:
         raise ValueError(
             "--kd-cache: expected --teacher CKPT too (the outputs it caches), got none"
+        )
+    tune = a.finetune_budget is not None or a.finetune_epochs > 0  # 0 epochs: prune only
+    if a.teacher and not tune:
+        raise ValueError(
+            "--teacher: expected a fine-tuning to distil in (--finetune-epochs ≥ 1 or "
+            "--finetune-budget), got --finetune-epochs 0 (prune only)"
         )
     ck = load_checkpoint(a.checkpoint)
     recipe = {**ck.get("args", {}), "data": a.data}
@@ -244,6 +256,9 @@ def cmd_prune(a) -> int:
                 f"{report['params_after'] / 1e6:.2f} M",
                 flush=True,
             )
+            if not tune:  # the next step prunes this one's pruned weights
+                start, summ = where / "pruned.pt", None
+                continue
             cfg = finetune_config(
                 recipe,
                 out=str(where / "finetune"),
@@ -262,7 +277,9 @@ def cmd_prune(a) -> int:
             torch.manual_seed(a.seed)
             summ = train(cfg, build_evaluator)
             start = where / "finetune/best.pt"
-        summary.append({"ratio": ratio, **report, "finetuned": str(start), "budget": budget,
+        summary.append({"ratio": ratio, **report, "pruned": str(where / "pruned.pt"),
+                        "finetuned": str(start) if tune else None,
+                        "budget": budget if tune else None,
                         "teacher": a.teacher, "finetune_summary": summ})  # fmt: skip
     (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"[prune] wrote {out / 'prune.json'}")

@@ -11,7 +11,8 @@
 # Needs the main job's checkpoints (bash run.sh main), or TEACHER=CKPT (bench/records/
 # cpu_2026-12-03e: a 24-epoch fcos_lite0, EPOCHS=11 BRACKET=0); KD_WEIGHT (default 1);
 # KD_LOGIT=focal (--kd-logit-loss focal, tag _focal), KD_T (--kd-temperature, default 2) and
-# KD_BOX (--kd-box-weight, default 0, tag _box$KD_BOX).
+# KD_BOX (--kd-box-weight, default 0, tag _box$KD_BOX); STUDENT (default fcos_r18; another
+# registry detector, e.g. fcos_slim, prefixes every tag with its name instead of r18).
 # About 25 min per seed (E=4).
 #   bash bench/kd_det_cache.sh [OUT]     (default reports/kd_det_cache; SEEDS="0 1")
 set -euo pipefail
@@ -19,9 +20,11 @@ cd "$(dirname "$0")/.."
 export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
 O=${1:-reports/kd_det_cache}
 D=${TEACHER:-reports/default/runs/shapes__fcos_lite0/best.pt}
-r18() { tag=$1; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 0
+S=${STUDENT:-fcos_r18}
+P=$([ "$S" = fcos_r18 ] && echo r18 || echo "${S#fcos_}")   # tag prefix: r18, slim...
+r18() { tag=$P${1#r18}; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 0
   echo "== $tag"; /usr/bin/time -f "$tag wall %e s" .venv/bin/vision train detect --data shapes \
-  --model fcos_r18 --epochs "$epochs" --img-size 160 --batch 8 --lr 0.002 --warmup-iters 50 \
+  --model "$S" --epochs "$epochs" --img-size 160 --batch 8 --lr 0.002 --warmup-iters 50 \
   --bf16 --val-every "$epochs" --seed "$seed" --out "$O/$tag" "$@"; }
 E=${EPOCHS:-4}                    # EPOCHS=7: the longer budget, where the student nears the teacher
 x=$([ "$E" = 4 ] || echo "_e$E")  # the 4-epoch runs keep the names they were first run under

@@ -18,9 +18,9 @@ BASE=${BASE:-reports/default/runs/shapes__fcos_lite0/best.pt}
 E=${EPOCHS:-4}
 B=${KD_BOX:-0}
 P=$O/prune/pruned_45/pruned.pt
-if [ ! -f "$P" ]; then  # prune once (the 1 % fine-tune it runs is not used)
+if [ ! -f "$P" ]; then  # prune once, no fine-tune (the runs below are the fine-tunes)
   .venv/bin/vision compress prune --checkpoint "$BASE" --data shapes --ratio 0.45 \
-    --importance taylor --round-to 8 --reconstruct 8 --finetune-budget 0.01 --out "$O/prune"
+    --importance taylor --round-to 8 --reconstruct 8 --finetune-epochs 0 --out "$O/prune"
 fi
 ft() { tag=$1; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 0
   echo "== $tag"; /usr/bin/time -f "$tag wall %e s" .venv/bin/vision train detect --data shapes \

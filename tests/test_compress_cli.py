@@ -151,6 +151,7 @@ def test_reconstruction_replaces_recalibration_and_ranks_globally(tiny_checkpoin
         ("--recalibrate", -1, 0),
         ("--taylor-batches", 0, 1),
         ("--reconstruct", -1, 0),
+        ("--finetune-epochs", -1, 0),
     ],  # fmt: skip
 )
 def test_counts_below_their_least_are_refused(flag, value, least, tmp_path):
@@ -165,6 +166,34 @@ def test_kd_cache_without_a_teacher_is_refused_before_pruning(tmp_path):
                  "--out", tmp_path])  # fmt: skip
     assert r.returncode != 0
     assert "--kd-cache: expected --teacher CKPT too (the outputs it caches), got none" in r.stderr
+
+
+def test_prune_only_writes_pruned_weights_and_skips_finetuning(tiny_checkpoints, shapes_yaml,
+                                                               tmp_path):  # fmt: skip
+    ck = tiny_checkpoints["detection"]
+    r = run_cli(["compress", "prune", "--checkpoint", ck, "--data", shapes_yaml, "--ratio", "0.3",
+                 "--finetune-epochs", "0", "--steps", "2", "--recalibrate", "0",
+                 "--out", tmp_path])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "step 2/2" in r.stdout and "[train]" not in r.stdout
+    (row,) = json.loads((tmp_path / "prune.json").read_text())
+    assert (row["finetuned"], row["budget"], row["finetune_summary"]) == (None, None, None)
+    assert row["pruned"] == str(tmp_path / "pruned_30/step2/pruned.pt")
+    assert not list(tmp_path.rglob("finetune"))
+    step1, step2 = (Predictor.from_checkpoint(tmp_path / f"pruned_30/step{i}/pruned.pt").model
+                    for i in (1, 2))  # fmt: skip
+    # step 2 pruned step 1's weights: fewer parameters again, the whole cut recorded
+    n1, n2 = (sum(p.numel() for p in m.parameters()) for m in (step1, step2))
+    assert n2 == row["params_after"] < n1 < row["params_before"]
+    assert step2.meta.pruned["flops_cut"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_teacher_without_finetuning_is_refused_before_pruning(tmp_path):
+    r = run_cli(["compress", "prune", "--checkpoint", tmp_path / "none.pt", "--teacher", "t.pt",
+                 "--finetune-epochs", "0", "--out", tmp_path])  # fmt: skip
+    assert r.returncode != 0
+    assert "--teacher: expected a fine-tuning to distil in" in r.stderr
+    assert "got --finetune-epochs 0 (prune only)" in r.stderr
 
 
 @pytest.mark.parametrize("task", ["detection", "segmentation"])
