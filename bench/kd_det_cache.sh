@@ -21,8 +21,8 @@ export VISION_DATASETS=${VISION_DATASETS:-$PWD/datasets}
 O=${1:-reports/kd_det_cache}
 D=${TEACHER:-reports/default/runs/shapes__fcos_lite0/best.pt}
 S=${STUDENT:-fcos_r18}
-P=$([ "$S" = fcos_r18 ] && echo r18 || echo "${S#fcos_}")   # tag prefix: r18, slim...
-run() { tag=$P${1#r18}; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 0
+P=$([ "$S" = fcos_r18 ] && echo r18 || echo "${S#fcos_}")   # every tag starts with it: r18, slim...
+run() { tag=$P$1; seed=$2; epochs=$3; shift 3; [ -f "$O/$tag/best.pt" ] && return 0
   echo "== $tag"; /usr/bin/time -f "$tag wall %e s" .venv/bin/vision train detect --data shapes \
   --model "$S" --epochs "$epochs" --img-size 160 --batch 8 --lr 0.002 --warmup-iters 50 \
   --bf16 --val-every "$epochs" --seed "$seed" --out "$O/$tag" "$@"; }
@@ -33,8 +33,8 @@ w=$([ "$W" = 1 ] || echo "_w$W")  # the weight-1 runs keep their names too
 L=${KD_LOGIT:-binary}; T=${KD_T:-2}; B=${KD_BOX:-0}
 w=$w$([ "$L" = binary ] || echo "_$L")$([ "$T" = 2 ] || echo "_t$T")$([ "$B" = 0 ] || echo "_box$B")
 for seed in ${SEEDS:-0 1}; do
-  [ "${BRACKET:-1}" = 0 ] || run "r18${x}_s$seed" "$seed" "$E"
-  run "r18_pkdc${w}${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight "$W" --kd-cache \
+  [ "${BRACKET:-1}" = 0 ] || run "${x}_s$seed" "$seed" "$E"
+  run "_pkdc${w}${x}_s$seed" "$seed" "$E" --teacher "$D" --kd-weight "$W" --kd-cache \
     --kd-logit-loss "$L" --kd-temperature "$T" --kd-box-weight "$B"
-  run "r18_e$((E + 1))_s$seed" "$seed" $((E + 1))
+  run "_e$((E + 1))_s$seed" "$seed" $((E + 1))
 done
