@@ -18,6 +18,9 @@ export VISION_HYPOTHESIS_EXAMPLES=60  # the VOC property test, once per mutant
 export OMP_NUM_THREADS=1
 OUT=bench/results/mutation
 mkdir -p mutants/datasets  # mutmut copies single files into existing folders only
+# the real sets' configs say {repo}/../shared, and the mutated copy's {repo} is mutants/: link
+# ../shared beside it for the run (removed at exit unless it was there before)
+if [ ! -e shared ]; then ln -s ../shared shared && trap 'rm -f shared' EXIT; fi
 # tests and unmutated files as they are now (mutmut copies them once); MUTATION_RECHECK=1 also
 # re-checks the survivors of the last run against the current tests
 .venv/bin/python bench/mutation_sync.py ${MUTATION_RECHECK:+--recheck}

@@ -135,3 +135,32 @@ def test_an_image_that_resizes_to_nothing_is_refused(tiny_checkpoints):
     assert e.value.reason == "unusable" and "4000x1" in str(e.value)
     arr, info = pred.prepare(_png(Image.new("RGB", (400, 3))))
     assert arr.shape == (pred.size, pred.size, 3) and info["orig_size"] == (3, 400)
+
+
+def test_upload_limit_errors_say_what_where_and_how_much():
+    data = _png(Image.new("L", (20, 20)))
+    assert decode_image(data, DecodeLimits(max_bytes=len(data))).shape == (20, 20, 3)  # at most
+    with pytest.raises(ImageError) as e:
+        decode_image(data, DecodeLimits(max_bytes=len(data) - 1), where="req.jpg")
+    assert e.value.reason == "too_large" and e.value.detail == {"limit": len(data) - 1}
+    assert str(e.value) == f"req.jpg: expected at most {len(data) - 1} bytes, got {len(data)} bytes"
+    lim = DecodeLimits(formats=("JPEG", "PNG"))
+    for blob, got in (
+        (b"GIF89a" + b"\0" * 30, "a GIF image"),
+        (b"not an image at all", "data that is not a JPEG, PNG or WebP image"),
+    ):
+        with pytest.raises(ImageError) as e:
+            decode_image(blob, lim, where="upload")
+        assert e.value.reason == "unsupported"
+        assert e.value.detail == {"accepted": ["image/jpeg", "image/png"]}
+        assert str(e.value) == f"upload: expected image/jpeg or image/png, got {got}"
+
+
+def test_limits_from_the_environment(monkeypatch):
+    monkeypatch.delenv("VISION_MAX_BYTES", raising=False)
+    monkeypatch.delenv("VISION_MAX_PIXELS", raising=False)
+    assert DecodeLimits.from_env() == DecodeLimits() == DecodeLimits(20 * 2**20, 40_000_000)
+    monkeypatch.setenv("VISION_MAX_BYTES", "1234")
+    monkeypatch.setenv("VISION_MAX_PIXELS", "99")
+    lim = DecodeLimits.from_env()
+    assert (lim.max_bytes, lim.max_pixels, lim.formats) == (1234, 99, ("JPEG", "PNG", "WEBP"))

@@ -268,5 +268,7 @@ def decode_segmentation(ann: dict, height: int, width: int, where: str) -> np.nd
         else:
             raise DataError(where, "polygons or an RLE dict", repr(type(seg).__name__))
         return mask_utils.decode(rle)
-    except (TypeError, ValueError, KeyError) as e:
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exception and IndexError too
         raise DataError(f"{where} field 'segmentation'", "valid polygons or RLE", str(e)) from e
