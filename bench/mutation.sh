@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Mutation testing of the evaluation suite, the service's request handling and the training
-# engine's helpers (not CI: it runs for a long while). mutmut 3 (configuration: [tool.mutmut]
-# in pyproject.toml) mutates inside functions and, for each mutant, runs only the tests that
-# reach the mutated function.
+# Mutation testing of the evaluation suite, the service's request handling, the training
+# engine's helpers, the data readers and pruning (not CI: it runs for a long while). mutmut 3
+# (configuration: [tool.mutmut] in pyproject.toml) mutates inside functions and, for each
+# mutant, runs only the tests that reach the mutated function.
 #   bash bench/mutation.sh            (MUTATION_TIMEOUT=seconds bounds the run; default 2 h)
+#   MUTATION_NAMES="vision.data.* vision.prune.*" bash bench/mutation.sh    (only those mutants)
 # Output: bench/results/mutation/{results.txt,stats.json,survivors.diff,summary.md}; `mutmut
 # show NAME` prints a mutant's diff. An interrupted run continues where it stopped; mutants of
 # changed functions are checked again by themselves; after tests were added,
@@ -25,7 +26,9 @@ if [ ! -e shared ]; then ln -s ../shared shared && trap 'rm -f shared' EXIT; fi
 # re-checks the survivors of the last run against the current tests
 .venv/bin/python bench/mutation_sync.py ${MUTATION_RECHECK:+--recheck}
 mkdir -p "$OUT"
-timeout "${MUTATION_TIMEOUT:-7200}" .venv/bin/mutmut run --max-children 2 >"$OUT/run.log" 2>&1
+# shellcheck disable=SC2086 # MUTATION_NAMES: glob patterns, passed to mutmut unexpanded
+(set -f; timeout "${MUTATION_TIMEOUT:-7200}" .venv/bin/mutmut run --max-children 2 \
+    ${MUTATION_NAMES:-} >"$OUT/run.log" 2>&1)
 echo "mutmut run exit: $?"
 .venv/bin/mutmut results --all true >"$OUT/results.txt" 2>&1
 .venv/bin/mutmut export-cicd-stats >/dev/null 2>&1 && cp mutants/mutmut-cicd-stats.json "$OUT/stats.json"
