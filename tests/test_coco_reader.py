@@ -139,6 +139,9 @@ def test_items_decode_their_image_and_semantic_mask(tmp_path):
     assert inst.dtype == np.uint8 and inst.shape == (3, H, W)
     assert inst.sum(axis=(1, 2)).tolist() == [4, 64, 50]
     assert COCODataset(path, root, strict=False)[0].mask is None  # masks only when asked
+    ds._anns[0][0]["segmentation"] = 5
+    with pytest.raises(DataError, match=rf"^{path} id=1: expected polygons or an RLE dict"):
+        ds.instance_masks(0)
     Image.new("RGB", (W + 1, H)).save(tmp_path / "a.png")
     with pytest.raises(DataError) as e:
         ds[0]

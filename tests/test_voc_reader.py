@@ -217,6 +217,8 @@ def test_voc_sizes_must_match_and_problems_are_counted(tmp_path):
     ds = VOCDataset(root, NAMES, ids=["a", "b", "c", "d", "e"], strict=False)
     assert len(ds) == 0
     assert ds.skips.counts == {"bad XML": 2, "invalid annotation": 1, "missing file": 2}
+    assert ds.skips.first["invalid annotation"].startswith(f"{root / 'Annotations/c.xml'} <width>")
+    assert "b.xml: expected a <size> element" in " ".join(ds.skips.messages)
 
 
 def test_pairs_split_files_and_void(tmp_path):

@@ -178,6 +178,6 @@ def write_palette_png(mask: np.ndarray, path: Path | str) -> None:
     """Write a class-index mask as a palette PNG with the VOC colour map (as VOC ships them)."""
     from vision.data.colormap import voc_colormap
 
-    im = Image.fromarray(mask.astype(np.uint8), mode="P")
+    im = Image.fromarray(mask.astype(np.uint8))  # putpalette makes the "L" image a "P" one
     im.putpalette(voc_colormap().reshape(-1).tolist())
-    im.save(path, optimize=False)
+    im.save(path)
