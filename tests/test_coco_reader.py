@@ -20,6 +20,7 @@ GOOD = [
     (1, 5, [1.0, 2.0, 4.0, 3.0], 0),
     (2, 3, [-1.0, -1.0, W + 1.0, H + 1.0], 0),  # on the 1-pixel tolerance: kept
     (3, 5, [2.0, 2.0, 10.0, 6.0], 1),
+    (4, 3, [3.0, 4.0, 0.5, 0.25], None),  # a sub-pixel box is still a box; no iscrowd: not crowd
 ]
 BAD = [
     # (id, category, bbox, reason)
@@ -46,8 +47,9 @@ def write_coco(tmp_path, anns: list[dict], images: bool = True) -> tuple:
     return path, tmp_path
 
 
-def ann(i: int, cat: int, bbox: list, crowd: int = 0, image: int = 7, **extra) -> dict:
-    return {"id": i, "image_id": image, "category_id": cat, "bbox": bbox, "iscrowd": crowd, **extra}
+def ann(i: int, cat: int, bbox: list, crowd: int | None = 0, image: int = 7, **extra) -> dict:
+    out = {"id": i, "image_id": image, "category_id": cat, "bbox": bbox, **extra}
+    return out if crowd is None else {**out, "iscrowd": crowd}
 
 
 def test_good_annotations_become_xyxy_boxes_contiguous_labels_and_crowd_flags(tmp_path):
@@ -57,9 +59,11 @@ def test_good_annotations_become_xyxy_boxes_contiguous_labels_and_crowd_flags(tm
     s = ds.samples[0]
     assert (s.image_id, s.width, s.height, s.path) == (7, W, H, root / "a.png")
     assert s.boxes.dtype == np.float32
-    assert s.boxes.tolist() == [[1, 2, 5, 5], [-1, -1, W, H], [2, 2, 12, 8]]
-    assert s.labels.tolist() == [1, 0, 1] and s.crowd.tolist() == [False, False, True]
-    assert not s.difficult.any() and not s.truncated.any() and len(s.difficult) == 3
+    assert s.boxes.tolist() == [[1, 2, 5, 5], [-1, -1, W, H], [2, 2, 12, 8], [3, 4, 3.5, 4.25]]
+    assert s.labels.tolist() == [1, 0, 1, 0] and s.crowd.tolist() == [False, False, True, False]
+    for flags in (s.crowd, s.difficult, s.truncated):
+        assert flags.dtype == bool and flags.shape == (4,)
+    assert not s.difficult.any() and not s.truncated.any()
     assert ds.samples[1].boxes.shape == (0, 4) and ds.samples[1].labels.dtype == np.int64
     assert len(ds.limit(1)) == 1 and len(ds.limit(None)) == 1
 
@@ -163,6 +167,12 @@ def test_decode_segmentation_errors_name_the_annotation():
     for bad in ([[1, 2, "x", 4, 5, 6]], [["a"]], {"size": [4], "counts": [1, 2]}):
         with pytest.raises(DataError, match=r"^f\.json id=3 field 'segmentation': expected valid"):
             decode_segmentation({"segmentation": bad}, 4, 4, "f.json id=3")
+    with pytest.raises(DataError) as e:
+        decode_segmentation({"segmentation": [[1, 2, "x", 4, 5, 6]]}, 4, 4, "f.json id=3")
+    assert str(e.value) == (
+        "f.json id=3 field 'segmentation': expected valid polygons or RLE, got could not convert "
+        "string to float: 'x'"
+    )
     rle = mask_utils.encode(np.asfortranarray(np.eye(4, dtype=np.uint8)))
     assert np.array_equal(decode_segmentation({"segmentation": rle}, 4, 4, "x"), np.eye(4))
 
