@@ -18,7 +18,7 @@ W, H = 20, 10
 GOOD = [
     # (id, category, bbox, iscrowd)
     (1, 5, [1.0, 2.0, 4.0, 3.0], 0),
-    (2, 3, [-1.0, -1.0, W + 1.0, H + 1.0], 0),  # on the 1-pixel tolerance: kept
+    (2, 3, [-1.0, -1.0, W + 2.0, H + 2.0], 0),  # on the 1-pixel tolerance: kept
     (3, 5, [2.0, 2.0, 10.0, 6.0], 1),
     (4, 3, [3.0, 4.0, 0.5, 0.25], None),  # a sub-pixel box is still a box; no iscrowd: not crowd
 ]
@@ -38,12 +38,14 @@ def write_coco(tmp_path, anns: list[dict], images: bool = True) -> tuple:
     imgs = [
         {"id": 7, "file_name": "a.png", "width": W, "height": H},
         {"id": 8, "file_name": "b.png", "width": W, "height": H},
+        {"id": 9, "file_name": "c.png", "width": W, "height": H},
     ]
     cats = [{"id": 5, "name": "cat"}, {"id": 3, "name": "dog"}]  # not in id order
     path = tmp_path / "ann.json"
     path.write_text(json.dumps({"images": imgs, "annotations": anns, "categories": cats}))
     if images:
-        Image.new("RGB", (W, H), (9, 9, 9)).save(tmp_path / "a.png")
+        for name in ("a.png", "c.png"):  # b.png is missing
+            Image.new("RGB", (W, H), (9, 9, 9)).save(tmp_path / name)
     return path, tmp_path
 
 
@@ -59,7 +61,12 @@ def test_good_annotations_become_xyxy_boxes_contiguous_labels_and_crowd_flags(tm
     s = ds.samples[0]
     assert (s.image_id, s.width, s.height, s.path) == (7, W, H, root / "a.png")
     assert s.boxes.dtype == np.float32
-    assert s.boxes.tolist() == [[1, 2, 5, 5], [-1, -1, W, H], [2, 2, 12, 8], [3, 4, 3.5, 4.25]]
+    assert s.boxes.tolist() == [
+        [1, 2, 5, 5],
+        [-1, -1, W + 1, H + 1],
+        [2, 2, 12, 8],
+        [3, 4, 3.5, 4.25],
+    ]
     assert s.labels.tolist() == [1, 0, 1, 0] and s.crowd.tolist() == [False, False, True, False]
     for flags in (s.crowd, s.difficult, s.truncated):
         assert flags.dtype == bool and flags.shape == (4,)
@@ -92,11 +99,13 @@ def test_each_bad_annotation_raises_with_its_place(tmp_path, bad):
 
 
 def test_lenient_reading_skips_and_counts_every_bad_annotation(tmp_path):
-    anns = [ann(i, c, b, cr) for i, c, b, cr in GOOD] + [ann(i, c, b) for i, c, b, _ in BAD]
-    anns.append(ann(20, 5, [1.0, 1.0, 2.0, 2.0], image=99))  # an image not in 'images'
+    anns = [ann(20, 5, [1.0, 1.0, 2.0, 2.0], image=99)]  # an image not in 'images'
+    anns += [ann(i, c, b, cr) for i, c, b, cr in GOOD] + [ann(i, c, b) for i, c, b, _ in BAD]
+    anns.append(ann(30, 5, [1.0, 1.0, 2.0, 2.0], image=9))
     path, root = write_coco(tmp_path, anns)  # b.png is not on disk
     ds = COCODataset(path, root, strict=False)
-    assert len(ds) == 1 and ds.samples[0].num_objects == len(GOOD)
+    assert [s.image_id for s in ds.samples] == [7, 9]
+    assert ds.samples[0].num_objects == len(GOOD) and ds.samples[1].num_objects == 1
     assert ds.skips.counts == {
         "invalid box": 6,
         "unknown category": 1,
@@ -115,9 +124,11 @@ def test_lenient_reading_skips_and_counts_every_bad_annotation(tmp_path):
         f"{path} categories: expected the config's class names ['cat', 'dog'], got ['dog', "
         "'cat'] (the config and the JSON must list the same classes)"
     )
+    with pytest.raises(DataError, match=r"id=20: expected an image_id listed in 'images', got 99"):
+        COCODataset(path, root)  # strict: the first bad item raises
     path, root = write_coco(tmp_path, [ann(*GOOD[0][:3])])
     with pytest.raises(DataError, match=r"b\.png: expected the image file of image id=8"):
-        COCODataset(path, root)  # strict: the first bad item raises
+        COCODataset(path, root)
 
 
 def test_items_decode_their_image_and_semantic_mask(tmp_path):

@@ -252,8 +252,12 @@ def test_pairs_split_files_and_void(tmp_path):
     )
     with pytest.raises(DataError, match=r"none\.txt: expected a split file of 'image label' lines"):
         read_pairs(tmp_path, "none.txt")
-    Image.new("RGB", (5, 2)).save(tmp_path / "train/x.png")
     write(tmp_path / "s.txt", "train/x.png train/x_L.png\n")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90": label maps match the stored pixels, so it is not applied
+    Image.new("RGB", (4, 2)).save(tmp_path / "train/x.png", exif=exif)
+    assert PairsDataset(tmp_path, ["a"], "s.txt")[0].image.shape == (2, 4, 3)
+    Image.new("RGB", (5, 2)).save(tmp_path / "train/x.png")
     with pytest.raises(DataError) as e:
         PairsDataset(tmp_path, ["a"], "s.txt")[0]
     assert (
