@@ -76,8 +76,8 @@ def load_coco_json(path: Path | str, evaluate: str | None = None) -> dict:
             raise DataError(
                 where, "field 'segmentation' (polygons or RLE)", f"fields {sorted(ann)}"
             )
-        bbox = ann.get("bbox")
-        if (bbox is not None or evaluate != "segm") and (
+        bbox = ann.get("bbox")  # required but for 'segm' (_check): a box when it is there
+        if bbox is not None and (
             not isinstance(bbox, list)
             or len(bbox) != 4
             or not all(isinstance(v, Number) for v in bbox)
