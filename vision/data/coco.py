@@ -262,9 +262,7 @@ def decode_segmentation(ann: dict, height: int, width: int, where: str) -> np.nd
         elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
             rle = mask_utils.frPyObjects(seg, height, width)
         elif isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
-            rle = dict(seg)
-            if isinstance(rle["counts"], str):
-                rle["counts"] = rle["counts"].encode()
+            rle = seg  # compressed RLE: pycocotools reads its counts as str (JSON) or bytes
         else:
             raise DataError(where, "polygons or an RLE dict", repr(type(seg).__name__))
         return mask_utils.decode(rle)
