@@ -140,7 +140,7 @@ def test_segmentation_masks_are_checked_and_their_pixels_counted(mini):
     write_palette_png(np.zeros((99, 200), np.uint8), mini / "SegmentationClass/d.png")
     rep = check_dataset(cfg)
     val = rep["splits"]["segmentation/val"]
-    assert val["bad_masks"] == 2 and not rep["ok"]
+    assert val["bad_masks"] == 2 and val["unreadable_images"] == 0 and not rep["ok"]
     c, d = (mini / f"SegmentationClass/{i}.png" for i in "cd")
     assert f"segmentation/val: {c}: expected values 0..2 or 255, got [7]" in rep["errors"]
     assert f"segmentation/val: {d}: expected a 200x100 mask, got 200x99" in rep["errors"]
@@ -148,7 +148,7 @@ def test_segmentation_masks_are_checked_and_their_pixels_counted(mini):
 
 def test_many_skips_are_summarised_and_a_missing_split_is_an_error(mini):
     (mini / "ImageSets/Main/train.txt").write_text("".join(f"x{i}\n" for i in range(53)))
-    rep = check_dataset(config(mini, {"train": "ImageSets/Main/train.txt", "val": "nope.txt"}))
+    rep = check_dataset(config(mini, {"val": "nope.txt", "train": "ImageSets/Main/train.txt"}))
     tr = rep["splits"]["detection/train"]
     assert tr["skipped"]["total"] == 53 and len(tr["skipped"]["examples"]) == 50
     assert "detection/train: ... and 3 more" in rep["errors"]
@@ -157,8 +157,79 @@ def test_many_skips_are_summarised_and_a_missing_split_is_an_error(mini):
     more = {**rep, "errors": [f"e{i}" for i in range(33)]}
     tail = format_report(more).splitlines()
     assert tail[-3:] == ["ERROR e29", "... 3 more errors in the JSON report", "FAILED: 33 errors"]
+    tail = format_report({**rep, "errors": [f"e{i}" for i in range(30)]}).splitlines()
+    assert tail[-2:] == ["ERROR e29", "FAILED: 30 errors"]  # all shown: no "more" line
 
 
 def test_size_buckets_edges():
     areas = np.array([0, 32**2 - 1, 32**2, 96**2 - 0.5, 96**2, 1e9])
     assert size_bucket_counts(areas) == {"small": 2, "medium": 2, "large": 2}
+
+
+def test_unreadable_images_and_masks_are_counted_and_named(mini):
+    seg = {"val": "ImageSets/Main/val.txt"}
+    for i in "cd":
+        (mini / f"JPEGImages/{i}.png").write_bytes(b"")
+    (mini / "SegmentationClass/d.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    rep = check_dataset(config(mini, {"train": "ImageSets/Main/train.txt"}, seg))
+    val = rep["splits"]["segmentation/val"]
+    assert (val["unreadable_images"], val["bad_masks"]) == (2, 1)
+    errors = "\n".join(rep["errors"])
+    assert (
+        f"segmentation/val: {mini / 'JPEGImages/c.png'}: expected a JPEG, PNG or WebP image"
+        in errors
+    )
+    mask = mini / "SegmentationClass/d.png"
+    assert f"segmentation/val: {mask}: expected a readable PNG mask, got " in errors
+
+
+TABLE = """\
+Dataset mini (ROOT)
+split                     images  objects  small  medium  large  diff  crowd  skipped
+-------------------------------------------------------------------------------------
+detection/train                2        4      2       1      1     1      0        0
+segmentation/val               2        2      2       0      0     0      0        0
+
+class            detection/train
+cat                  3 obj     2 im
+dog                  1 obj     1 im
+
+pixels          segmentation/val
+background                99.00%
+cat                        0.50%
+dog                        0.00%
+void                       0.50%
+
+OK: no errors"""
+
+
+def test_the_terminal_table(mini):
+    both = config(mini, {"train": "ImageSets/Main/train.txt"}, {"val": "ImageSets/Main/val.txt"})
+    assert format_report(check_dataset(both)).replace(str(mini), "ROOT") == TABLE
+    seg = config(mini, {}, {"val": "ImageSets/Main/val.txt"})
+    lines = TABLE.splitlines()
+    no_boxes = [*lines[:3], lines[4], "", *lines[10:]]  # no objects-per-class table
+    assert format_report(check_dataset(seg)).replace(str(mini), "ROOT").splitlines() == no_boxes
+    # not decoded: no pixel counts either, so the classes are listed alone
+    text = format_report(check_dataset(seg, decode=False)).replace(str(mini), "ROOT")
+    assert text.splitlines()[4:] == ["", "class", "cat", "dog", "", "OK: no errors"]
+
+
+def test_crowd_regions_of_a_coco_set_are_counted(tmp_path):
+    import json
+
+    imgs = [{"id": i, "file_name": f"{i}.png", "width": 40, "height": 40} for i in (1, 2)]
+    anns = [
+        {"id": 10 + k, "image_id": i, "category_id": 1, "bbox": [1, 1, 9, 9], "iscrowd": crowd}
+        for k, (i, crowd) in enumerate([(1, 1), (1, 0), (2, 1), (2, 1)])
+    ]
+    for img in imgs:
+        Image.new("RGB", (40, 40), (img["id"] * 50,) * 3).save(tmp_path / img["file_name"])
+    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    data = {"images": imgs, "annotations": anns, "categories": cats}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    raw = {"name": "c", "format": "coco", "root": str(tmp_path), "names": NAMES}
+    raw["detection"] = {"train": {"images": ".", "annotations": "a.json"}}
+    rep = check_dataset(parse_config(raw))
+    tr = rep["splits"]["detection/train"]
+    assert rep["ok"] and (tr["crowd"], tr["objects"], tr["difficult"]) == (3, 4, 0)

@@ -158,18 +158,19 @@ def format_report(report: dict) -> str:
             f"{b['large']:>7}{r['difficult']:>6}{r['crowd']:>7}{r['skipped']['total']:>9}"
         )
     lines.append("")
-    width = max([len(n) for n in names] + [5])
     seg = {k: r["pixels_per_class"] for k, r in report["splits"].items() if "pixels_per_class" in r}
     boxes = {k: r for k, r in report["splits"].items() if k.startswith("detection/")}
-    if boxes or not seg:
+    labels = [*names, *(c for p in seg.values() for c in p)]  # label maps add background, void
+    width = max([len(n) for n in labels] + [len("pixels")])
+    if boxes or not seg:  # objects per class (a set with no split read still lists its classes)
         lines.append(f"{'class':<{width}}  " + "  ".join(f"{k:>20}" for k in boxes))
-    for n in names if boxes or not seg else []:
-        cells = "  ".join(
-            f"{r['objects_per_class'][n]:>10} obj {r['images_per_class'][n]:>5} im"
-            for r in boxes.values()
-        )
-        lines.append(f"{n:<{width}}  {cells}")
-    lines.append("")
+        for n in names:
+            cells = "  ".join(
+                f"{r['objects_per_class'][n]:>10} obj {r['images_per_class'][n]:>5} im"
+                for r in boxes.values()
+            )
+            lines.append(f"{n:<{width}}  {cells}")
+        lines.append("")
     if seg:  # label-map class balance: share of the split's pixels
         lines.append(f"{'pixels':<{width}}  " + "  ".join(f"{k:>20}" for k in seg))
         for c in next(iter(seg.values())):
@@ -185,4 +186,4 @@ def format_report(report: dict) -> str:
     if len(report["errors"]) > 30:
         lines.append(f"... {len(report['errors']) - 30} more errors in the JSON report")
     lines.append("OK: no errors" if report["ok"] else f"FAILED: {len(report['errors'])} errors")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
