@@ -3,6 +3,8 @@ size buckets, flags, skipped items, unreadable images, bad masks, duplicates, th
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -112,6 +114,7 @@ def test_problems_are_errors_and_duplicates_inside_a_split_warnings(mini):
     assert f"detection/train: {mini / 'Annotations/zz.xml'}: expected an annotation XML" in errors
     dup_vt = [e for e in rep["errors"] if e.startswith("duplicate image content")]
     assert len(dup_vt) == 1 and "a.png" in dup_vt[0] and "d.png" in dup_vt[0]  # train/val leak
+    assert re.match(r"duplicate image content [0-9a-f]{12}: \['/", dup_vt[0])  # a short digest
     assert rep["warnings"] == []
     Image.new("RGB", (200, 100), (30,) * 3).save(mini / "JPEGImages/d.png")  # = c, both in val
     (mini / "ImageSets/Main/test.txt").write_text("a\n")  # the same file in two splits: fine
@@ -159,6 +162,8 @@ def test_many_skips_are_summarised_and_a_missing_split_is_an_error(mini):
     assert tail[-3:] == ["ERROR e29", "... 3 more errors in the JSON report", "FAILED: 33 errors"]
     tail = format_report({**rep, "errors": [f"e{i}" for i in range(30)]}).splitlines()
     assert tail[-2:] == ["ERROR e29", "FAILED: 30 errors"]  # all shown: no "more" line
+    tail = format_report({**rep, "errors": [f"e{i}" for i in range(31)]}).splitlines()
+    assert tail[-2:] == ["... 1 more errors in the JSON report", "FAILED: 31 errors"]
 
 
 def test_size_buckets_edges():
@@ -210,6 +215,10 @@ def test_the_terminal_table(mini):
     lines = TABLE.splitlines()
     no_boxes = [*lines[:3], lines[4], "", *lines[10:]]  # no objects-per-class table
     assert format_report(check_dataset(seg)).replace(str(mini), "ROOT").splitlines() == no_boxes
+    two = {"train": "ImageSets/Main/train.txt", "val": "ImageSets/Main/val.txt"}
+    lines = format_report(check_dataset(config(mini, two, two))).splitlines()
+    assert "class            detection/train         detection/val" in lines
+    assert "pixels        segmentation/train      segmentation/val" in lines
     # not decoded: no pixel counts either, so the classes are listed alone
     text = format_report(check_dataset(seg, decode=False)).replace(str(mini), "ROOT")
     assert text.splitlines()[4:] == ["", "class", "cat", "dog", "", "OK: no errors"]
