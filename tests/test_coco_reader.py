@@ -71,7 +71,9 @@ def test_good_annotations_become_xyxy_boxes_contiguous_labels_and_crowd_flags(tm
     for flags in (s.crowd, s.difficult, s.truncated):
         assert flags.dtype == bool and flags.shape == (4,)
     assert not s.difficult.any() and not s.truncated.any()
-    assert ds.samples[1].boxes.shape == (0, 4) and ds.samples[1].labels.dtype == np.int64
+    empty = ds.samples[1]  # no annotations: empty arrays of the same kinds
+    assert empty.boxes.shape == (0, 4) and empty.labels.dtype == np.int64
+    assert empty.crowd.dtype == bool and empty.crowd.shape == (0,)
     assert len(ds.limit(1)) == 1 and len(ds.limit(None)) == 1
 
 

@@ -154,6 +154,8 @@ def test_many_skips_are_summarised_and_a_missing_split_is_an_error(mini):
     rep = check_dataset(config(mini, {"val": "nope.txt", "train": "ImageSets/Main/train.txt"}))
     tr = rep["splits"]["detection/train"]
     assert tr["skipped"]["total"] == 53 and len(tr["skipped"]["examples"]) == 50
+    assert tr["images"] == 0 and tr["size_buckets"] == {"small": 0, "medium": 0, "large": 0}
+    assert tr["objects_per_class"] == tr["images_per_class"] == {"cat": 0, "dog": 0}
     assert "detection/train: ... and 3 more" in rep["errors"]
     assert f"detection/val: {mini / 'nope.txt'}: expected a split file" in "\n".join(rep["errors"])
     assert "detection/val" not in rep["splits"]
