@@ -13,28 +13,9 @@ from vision.config import parse_config
 from vision.data.health import check_dataset, format_report, size_bucket_counts
 from vision.data.io import write_palette_png
 
+from .voc_files import obj, write_voc
+
 NAMES = ["cat", "dog"]
-
-
-def obj(name: str, box: tuple, flag: str = "") -> str:
-    coords = "".join(
-        f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True)
-    )
-    return f"<object><name>{name}</name>{flag}<bndbox>{coords}</bndbox></object>"
-
-
-def make_voc(root, objects: dict[str, str], colour: dict[str, int]) -> None:
-    """``objects``: image id → its <object> XML; each image 200x100 of one grey ``colour``."""
-    for d in ("Annotations", "JPEGImages", "SegmentationClass", "ImageSets/Main"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    for i, o in objects.items():
-        size = "<size><width>200</width><height>100</height></size>"
-        (root / "Annotations" / f"{i}.xml").write_text(f"<annotation>{size}{o}</annotation>")
-        Image.new("RGB", (200, 100), (colour[i],) * 3).save(root / "JPEGImages" / f"{i}.png")
-        mask = np.zeros((100, 200), np.uint8)
-        mask[:10, :10] = 1
-        mask[90:, 190:] = 255
-        write_palette_png(mask, root / "SegmentationClass" / f"{i}.png")
 
 
 def config(root, detection: dict, segmentation: dict | None = None):
@@ -49,12 +30,15 @@ def config(root, detection: dict, segmentation: dict | None = None):
 def mini(tmp_path):
     root = tmp_path / "VOC"
     objects = {
-        "a": obj("cat", (1, 1, 20, 20)) + obj("cat", (1, 1, 50, 50), "<difficult>1</difficult>"),
+        "a": obj("cat", (1, 1, 20, 20)) + obj("cat", (1, 1, 50, 50), difficult="1"),
         "b": obj("dog", (1, 1, 150, 90)) + obj("cat", (5, 5, 30, 30)),
         "c": obj("dog", (1, 1, 10, 10)),
         "d": obj("cat", (1, 1, 10, 10)),
     }
-    make_voc(root, objects, {"a": 10, "b": 20, "c": 30, "d": 40})
+    mask = np.zeros((100, 200), np.uint8)  # a 10x10 cat and a 10x10 void corner an image
+    mask[:10, :10] = 1
+    mask[90:, 190:] = 255
+    write_voc(root, objects, (200, 100), {"a": 10, "b": 20, "c": 30, "d": 40}, mask)
     (root / "ImageSets/Main/train.txt").write_text("a\nb\n")
     (root / "ImageSets/Main/val.txt").write_text("c\nd\n")
     return root

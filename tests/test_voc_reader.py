@@ -12,25 +12,10 @@ from vision.data.pairs import PairsDataset, read_pairs
 from vision.data.voc import VOCDataset, parse_voc_xml, read_split
 from vision.errors import DataError, SkipLog
 
+from .voc_files import obj, write_voc, xml
+
 NAMES = ["cat", "dog"]
 IDX = {n: i for i, n in enumerate(NAMES)}
-
-
-def obj(name="cat", box=(2, 3, 10, 8), difficult=None, truncated=None) -> str:
-    flags = "".join(
-        f"<{k}>{v}</{k}>" for k, v in (("difficult", difficult), ("truncated", truncated)) if v
-    )
-    coords = "".join(
-        f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True)
-    )
-    return f"<object><name>{name}</name>{flags}<bndbox>{coords}</bndbox></object>"
-
-
-def xml(
-    objects: str, size: str = "<size><width>20</width><height>10</height></size>", fn=""
-) -> str:
-    name = f"<filename>{fn}</filename>" if fn else ""
-    return f"<annotation>{name}{size}{objects}</annotation>"
 
 
 def write(path, text: str):
@@ -122,13 +107,7 @@ def test_split_files_txt_and_csv(tmp_path):
 
 
 def voc_root(tmp_path, ids=("a", "b")):
-    for d in ("Annotations", "JPEGImages", "SegmentationClass"):
-        (tmp_path / d).mkdir()
-    for i in ids:
-        write(tmp_path / "Annotations" / f"{i}.xml", xml(obj()))
-        Image.new("RGB", (20, 10)).save(tmp_path / "JPEGImages" / f"{i}.png")
-        write_palette_png(np.ones((10, 20), np.uint8), tmp_path / "SegmentationClass" / f"{i}.png")
-    return tmp_path
+    return write_voc(tmp_path, {i: obj() for i in ids})
 
 
 def test_voc_dataset_items_and_problems(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from vision.data.colormap import rgb_to_index
+from vision.data.colormap import rgb_to_index, voc_colormap
 from vision.errors import DataError
 
 BACKGROUND = (255, 255, 255)
@@ -176,8 +176,6 @@ def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255)
 
 def write_palette_png(mask: np.ndarray, path: Path | str) -> None:
     """Write a class-index mask as a palette PNG with the VOC colour map (as VOC ships them)."""
-    from vision.data.colormap import voc_colormap
-
     im = Image.fromarray(mask.astype(np.uint8))  # putpalette makes the "L" image a "P" one
     im.putpalette(voc_colormap().reshape(-1).tolist())
     im.save(path)
