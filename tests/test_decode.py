@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.data.io import BACKGROUND, DecodeLimits, ImageError, decode_image
+from vision.data.io import BACKGROUND, DecodeLimits, ImageError, decode_image, sniff, to_rgb
 
 # Pillow's exif_transpose undoes orientation k with this operation; a file showing the
 # upright picture stores the upright pixels transformed by its inverse
@@ -65,11 +65,57 @@ def _png(im: Image.Image, **kw) -> bytes:
 
 
 def test_16_bit_grey_is_scaled_not_clipped():
-    a = np.array([[0, 257, 32896, 65535]], np.uint16)
+    a = np.array([[0, 257, 32896, 33025, 65535]], np.uint16)  # 33025: 128.502 of 255
     im = Image.fromarray(a)
     assert im.mode.startswith("I;16")
     got = decode_image(_png(im))
-    assert got[0, :, 0].tolist() == [0, 1, 128, 255] and (got[..., 0] == got[..., 2]).all()
+    assert got.shape == (1, 5, 3) and got.dtype == np.uint8
+    assert got[0, :, 0].tolist() == [0, 1, 128, 129, 255] and (got[..., 0] == got[..., 2]).all()
+
+
+@pytest.mark.parametrize(
+    "mode, values, want",
+    [
+        ("I;16B", [0, 33025, 65535], [0, 129, 255]),
+        ("I;16L", [0, 33025, 65535], [0, 129, 255]),
+        ("I", [0, 33025, 65535], [0, 129, 255]),  # 32-bit integers: read as 16-bit range
+        ("F", [-0.5, 0.5, 1.0, 2.0], [0, 128, 255, 255]),  # floats: 0..1, clipped
+    ],
+)
+def test_wide_grey_modes_are_scaled_to_8_bits(mode, values, want):
+    im = Image.new(mode, (len(values), 1))
+    for x, v in enumerate(values):
+        im.putpixel((x, 0), v)
+    got = to_rgb(im)
+    assert got.shape == (1, len(values), 3) and got.dtype == np.uint8
+    assert got[0, :, 0].tolist() == want and (got[..., 0] == got[..., 1]).all()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "RGBa"])
+def test_every_alpha_mode_is_laid_on_the_background(mode):
+    assert [tuple(p) for p in to_rgb(Image.new(mode, (2, 1))).reshape(-1, 3)] == [BACKGROUND] * 2
+
+
+def test_colour_keys_are_transparent_in_grey_and_rgb_pngs():
+    grey = Image.new("L", (2, 1), 0)
+    grey.putpixel((1, 0), 9)
+    got = decode_image(_png(grey, transparency=0))
+    assert tuple(got[0, 0]) == BACKGROUND and tuple(got[0, 1]) == (9, 9, 9)
+    rgb = Image.new("RGB", (2, 1), (1, 2, 3))
+    rgb.putpixel((1, 0), (4, 5, 6))
+    got = decode_image(_png(rgb, transparency=(1, 2, 3)))
+    assert tuple(got[0, 0]) == BACKGROUND and tuple(got[0, 1]) == (4, 5, 6)
+
+
+def test_webp_is_sniffed_by_its_riff_header():
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 4), (0, 0, 255)).save(buf, "WEBP", lossless=True)
+    webp = buf.getvalue()
+    assert sniff(webp) == "WEBP" and tuple(decode_image(webp)[2, 3]) == (0, 0, 255)
+    assert decode_image(webp, DecodeLimits(formats=("WEBP",))).shape == (4, 6, 3)
+    assert sniff(b"RIFF\0\0\0\0WAVEfmt ") is None  # RIFF, but sound
+    assert sniff(b"RIFX\0\0\0\0WEBPVP8 ") is None  # WEBP, but not in a RIFF file
+    assert sniff(webp[:12]) == "WEBP" and sniff(b"RIFF") is None
 
 
 def test_cmyk_jpeg_and_transparency_on_the_background():

@@ -105,3 +105,34 @@ def test_read_mask_grey_16_bit_and_errors(tmp_path):
         f"{tmp_path / 'rgb.png'}: expected an index mask or an RGB mask in the VOC colour map, "
         "got (9, 9, 9) at pixel (x=2, y=1)"
     )
+
+
+def test_read_mask_keeps_indices_of_any_palette_and_wide_integer_masks(tmp_path):
+    p = Image.fromarray(np.array([[0, 1, 2]], np.uint8), mode="L").convert("P")
+    p.putpalette([255, 255, 255, 9, 9, 9, 200, 0, 0] + [0] * 759)  # not the VOC colours
+    p.save(tmp_path / "p.png")
+    m = read_mask(tmp_path / "p.png", 3)
+    assert m.tolist() == [[0, 1, 2]] and m.flags.writeable  # an array of its own
+    Image.fromarray(np.array([[0, 5, 255]], np.int32)).save(tmp_path / "i32.tif")  # mode "I"
+    assert read_mask(tmp_path / "i32.tif").tolist() == [[0, 5, 255]]
+    Image.fromarray(np.array([[0, 256]], np.uint16)).save(tmp_path / "i16.png")
+    with pytest.raises(DataError, match="expected mask values <= 255, got max 256"):
+        read_mask(tmp_path / "i16.png")
+
+
+def test_read_mask_rgba_void_index_and_a_folder_named_got(tmp_path):
+    rgb = np.zeros((1, 3, 3), np.uint8)
+    rgb[0, 1], rgb[0, 2] = voc_colormap()[2], VOID_RGB
+    alpha = np.full((1, 3, 1), 255, np.uint8)
+    Image.fromarray(np.concatenate([rgb, alpha], 2), mode="RGBA").save(tmp_path / "a.png")
+    assert read_mask(tmp_path / "a.png", 3).tolist() == [[0, 2, 255]]
+    assert read_mask(tmp_path / "a.png", 3, ignore_index=7).tolist() == [[0, 2, 7]]
+    (tmp_path / "i got it").mkdir()
+    rgb[0, 0] = (9, 9, 9)
+    Image.fromarray(rgb).save(tmp_path / "i got it/b.png")
+    with pytest.raises(DataError) as e:
+        read_mask(tmp_path / "i got it/b.png", 3)
+    assert str(e.value) == (
+        f"{tmp_path / 'i got it/b.png'}: expected an index mask or an RGB mask in the VOC colour "
+        "map, got (9, 9, 9) at pixel (x=0, y=0)"
+    )

@@ -18,7 +18,12 @@ from vision.data.transforms import (
     collate_segmentation,
 )
 from vision.engine.distill import Distiller
-from vision.engine.soft_labels import CachedTeacherDataset, collate_cached, teacher_outputs
+from vision.engine.soft_labels import (
+    CachedTeacherDataset,
+    collate_cached,
+    teacher_outputs,
+    view_batches,
+)
 from vision.engine.train import TrainConfig, train
 from vision.models import build_model
 
@@ -166,3 +171,35 @@ def test_training_with_kd_cache_runs_on_the_cached_outputs(
                       **{**base, "teacher": None})  # fmt: skip
     with pytest.raises(ValueError, match="--kd-cache: expected --teacher CKPT"):
         train(bad, make_evaluator, log=logs.append)
+
+
+def test_view_batches_cover_the_first_n_items_in_order():
+    reader = [torch.full((1,), float(i)) for i in range(10)]
+    tf = lambda item: (item * 2, None)  # noqa: E731 - a transform returns (image, target)
+    got = [(list(idx), x.flatten().tolist()) for idx, x in view_batches(reader, tf, 5, batch=2)]
+    assert got == [([0, 1], [0, 2]), ([2, 3], [4, 6]), ([4], [8])]
+    assert [list(idx) for idx, _ in view_batches(reader, tf, 50, batch=4)] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
+    assert [len(idx) for idx, _ in view_batches(reader, tf)] == [8, 2]  # all, 8 at a time
+
+
+def test_cached_items_collate_through_the_tasks_collate():
+    def pairs_only(items):
+        assert all(len(it) == 2 for it in items), "the task's collate sees (image, target)"
+        return torch.stack([it[0] for it in items]), [it[1] for it in items]
+
+    item = lambda k, n: (torch.zeros(3), k, [torch.full((2,), k)] * n)  # noqa: E731
+    images, targets, outs = collate_cached(pairs_only)([item(1.0, 2), item(2.0, 2)])
+    assert images.shape == (2, 3) and targets == [1.0, 2.0]
+    assert [o.tolist() for o in outs] == [[[1, 1], [2, 2]]] * 2
+    with pytest.raises(ValueError, match=r"zip\(\) argument 2 is shorter"):  # unequal outputs
+        collate_cached(pairs_only)([item(1.0, 2), item(2.0, 1)])
+
+
+def test_cached_dataset_keeps_the_augmentation_seed(setup):
+    task, _, reader, cache = setup
+    _, tf, size = TASKS[task]
+    assert CachedTeacherDataset(reader, tf(size, train=True), cache, seed=7).seed == 7

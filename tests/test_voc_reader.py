@@ -209,3 +209,25 @@ def test_pairs_split_files_and_void(tmp_path):
         str(e.value)
         == f"{tmp_path / 'train/x_L.png'}: expected a label map of the image size 5x2, got 4x2"
     )
+
+
+def test_pairs_lists_blank_lines_missing_files_and_unknown_sizes(tmp_path):
+    (tmp_path / "train").mkdir()
+    for i in ("x", "y"):
+        Image.new("RGB", (4, 2)).save(tmp_path / f"train/{i}.png")
+        write_palette_png(np.zeros((2, 4), np.uint8), tmp_path / f"train/{i}_L.png")
+    write(tmp_path / "s.txt", "train/x.png train/z_L.png\n\n" + "train/y.png train/y_L.png\n")
+    with pytest.raises(DataError) as e:
+        PairsDataset(tmp_path, ["a"], "s.txt")
+    where = f"{tmp_path / 's.txt'}:1 {tmp_path / 'train/z_L.png'}"
+    assert str(e.value) == f"{where}: expected an existing label map file, got no such file"
+    ds = PairsDataset(tmp_path, ["a"], "s.txt", strict=False)  # the line after a bad one is read
+    assert [s.image_id for s in ds.samples] == ["y"] and ds.task == "segmentation"
+    assert (ds.samples[0].width, ds.samples[0].height) == (0, 0)  # known once the image is read
+    assert len(read_pairs(tmp_path, "s.txt")) == 2
+    with pytest.raises(DataError) as e:
+        read_pairs(tmp_path, "none.txt")
+    want = (
+        f"{tmp_path / 'none.txt'}: expected a split file of 'image label' lines, got no such file"
+    )
+    assert str(e.value) == want

@@ -135,9 +135,9 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         top = 65535.0 if im.mode != "F" else 1.0
         grey = np.clip(np.rint(a * 255.0 / top), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-    if im.mode == "P" and "transparency" in im.info:
+    if "transparency" in im.info:  # a palette, grey or RGB colour key (PNG tRNS, GIF)
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if im.mode in ("RGBA", "LA", "PA", "RGBa"):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (*BACKGROUND, 255))
         im = Image.alpha_composite(bg, im)
@@ -170,7 +170,7 @@ def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255)
         raise DataError(
             str(path),
             "an index mask or an RGB mask in the VOC colour map",
-            str(e).split("got ", 1)[-1],
+            str(e).rsplit("got ", 1)[-1],  # (the path may hold "got " too)
         ) from e
 
 
