@@ -211,3 +211,26 @@ def test_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv("VISION_MAX_PIXELS", "99")
     lim = DecodeLimits.from_env()
     assert (lim.max_bytes, lim.max_pixels, lim.formats) == (1234, 99, ("JPEG", "PNG", "WEBP"))
+
+
+def test_the_pixel_limit_is_inclusive_and_its_error_says_how_many():
+    data = _png(Image.new("L", (20, 20)))
+    assert decode_image(data, DecodeLimits(max_pixels=400)).shape == (20, 20, 3)  # at most
+    with pytest.raises(ImageError) as e:
+        decode_image(data, DecodeLimits(max_pixels=399), where="up.png")
+    assert str(e.value) == "up.png: expected at most 399 pixels, got 20x20 = 400 pixels"
+    assert e.value.reason == "too_large" and e.value.detail == {"limit": 399}
+
+
+@pytest.mark.parametrize(
+    "data, start",
+    [
+        (b"", "image: expected a JPEG, PNG or WebP image, got empty data"),
+        (b"\x89PNG\r\n\x1a\nxx", "image: expected a readable PNG image, got "),
+        (b"not an image at all", "image: expected a readable JPEG/PNG image, got Unidentified"),
+    ],
+)
+def test_decoder_failures_say_what_was_expected(data, start):
+    with pytest.raises(ImageError) as e:
+        decode_image(data)
+    assert str(e.value).startswith(start) and "NoneType" not in str(e.value)

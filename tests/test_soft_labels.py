@@ -14,12 +14,14 @@ from vision.data.build import build_dataset
 from vision.data.transforms import (
     DetectionTransform,
     SegmentationTransform,
+    TransformedDataset,
     collate_detection,
     collate_segmentation,
 )
 from vision.engine.distill import Distiller
 from vision.engine.soft_labels import (
     CachedTeacherDataset,
+    cached_teacher_dataset,
     collate_cached,
     teacher_outputs,
     view_batches,
@@ -203,3 +205,24 @@ def test_cached_dataset_keeps_the_augmentation_seed(setup):
     task, _, reader, cache = setup
     _, tf, size = TASKS[task]
     assert CachedTeacherDataset(reader, tf(size, train=True), cache, seed=7).seed == 7
+
+
+def test_cached_teacher_dataset_wraps_a_training_set(setup):
+    task, d, reader, cache = setup
+    _, tf, size = TASKS[task]
+    logs: list[str] = []
+    train_set = TransformedDataset(reader, tf(size, train=True), seed=5)
+    ds = cached_teacher_dataset(train_set, d, torch.device("cpu"), log=logs.append)
+    assert (
+        isinstance(ds, CachedTeacherDataset)
+        and ds.seed == 5
+        and ds.transform is train_set.transform
+    )
+    assert len(ds.cache) == len(cache)
+    for got, want in zip(ds.cache, cache, strict=True):  # the evaluation view, batch size aside
+        torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
+    gib = sum(c.nbytes for c in cache) / 2**30
+    assert len(logs) == 1 and logs[0].startswith(
+        "[train] --kd-cache: teacher outputs of 6 training images and their mirror images in "
+    )
+    assert logs[0].endswith(f" s ({gib:.2f} GiB float16)")

@@ -117,3 +117,14 @@ def test_read_image_applies_exif_unless_told_not_to(tmp_path):
     assert read_image(tmp_path / "t.png", exif=False).shape == (10, 20, 3)
     none = tmp_path / "none.jpg"
     assert error(read_image, none) == f"{none}: expected an image file, got no such file"
+
+
+def test_palette_values_past_the_classes_are_an_error_naming_the_mask(tmp_path):
+    mask = np.zeros((10, 20), np.uint8)
+    mask[0, :3] = (2, 255, 3)  # dog, void, and an index no class has
+    root = write_voc(tmp_path, {"a": obj()}, mask=mask)
+    got = error(VOCDataset(root, NAMES, task="segmentation").__getitem__, 0)
+    assert got == f"{root / 'SegmentationClass/a.png'}: expected values 0..2 or 255, got [3]"
+    mask[0, 2] = 0
+    write_voc(tmp_path, {"a": obj()}, mask=mask)
+    assert VOCDataset(root, NAMES, task="segmentation")[0].mask[0, :3].tolist() == [2, 255, 0]

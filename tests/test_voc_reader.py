@@ -179,7 +179,10 @@ def test_pairs_split_files_and_void(tmp_path):
     s = ds[0]
     assert (s.width, s.height, s.image_id) == (4, 2, "x") and not ds.background
     assert s.mask.tolist() == [[0, 255, 3, 255], [1, 2, 255, 0]]
-    assert PairsDataset(tmp_path, ["a"], "s.txt").semantic_mask(0)[0, 1] == 11  # no void
+    assert PairsDataset(tmp_path, ["a"] * 12, "s.txt").semantic_mask(0)[0, 1] == 11  # no void
+    with pytest.raises(DataError) as e:  # label values past the classes: an error, not a crash
+        PairsDataset(tmp_path, ["a"] * 3, "s.txt", void=11)[0]
+    assert str(e.value) == f"{tmp_path / 'train/x_L.png'}: expected values 0..2 or 255, got [3]"
     write(tmp_path / "s.txt", "train/x.png train/x_L.png\ntrain/y.png train/x_L.png\n")
     with pytest.raises(DataError) as e:
         PairsDataset(tmp_path, ["a"], "s.txt")
@@ -201,10 +204,10 @@ def test_pairs_split_files_and_void(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90": label maps match the stored pixels, so it is not applied
     Image.new("RGB", (4, 2)).save(tmp_path / "train/x.png", exif=exif)
-    assert PairsDataset(tmp_path, ["a"], "s.txt")[0].image.shape == (2, 4, 3)
+    assert PairsDataset(tmp_path, ["a"] * 12, "s.txt")[0].image.shape == (2, 4, 3)
     Image.new("RGB", (5, 2)).save(tmp_path / "train/x.png")
     with pytest.raises(DataError) as e:
-        PairsDataset(tmp_path, ["a"], "s.txt")[0]
+        PairsDataset(tmp_path, ["a"] * 12, "s.txt")[0]
     assert (
         str(e.value)
         == f"{tmp_path / 'train/x_L.png'}: expected a label map of the image size 5x2, got 4x2"

@@ -15,7 +15,7 @@ import numpy as np
 
 from vision.config import DatasetConfig, load_config
 from vision.data.build import build_dataset
-from vision.data.io import decode_image, read_mask
+from vision.data.io import check_labels, decode_image, read_mask
 from vision.errors import DataError
 
 SIZE_BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
@@ -136,9 +136,10 @@ def _mask_problem(ds, i: int, s, num_indices: int, pixels: np.ndarray) -> str | 
     pixels += np.bincount(m.ravel(), minlength=256)
     if m.shape != (s.height, s.width) and s.height:
         return f"{s.mask_path}: expected a {s.width}x{s.height} mask, got {m.shape[1]}x{m.shape[0]}"
-    bad = np.setdiff1d(np.unique(m), [*range(num_indices), 255])
-    if bad.size:
-        return f"{s.mask_path}: expected values 0..{num_indices - 1} or 255, got {bad.tolist()}"
+    try:
+        check_labels(m, num_indices, str(s.mask_path))
+    except DataError as e:
+        return str(e)
     return None
 
 

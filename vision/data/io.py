@@ -174,6 +174,19 @@ def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255)
         ) from e
 
 
+def check_labels(mask: np.ndarray, num_indices: int, where: str, ignore: int = 255) -> np.ndarray:
+    """``mask`` as it is when every value is an index below ``num_indices`` or ``ignore``;
+    otherwise a ``DataError`` at ``where`` listing the other values (a class list shorter than
+    the masks' would otherwise fail deep in the loss, or be scored as nothing)."""
+    counts = np.bincount(mask.ravel(), minlength=256)
+    counts[:num_indices] = 0
+    counts[ignore] = 0
+    bad = np.flatnonzero(counts)
+    if bad.size:
+        raise DataError(where, f"values 0..{num_indices - 1} or {ignore}", str(bad.tolist()))
+    return mask
+
+
 def write_palette_png(mask: np.ndarray, path: Path | str) -> None:
     """Write a class-index mask as a palette PNG with the VOC colour map (as VOC ships them)."""
     im = Image.fromarray(mask.astype(np.uint8))  # putpalette makes the "L" image a "P" one

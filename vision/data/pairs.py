@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.data.io import read_mask
+from vision.data.io import check_labels, read_mask
 from vision.data.sample import IGNORE_INDEX, Sample, with_image
 from vision.errors import DataError, SkipLog, handle
 
@@ -80,11 +80,13 @@ class PairsDataset:
         return self
 
     def semantic_mask(self, i: int) -> np.ndarray:
-        """The label map of sample ``i`` with ``void`` read as the ignore index."""
-        m = read_mask(self.samples[i].mask_path)
+        """The label map of sample ``i`` with ``void`` read as the ignore index; other values
+        past the classes are an error naming the file."""
+        path = self.samples[i].mask_path
+        m = read_mask(path)
         if self.void is not None:
             m = np.where(m == self.void, np.uint8(IGNORE_INDEX), m)
-        return m
+        return check_labels(m, len(self.names) + self.background, str(path), IGNORE_INDEX)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.data.io import read_mask
+from vision.data.io import check_labels, read_mask
 from vision.data.sample import IGNORE_INDEX, Sample, with_image
 from vision.errors import DataError, SkipLog, handle
 
@@ -211,7 +211,9 @@ class VOCDataset:
             )
         out.width, out.height = w, h
         if rec.mask_path is not None:
-            out.mask = read_mask(rec.mask_path, len(self.names) + 1, IGNORE_INDEX)
+            n = len(self.names) + 1
+            m = read_mask(rec.mask_path, n, IGNORE_INDEX)
+            out.mask = check_labels(m, n, str(rec.mask_path), IGNORE_INDEX)
             if out.mask.shape != (h, w):
                 raise DataError(
                     str(rec.mask_path),
