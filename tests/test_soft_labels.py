@@ -212,7 +212,8 @@ def test_cached_teacher_dataset_wraps_a_training_set(setup):
     _, tf, size = TASKS[task]
     logs: list[str] = []
     train_set = TransformedDataset(reader, tf(size, train=True), seed=5)
-    ds = cached_teacher_dataset(train_set, d, torch.device("cpu"), log=logs.append)
+    cpu = torch.device("cpu")
+    ds = cached_teacher_dataset(train_set, d, cpu, log=logs.append)
     assert (
         isinstance(ds, CachedTeacherDataset)
         and ds.seed == 5
@@ -221,8 +222,12 @@ def test_cached_teacher_dataset_wraps_a_training_set(setup):
     assert len(ds.cache) == len(cache)
     for got, want in zip(ds.cache, cache, strict=True):  # the evaluation view, batch size aside
         torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
-    gib = sum(c.nbytes for c in cache) / 2**30
-    assert len(logs) == 1 and logs[0].startswith(
-        "[train] --kd-cache: teacher outputs of 6 training images and their mirror images in "
-    )
-    assert logs[0].endswith(f" s ({gib:.2f} GiB float16)")
+    head = "[train] --kd-cache: teacher outputs of 6 training images and their mirror images in "
+    assert len(logs) == 1 and logs[0].startswith(head)
+    seconds, rest = logs[0][len(head) :].split(" s (")
+    mib = sum(c.nbytes for c in cache) / 2**20
+    assert 0 <= float(seconds) < 60 and rest == f"{mib:.1f} MiB float16)" and mib > 0.05
+    bf16 = cached_teacher_dataset(train_set, d, cpu, torch.bfloat16, log=logs.append).cache
+    want = teacher_outputs(d, reader, tf(size), cpu, torch.bfloat16)  # the amp it was given
+    assert all(torch.equal(a, b) for a, b in zip(bf16, want, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(bf16, ds.cache, strict=True))
