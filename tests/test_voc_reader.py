@@ -180,6 +180,8 @@ def test_pairs_split_files_and_void(tmp_path):
     assert (s.width, s.height, s.image_id) == (4, 2, "x") and not ds.background
     assert s.mask.tolist() == [[0, 255, 3, 255], [1, 2, 255, 0]]
     assert PairsDataset(tmp_path, ["a"] * 12, "s.txt").semantic_mask(0)[0, 1] == 11  # no void
+    with_bg = PairsDataset(tmp_path, ["a"] * 3, "s.txt", void=11, background=True)
+    assert with_bg[0].mask[0, 2] == 3  # index 0 is background: 3 is the last class
     with pytest.raises(DataError) as e:  # label values past the classes: an error, not a crash
         PairsDataset(tmp_path, ["a"] * 3, "s.txt", void=11)[0]
     assert str(e.value) == f"{tmp_path / 'train/x_L.png'}: expected values 0..2 or 255, got [3]"
