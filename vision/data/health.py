@@ -133,11 +133,12 @@ def _mask_problem(ds, i: int, s, num_indices: int, pixels: np.ndarray) -> str | 
         m = ds.semantic_mask(i) if hasattr(ds, "semantic_mask") else read_mask(s.mask_path)
     except DataError as e:
         return str(e)
-    pixels += np.bincount(m.ravel(), minlength=256)
+    counts = np.bincount(m.ravel(), minlength=256)
+    pixels += counts
     if m.shape != (s.height, s.width) and s.height:
         return f"{s.mask_path}: expected a {s.width}x{s.height} mask, got {m.shape[1]}x{m.shape[0]}"
-    try:
-        check_labels(m, num_indices, str(s.mask_path))
+    try:  # (one histogram for the pixel counts and the value check)
+        check_labels(m, num_indices, str(s.mask_path), counts=counts)
     except DataError as e:
         return str(e)
     return None

@@ -174,11 +174,14 @@ def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255)
         ) from e
 
 
-def check_labels(mask: np.ndarray, num_indices: int, where: str, ignore: int = 255) -> np.ndarray:
+def check_labels(
+    mask: np.ndarray, num_indices: int, where: str, ignore: int = 255, counts=None
+) -> np.ndarray:
     """``mask`` as it is when every value is an index below ``num_indices`` or ``ignore``;
     otherwise a ``DataError`` at ``where`` listing the other values (a class list shorter than
-    the masks' would otherwise fail deep in the loss, or be scored as nothing)."""
-    counts = np.bincount(mask.ravel(), minlength=256)
+    the masks' would otherwise fail deep in the loss, or be scored as nothing). ``counts``: the
+    mask's value histogram when the caller has it already."""
+    counts = np.bincount(mask.ravel(), minlength=256) if counts is None else counts.copy()
     counts[:num_indices] = 0
     counts[ignore] = 0
     bad = np.flatnonzero(counts)
