@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -120,23 +119,6 @@ def test_command_line_defaults_are_the_registry_defaults():
     assert KD_MODES == MODES and KD_DECAYS == DECAYS and KD_LOGIT_LOSSES == LOGIT_LOSSES
 
 
-def test_class_agnostic_nms_keeps_one_label_per_object():
-    from vision.postprocess import detections_to_original as to_original
-
-    # the same object answered as class 0 (0.9) and class 1 (0.6), plus a separate box
-    raw = {
-        "boxes": torch.tensor([[10.0, 10, 50, 50], [11, 10, 50, 51], [60, 60, 90, 90]]),
-        "scores": torch.tensor([0.9, 0.6, 0.5]),
-        "labels": torch.tensor([0, 1, 1]),
-    }
-    info = {"orig_size": (100, 100), "scale": 1.0}
-    per_class = to_original(raw, info)
-    assert per_class["labels"].tolist() == [0, 1, 1]
-    one = to_original(raw, info, agnostic_iou=0.6)
-    assert one["labels"].tolist() == [0, 1] and one["scores"].tolist() == pytest.approx([0.9, 0.5])
-    assert len(to_original(raw, info, 0.95, agnostic_iou=0.6)["boxes"]) == 0
-
-
 def test_resolve_device():
     from vision.predictor import resolve_device
 
@@ -145,66 +127,6 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
-
-
-@pytest.mark.parametrize("h, w", [(301, 389), (11, 9), (256, 192)])  # up, down, the usual
-@pytest.mark.parametrize("smooth", [True, False])
-def test_class_maps_equal_a_full_bilinear_upsampling(monkeypatch, h, w, smooth):
-    """The class map read from the low-resolution argmax (logits interpolated only on class
-    edges), in one piece or in strips, is the argmax of F.interpolate's full upsampling."""
-    import vision.postprocess as vp
-
-    torch.manual_seed(0)
-    logits = torch.randn(5, 17, 23) * 3
-    if smooth:  # large regions, as trained models give
-        logits = F.interpolate(torch.randn(1, 5, 4, 5) * 3, size=(17, 23), mode="bilinear")[0]
-    ref = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
-    ref = ref[0].argmax(0).to(torch.uint8).numpy()
-    assert np.array_equal(vp.upsample_argmax(logits.numpy(), h, w), ref)
-    monkeypatch.setattr(vp, "STRIP_ELEMENTS", w * 7)  # strips of 7 rows
-    strips = vp.upsample_argmax(logits.numpy(), h, w)
-    assert strips.shape == (h, w) and strips.dtype == np.uint8
-    assert np.array_equal(strips, ref)
-
-
-def test_channel_argmax_takes_the_first_class_on_ties():
-    """As torch's and NumPy's argmax: of equal scores the lowest class index wins (small
-    integer scores: ties everywhere)."""
-    from vision.postprocess import channel_argmax
-
-    scores = np.random.default_rng(0).integers(0, 3, (6, 9, 11)).astype(np.float32)
-    got = channel_argmax(scores)
-    assert got.dtype == np.uint8
-    assert np.array_equal(got, scores.argmax(0))
-
-
-def test_bilinear_taps_rebuild_torch_s_resizing():
-    """Every (source, output) length pair up to 40, and a few large ones: the cached source
-    indices and weights rebuild F.interpolate's values (to float32 rounding: its kernel sums
-    the four weighted taps in another order)."""
-    from vision.postprocess import _bilinear_taps
-
-    pairs = [(i, o) for i in range(1, 41) for o in range(1, 41)] + [(117, 221), (128, 3000)]
-    for n_in, n_out in pairs:
-        v = torch.randn(1, 1, 1, n_in)
-        ref = F.interpolate(v, size=(1, n_out), mode="bilinear", align_corners=False)[0, 0, 0]
-        lo, hi, lam = _bilinear_taps(n_in, n_out)
-        x = v[0, 0, 0].numpy()
-        got = x[lo] * (1 - lam) + x[hi] * lam
-        np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=1e-5, err_msg=str(n_in))
-
-
-def test_mask_to_original_crops_the_padding_and_scales_back():
-    """A (K, S, S) padded output → the uint8 class map of the original image: the padded
-    rows and columns (the letterbox) never reach the answer."""
-    from vision.postprocess import mask_to_original
-
-    logits = torch.zeros(3, 8, 8)
-    logits[2, :4, :] = 1.0  # the image's half of the rows: class 2
-    logits[1, 4:, :] = 9.0  # padding rows: a class the answer must not show
-    out = mask_to_original(logits, {"orig_size": (6, 12), "scale": 8 / 12})
-    assert out["mask"].dtype == torch.uint8 and out["mask"].shape == (6, 12)
-    assert (out["mask"] == 2).all()
 
 
 @pytest.mark.parametrize("name", ["fcos_lite0", "fcos_r18"])
