@@ -1,15 +1,23 @@
-"""Check mutmut's mutants with one plain pytest process each, instead of mutmut's forked children.
+"""Check mutmut's mutants with plain pytest runs, instead of mutmut's forked children.
 
     python bench/mutation_pytest.py "vision.prune.*" --tests tests/test_prune.py [--recheck]
 
 Why: tests that run torch models are ~10x slower in the children mutmut forks from its
-forkserver than in a fresh interpreter (measured on the pruning tests: ~18 s a mutant there,
-~5-20 s here with pytest's start-up). Each mutant runs ``pytest -x`` over the given tests (the
-same marker filter as mutmut's, so the tests that train stay out) with ``MUTANT_UNDER_TEST`` set,
-and its exit code goes into mutmut's records (``mutants/**/*.py.meta``), so ``mutmut results``
-and ``bench/mutation_summary.py`` read them as if mutmut had run them. Needs ``mutants/`` from a
+forkserver than in a fresh interpreter (the pruning tests: ~18 s a mutant there). Here each
+worker is a fresh interpreter (``spawn``) that imports the tests once and runs ``pytest -x``
+over them for one mutant after another, in process: mutmut's trampolines read
+``MUTANT_UNDER_TEST`` at every call, so switching mutants needs no new process. The same marker
+filter as mutmut's keeps the tests that train out. A mutant that runs past ``--timeout`` (or
+kills its worker) costs that worker, and a fresh one takes its place; workers are also renewed
+every ``--renew`` mutants. ``--fresh``: one new ``python -m pytest`` per mutant instead (for
+code that keeps state between calls: a mutant could leave it behind for the next one).
+
+Exit codes go into mutmut's records (``mutants/**/*.py.meta``), so ``mutmut results`` and
+``bench/mutation_summary.py`` read them as if mutmut had run them. Needs ``mutants/`` from a
 ``bash bench/mutation.sh`` run (mutmut writes the mutants there; this only checks them).
-Mutants not yet checked are run; ``--recheck`` also re-runs the survivors.
+Mutants not yet checked are run; ``--recheck`` also re-runs the survivors. ``--generate``
+first (re)writes the mutated copy as ``mutmut run`` starts by doing (files added to
+``only_mutate`` or changed since), without its test runs.
 """
 
 from __future__ import annotations
@@ -46,17 +54,92 @@ def pending(patterns: list[str], recheck: bool) -> dict[Path, list[str]]:
     return todo
 
 
-def run_one(name: str, tests: list[str], timeout: float) -> int:
-    """pytest's exit code with ``name`` active (1: a test failed, so the mutant is killed)."""
-    env = dict(os.environ, MUTANT_UNDER_TEST=name, OMP_NUM_THREADS="1")
-    env.setdefault("VISION_REAL_DATA", str((ROOT.parent / "shared/data/real").resolve()))
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
-    cmd += ["-m", "not trains", *tests]
+PYTEST_ARGS = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-m", "not trains"]
+CRASH_CODE = -11  # mutmut's "segfault": the worker died under the mutant
+
+
+def _environment() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported: two workers, two cores
+    os.environ.setdefault("VISION_REAL_DATA", str((ROOT.parent / "shared/data/real").resolve()))
+
+
+def run_fresh(name: str, tests: list[str], timeout: float) -> int:
+    """pytest's exit code with ``name`` active, in a new interpreter (1: a test failed)."""
+    env = dict(os.environ, MUTANT_UNDER_TEST=name)
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests]
     try:
         done = subprocess.run(cmd, cwd=MUTANTS, env=env, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return TIMEOUT_CODE
     return done.returncode
+
+
+def _serve(conn, tests: list[str]) -> None:
+    """A worker: the mutated copy first on the path, then one pytest session per name sent."""
+    import contextlib
+
+    os.chdir(MUTANTS)
+    sys.path.insert(0, str(MUTANTS))
+    import pytest
+
+    with open(os.devnull, "w") as quiet:
+        while (name := conn.recv()) is not None:
+            os.environ["MUTANT_UNDER_TEST"] = name
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                code = pytest.main([*PYTEST_ARGS, *tests])
+            conn.send(int(code))
+
+
+class Worker:
+    """One spawned interpreter that runs the tests for mutant after mutant."""
+
+    def __init__(self, tests: list[str], renew: int):
+        self.tests, self.renew, self.proc, self.used = tests, renew, None, 0
+
+    def run(self, name: str, timeout: float) -> int:
+        import multiprocessing as mp
+
+        if self.proc is None or self.used >= self.renew:
+            self.close()
+            self.conn, child = mp.get_context("spawn").Pipe()
+            self.proc = mp.get_context("spawn").Process(target=_serve, args=(child, self.tests))
+            self.proc.start()
+            self.used = 0
+        self.used += 1
+        self.conn.send(name)
+        try:
+            if self.conn.poll(timeout):
+                return self.conn.recv()
+            code = TIMEOUT_CODE
+        except EOFError:  # the worker died (the mutant crashed the interpreter)
+            code = CRASH_CODE
+        self.proc.kill()
+        self.proc.join()
+        self.proc = None
+        return code
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.conn.send(None)
+            self.proc.join(30)
+            self.proc.kill()
+            self.proc = None
+
+
+def generate() -> None:
+    """mutmut's own first step: copy the sources and write the mutants of the files in
+    ``only_mutate`` that are new or changed (mutmut 3.8's internal functions: check them on an
+    upgrade)."""
+    from mutmut import __main__ as mm
+
+    os.chdir(ROOT)
+    mm.set_mutant_under_test("mutant_generation")
+    (ROOT / "mutants").mkdir(exist_ok=True)
+    mm.copy_src_dir()
+    mm.copy_also_copy_files()
+    mm.setup_source_paths()
+    stats = mm.create_mutants(2)
+    print(f"mutants: {stats.mutated} files mutated, {stats.unmodified} unchanged", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,18 +148,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests", nargs="+", required=True, help="test files, run in this order")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds a mutant may take")
+    ap.add_argument("--renew", type=int, default=50, help="mutants a worker runs, then a new one")
+    ap.add_argument("--fresh", action="store_true", help="a new interpreter for each mutant")
     ap.add_argument("--recheck", action="store_true", help="also re-run the survivors")
+    ap.add_argument("--generate", action="store_true", help="write new or changed mutants first")
     args = ap.parse_args(argv)
+    if args.generate:
+        generate()
     if not MUTANTS.is_dir():
         raise SystemExit(f"{MUTANTS}: expected mutmut's mutants folder; run bench/mutation.sh")
+    _environment()
     todo = pending(args.patterns, args.recheck)
     jobs = [(meta, name) for meta, names in todo.items() for name in names]
     print(f"{len(jobs)} mutants to run over {' '.join(args.tests)}", flush=True)
     lock, start, counts = threading.Lock(), time.monotonic(), {}
+    local = threading.local()
 
     def work(job: tuple[Path, str]) -> None:
         meta, name = job
-        code = run_one(name, args.tests, args.timeout)
+        if args.fresh:
+            code = run_fresh(name, args.tests, args.timeout)
+        else:
+            if not hasattr(local, "worker"):
+                local.worker = Worker(args.tests, args.renew)
+                with lock:
+                    workers.append(local.worker)
+            code = local.worker.run(name, args.timeout)
         with lock:  # read-modify-write of the shared record, one thread at a time
             data = json.loads(meta.read_text())
             data["exit_code_by_key"][name] = code
@@ -85,8 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             n = sum(counts.values())
             print(f"[{n}/{len(jobs)} {time.monotonic() - start:.0f}s] {code} {name}", flush=True)
 
-    with ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(work, jobs))
+    workers: list[Worker] = []
+    try:
+        with ThreadPoolExecutor(args.workers) as pool:
+            list(pool.map(work, jobs))
+    finally:
+        for w in workers:
+            w.close()
     print(f"exit codes: {dict(sorted(counts.items(), key=str))}")
     return 0
 

@@ -194,3 +194,28 @@ def test_global_ranking_cuts_layers_unevenly_to_the_asked_flops(importance):
     assert model(torch.rand(1, 3, SIZE, SIZE)).shape == (1, 5, SIZE, SIZE)
     with pytest.raises(ValueError, match=r"ranking: expected one of \('layer', 'global'\)"):
         prune_flops(model, 0.3, ranking="all")
+
+
+@pytest.mark.parametrize("name", ["fcos_slim", "fcn8s_slim", "dilated_slim"])
+def test_the_layers_kept_whole_are_exactly_the_class_box_and_score_outputs(name):
+    """What ``traced_network`` keeps: a detector's final class, box and centerness layers (in
+    every head), a segmenter's layers whose outputs are the class scores (background + 4)."""
+    from torch import nn
+
+    from vision.prune import traced_network
+
+    model = build_model(name, 4, input_size=SIZE)
+    net, keep = traced_network(model)
+    names = {m: n for n, m in model.named_modules()}
+    if model.meta.task == "detection":
+        assert not net.training and net is not model  # the traced wrapper, in eval mode
+        assert sorted(names[m] for m in keep) == [
+            "net.head.classification_head.cls_logits",
+            "net.head.regression_head.bbox_ctrness",
+            "net.head.regression_head.bbox_reg",
+        ]
+        return
+    assert net is model
+    outs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert keep and all(m.out_channels == 5 for m in keep)
+    assert {m for m in outs if m.out_channels == 5} == set(keep)

@@ -1,0 +1,147 @@
+"""Pruning's pieces on hand-made layers: GroupNorm groups ranked and removed whole, the
+argument checks, MAC counting, copies with gradients, and rebuilding layers to a pruned state
+dict's shapes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from vision.prune import (
+    _copy,
+    _group_norm_pruner,
+    _group_size,
+    _GroupAverage,
+    _resized,
+    fit_to_state_dict,
+    hooked_forward,
+    macs,
+    prune_flops,
+)
+
+
+def _group(*modules: nn.Module) -> list:
+    """A stand-in for a Torch-Pruning group: (dependency, indices) pairs naming their layer."""
+    return [(SimpleNamespace(target=SimpleNamespace(module=m)), []) for m in modules]
+
+
+def test_group_average_scores_whole_groups_and_ranks_ties_by_position():
+    imp = torch.tensor([1.0, 3, 10, 0, 2, 2])  # three groups of two: means 2, 5, 2
+    group = _group(nn.Conv2d(3, 6, 1), nn.GroupNorm(3, 6))
+    means = _GroupAverage(lambda g: imp, ranks=False)(group)
+    assert means.tolist() == [2, 2, 5, 5, 2, 2]  # a global ranking compares these
+    ranks = _GroupAverage(lambda g: imp)(group)
+    assert ranks.tolist() == [0, 0, 2, 2, 1, 1]  # the tie (groups 0 and 2): the first first
+    ties = _GroupAverage(lambda g: torch.ones(64))(_group(nn.GroupNorm(32, 64)))
+    assert ties.tolist() == torch.arange(32.0).repeat_interleave(2).tolist()  # a stable sort
+
+
+def test_group_average_passes_other_groups_through_and_checks_the_count():
+    imp = torch.tensor([3.0, 1, 2])
+    assert _GroupAverage(lambda g: imp)(_group(nn.Conv2d(3, 3, 1))) is imp  # no GroupNorm
+    assert _GroupAverage(lambda g: None)(_group(nn.GroupNorm(1, 2))) is None  # unprunable
+    with pytest.raises(ValueError, match="GroupNorm pruning: expected 4 channel scores, got 3"):
+        _GroupAverage(lambda g: imp)(_group(nn.GroupNorm(2, 4)))
+
+
+def test_group_norm_pruner_removes_whole_groups_and_lowers_their_count():
+    pruner = _group_norm_pruner()
+    gn = nn.GroupNorm(3, 6)
+    with torch.no_grad():
+        gn.weight.copy_(torch.arange(6.0))
+    assert pruner.prune_out_channels(gn, [2, 3]) is gn
+    assert (gn.num_groups, gn.num_channels) == (2, 4) and gn.weight.tolist() == [0, 1, 4, 5]
+    with pytest.raises(ValueError, match=r"whole groups of 2 channels, got channels \[0, 3\]"):
+        pruner.prune_in_channels(gn, [3, 0])
+    # channels are ranked one by one: Torch-Pruning must not split them into channel groups
+    assert pruner.get_out_channel_groups(gn) == pruner.get_in_channel_groups(gn) == 1
+
+
+def test_group_size_is_the_channels_per_group_of_every_groupnorm():
+    assert _group_size(nn.Sequential(nn.Conv2d(3, 4, 1))) == 1
+    assert _group_size(nn.Sequential(nn.GroupNorm(4, 8), nn.GroupNorm(2, 4))) == 2
+    with pytest.raises(ValueError, match=r"one channel count per group, got \[2, 4\]"):
+        _group_size(nn.Sequential(nn.GroupNorm(4, 8), nn.GroupNorm(2, 8)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"flops_ratio": 0.3, "importance": "l1"}, r"importance: expected one of \('magnitude'"),
+        ({"flops_ratio": 0.0}, r"FLOPs ratio: expected a fraction in \(0, 1\), got 0.0"),
+        ({"flops_ratio": 1.0}, r"FLOPs ratio: expected a fraction in \(0, 1\), got 1.0"),
+        ({"flops_ratio": 1.5}, r"FLOPs ratio: expected a fraction in \(0, 1\), got 1.5"),
+        ({"flops_ratio": 0.3, "scope": "x"}, r"scope: expected one of \('all', 'inner'\)"),
+        ({"flops_ratio": 0.3, "importance": "taylor"}, "Taylor importance needs training"),
+    ],
+)
+def test_prune_flops_refuses_bad_arguments_before_any_work(kwargs, message):
+    model = nn.Conv2d(3, 4, 1)  # never reached: the checks come first
+    with pytest.raises(ValueError, match=message):
+        prune_flops(model, **kwargs)
+
+
+def test_macs_count_every_convolution_transposed_convolution_and_linear_layer():
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),  # 8x8 out: 64 px * 8 * 3 * 9
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise: 64 * 8 * 1 * 9
+        nn.ConvTranspose2d(8, 4, 2, stride=2),  # 16x16 out, per input element: 4 * 4 taps
+        nn.Flatten(),
+        nn.Linear(4 * 16 * 16, 10),
+    )
+    x = torch.rand(1, 3, 8, 8)
+    expected = 64 * 8 * 3 * 9 + 64 * 8 * 9 + (8 * 64) * 4 * 4 + 10 * 1024
+    assert macs(net, x) == expected
+    assert macs(net, torch.rand(2, 3, 8, 8)) == 2 * expected  # per batch element
+    assert not any(m._forward_hooks for m in net.modules())  # hooks gone afterwards
+
+
+def test_hooked_forward_removes_its_hooks_when_the_forward_fails():
+    conv = nn.Conv2d(3, 4, 1)
+    seen = []
+    hooked_forward(conv, torch.rand(1, 3, 2, 2), [(conv, lambda m, i, o: seen.append(o))])
+    assert len(seen) == 1 and not seen[0].requires_grad  # without gradients
+    with pytest.raises(RuntimeError):
+        hooked_forward(conv, torch.rand(1, 5, 2, 2), [(conv, lambda m, i, o: None)])
+    assert not conv._forward_hooks
+
+
+def test_copies_keep_the_gradients_deepcopy_leaves_out():
+    model = nn.Linear(2, 3)
+    model(torch.ones(1, 2)).sum().backward()
+    twin = _copy(model)
+    assert torch.equal(twin.weight.grad, model.weight.grad)
+    assert twin.weight.grad is not model.weight.grad and twin.weight is not model.weight
+    model.bias.grad = None
+    assert _copy(model).bias.grad is None
+
+
+def test_layers_are_rebuilt_to_the_pruned_shapes_keeping_their_settings():
+    conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, dilation=1, bias=False)
+    new = _resized(conv, torch.zeros(10, 6, 3, 3))
+    assert (new.in_channels, new.out_channels, new.stride, new.padding) == (6, 10, (2, 2), (1, 1))
+    assert new.bias is None and type(new) is nn.Conv2d
+    dw = _resized(nn.Conv2d(8, 8, 3, groups=8), torch.zeros(5, 1, 3, 3))  # depthwise stays so
+    assert (dw.in_channels, dw.out_channels, dw.groups) == (5, 5, 5)
+    grouped = _resized(nn.Conv2d(8, 8, 3, groups=2), torch.zeros(6, 2, 3, 3))
+    assert (grouped.in_channels, grouped.out_channels, grouped.groups) == (4, 6, 2)
+    up = _resized(nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1), torch.zeros(6, 3, 4, 4))
+    assert (up.in_channels, up.out_channels, up.stride, up.padding) == (6, 3, (2, 2), (1, 1))
+    bn = _resized(nn.BatchNorm2d(8, eps=1e-3, momentum=0.2), torch.zeros(5))
+    assert (bn.num_features, bn.eps, bn.momentum) == (5, 1e-3, 0.2)
+    gn = _resized(nn.GroupNorm(4, 8, eps=1e-4), torch.zeros(6))  # 2 channels a group stay
+    assert (gn.num_groups, gn.num_channels, gn.eps) == (3, 6, 1e-4)
+    assert _resized(nn.Linear(3, 4), torch.zeros(2, 3)) is None
+
+
+def test_fit_to_state_dict_reshapes_only_the_layers_that_differ():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    pruned = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Conv2d(5, 4, 1))
+    keep = model[0].weight.shape
+    assert fit_to_state_dict(model, pruned.state_dict()) == 3
+    model.load_state_dict(pruned.state_dict())
+    assert model[0].weight.shape != keep and model[1].num_features == 5
+    assert fit_to_state_dict(model, pruned.state_dict()) == 0  # already fits
