@@ -177,6 +177,7 @@ def prune_flops(
     r = min(tried, key=lambda t: abs(t[1] - flops_ratio))[0]
     report, kept = _prune_ratio(model, r, importance, scope, round_to, ranking)
     report["flops_ratio_asked"] = flops_ratio  # (the same dict as model.meta.pruned)
+    report["trials"] = len(tried)  # pruned copies the search made
     return {**report, "kept": kept}
 
 
