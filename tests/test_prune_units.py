@@ -154,3 +154,53 @@ def test_fit_to_state_dict_reshapes_only_the_layers_that_differ():
     model.load_state_dict(pruned.state_dict())
     assert model[0].weight.shape != keep and model[1].num_features == 5
     assert fit_to_state_dict(model, pruned.state_dict()) == 0  # already fits
+
+
+class _Tiny(nn.Module):
+    """conv 3→8, BatchNorm, ReLU, 1x1 score conv 8→2 (background + one class): only the first
+    convolution's 8 channels can go."""
+
+    def __init__(self):
+        super().__init__()
+        from vision.models.common import ModelMeta
+
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.score = nn.Conv2d(8, 2, 1)
+        self.meta = ModelMeta("tiny", "segmentation", ["a"], 8)
+        with torch.no_grad():  # every channel alike but for the first conv's weights ...
+            self.conv.weight.fill_(1.0)
+            self.score.weight.fill_(0.1)
+            self.conv.weight[0] = 0.3  # 27 weights of 0.3: L2 1.56, but sum |w|^3 0.73
+            self.conv.weight[1] = 0.0
+            self.conv.weight[1, 0, 0, 0] = 1.2  # one weight: L2 1.2, sum |w|^3 1.73
+            self.bn.weight[5] = 0.01  # ... and the BatchNorm scales
+
+    def forward(self, x):
+        return self.score(torch.relu(self.bn(self.conv(x))))
+
+
+@pytest.mark.parametrize("importance, gone", [("magnitude", 1), ("bn", 5)])
+def test_one_pruning_step_removes_the_least_important_channel(importance, gone):
+    """L2 magnitude: channel 1 (one weight of 1.2) goes before channel 0 (27 of 0.3; an L3
+    norm would rank them the other way); BatchNorm scale (network slimming): channel 5."""
+    from vision.prune import _prune_ratio
+
+    model = _Tiny()
+    report, kept = _prune_ratio(model, 1 / 8, importance, "all", None, "layer")
+    assert kept == {"conv": [c for c in range(8) if c != gone]}
+    assert model.conv.out_channels == model.bn.num_features == model.score.in_channels == 7
+    assert model.score.out_channels == 2 and model.meta.pruned is report
+    size = 8 * 8  # output pixels of one 8x8 image
+    before, after = size * 8 * 27 + size * 2 * 8, size * 7 * 27 + size * 2 * 7
+    assert (report["macs_before"], report["macs_after"]) == (before, after)
+    assert report["flops_cut"] == pytest.approx(1 - after / before)
+    # conv weights and biases, BatchNorm scales and shifts, score weights and biases
+    assert report["params_before"] == 8 * 27 + 8 + 2 * 8 + 8 * 2 + 2
+    assert report["params_after"] == 7 * 27 + 7 + 2 * 7 + 7 * 2 + 2
+    assert {k: report[k] for k in ("channel_ratio", "importance", "scope", "ranking")} == {
+        "channel_ratio": 1 / 8,
+        "importance": importance,
+        "scope": "all",
+        "ranking": "layer",
+    }
+    assert report["round_to"] is None and not model.training

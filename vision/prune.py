@@ -213,7 +213,7 @@ def _tied(net: nn.Module, example: torch.Tensor, keep: list[nn.Module]) -> list[
 
 
 def _prune_ratio(
-    model, ratio, importance, scope="all", round_to=None, ranking="layer"
+    model: nn.Module, ratio: float, importance: str, scope: str, round_to: int | None, ranking: str
 ) -> tuple[dict, dict[str, list[int]]]:
     """Remove ``ratio`` of the channels of every prunable layer, or of all of them ranked
     together (one Torch-Pruning step). Taylor scores read the gradients already there.
