@@ -39,6 +39,18 @@ def test_group_average_scores_whole_groups_and_ranks_ties_by_position():
     assert ties.tolist() == torch.arange(32.0).repeat_interleave(2).tolist()  # a stable sort
 
 
+def test_group_average_under_a_cap_keeps_each_layers_best_out_of_reach():
+    inf = float("inf")
+    imp = torch.tensor([5.0, 1, 3, 2, 4])
+    conv = _group(nn.Conv2d(3, 5, 1))
+    assert _GroupAverage(lambda g: imp, False, 0.8)(conv).tolist() == [inf, 1, 3, 2, 4]
+    assert _GroupAverage(lambda g: imp, False, 0.5)(conv).tolist() == [inf, 1, inf, 2, inf]
+    assert imp.tolist() == [5, 1, 3, 2, 4]  # the base's scores are left as they were
+    gn = _group(nn.GroupNorm(3, 6))  # group means 2, 5, 2: the best group stays whole
+    got = _GroupAverage(lambda g: torch.tensor([1.0, 3, 10, 0, 2, 2]), False, 0.8)(gn)
+    assert got.tolist() == [2, 2, inf, inf, 2, 2]
+
+
 def test_group_average_passes_other_groups_through_and_checks_the_count():
     imp = torch.tensor([3.0, 1, 2])
     assert _GroupAverage(lambda g: imp)(_group(nn.Conv2d(3, 3, 1))) is imp  # no GroupNorm
@@ -74,6 +86,7 @@ def test_group_size_is_the_channels_per_group_of_every_groupnorm():
 
 IMPORTANCE_ERROR = r"^importance: expected one of \('magnitude', 'bn', 'taylor'\), got 'l1'$"
 TAYLOR_ERROR = r"^Taylor importance needs training batches \(loss_batches\)$"
+TAYLOR_NO_GRADIENTS = r"^Taylor importance: expected gradients of training losses, found none$"
 
 
 @pytest.mark.parametrize(
@@ -95,14 +108,14 @@ def test_prune_flops_refuses_bad_arguments_before_any_work(kwargs, message):
 
 def test_macs_count_every_convolution_transposed_convolution_and_linear_layer():
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),  # 8x8 out: 64 px * 8 * 3 * 9
-        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise: 64 * 8 * 1 * 9
-        nn.ConvTranspose2d(8, 4, 2, stride=2),  # 16x16 out, per input element: 4 * 4 taps
+        nn.Conv2d(3, 8, (3, 2), padding=(1, 0)),  # 8x7 out: 56 px * 8 * 3 * (3 * 2)
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise: 56 * 8 * 1 * 9
+        nn.ConvTranspose2d(8, 4, (2, 3), stride=(2, 1), padding=(0, 1)),  # per input: 4 * 6
         nn.Flatten(),
-        nn.Linear(4 * 16 * 16, 10),
+        nn.Linear(4 * 16 * 7, 10),  # the transposed conv's 16x7 output
     )
     x = torch.rand(1, 3, 8, 8)
-    expected = 64 * 8 * 3 * 9 + 64 * 8 * 9 + (8 * 64) * 4 * 4 + 10 * 1024
+    expected = 56 * 8 * 3 * 6 + 56 * 8 * 9 + (8 * 56) * 4 * 6 + 10 * 448
     assert macs(net, x) == expected
     assert macs(net, torch.rand(2, 3, 8, 8)) == 2 * expected  # per batch element
     assert not any(m._forward_hooks for m in net.modules())  # hooks gone afterwards
@@ -204,3 +217,55 @@ def test_one_pruning_step_removes_the_least_important_channel(importance, gone):
         "ranking": "layer",
     }
     assert report["round_to"] is None and not model.training
+
+
+class _Two(nn.Module):
+    """Two prunable convolutions (a, b) of 8 channels: seven of a's are dead (zero weights in
+    every layer they touch), b's differ (channel i weighs 0.5 + 0.05 i)."""
+
+    def __init__(self, group_norm: bool = False):
+        super().__init__()
+        from vision.models.common import ModelMeta
+
+        norm = (lambda c: nn.GroupNorm(4, c)) if group_norm else nn.BatchNorm2d
+        self.a, self.na = nn.Conv2d(3, 8, 3, padding=1), norm(8)
+        self.b, self.nb = nn.Conv2d(8, 8, 3, padding=1), norm(8)
+        self.score = nn.Conv2d(8, 2, 1)
+        self.meta = ModelMeta("two", "segmentation", ["x"], 8)
+        with torch.no_grad():
+            self.score.weight.fill_(0.5)
+            self.a.weight.zero_()
+            self.a.weight[7] = 1.0
+            self.na.weight[:7] = 0.0
+            for i in range(8):
+                self.b.weight[i] = 0.5 + 0.05 * i
+            self.b.weight[:, :7] = 0.0
+
+    def forward(self, x):
+        return self.score(torch.relu(self.nb(self.b(torch.relu(self.na(self.a(x)))))))
+
+
+def test_global_ranking_caps_each_layer_and_takes_the_rest_elsewhere():
+    """Half of the 16 channels go: a's seven dead ones are the lowest, but a may lose only
+    floor(0.8 x 8) = 6 (Torch-Pruning's own cap let all seven go in one step), so b's two
+    weakest go too."""
+    from vision.prune import _prune_ratio
+
+    _, kept = _prune_ratio(_Two(), 0.5, "magnitude", "all", None, "global")
+    assert len(kept["a"]) == 2 and 7 in kept["a"] and kept["b"] == [2, 3, 4, 5, 6, 7]
+
+
+def test_global_ranking_compares_groupnorm_group_averages_across_layers():
+    """With GroupNorm (groups of two) the global ranking compares group averages: a's three
+    dead groups go, then b's weakest (ranks within each layer would cut both alike)."""
+    from vision.prune import _prune_ratio
+
+    model = _Two(group_norm=True)
+    _, kept = _prune_ratio(model, 0.5, "magnitude", "all", None, "global")
+    assert kept == {"a": [6, 7], "b": [2, 3, 4, 5, 6, 7]}
+    assert (model.na.num_groups, model.nb.num_groups) == (1, 3)
+
+
+def test_taylor_importance_without_gradients_is_refused():
+    with pytest.raises(ValueError, match=TAYLOR_NO_GRADIENTS):
+        prune_flops(_Tiny(), 0.3, "taylor", lambda: [])  # no loss: nothing to differentiate

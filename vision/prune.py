@@ -65,28 +65,38 @@ class _GroupAverage:
     """An importance whose scores are averaged over each GroupNorm group of a dependency group,
     so that the lowest-ranked channels make whole groups. ``ranks``: the averages' ranks
     (ties broken by position; enough within a layer), else the averages (a global ranking
-    compares them across layers)."""
+    compares them across layers). ``max_cut`` < 1 (global ranking): each layer's best
+    ``n - floor(max_cut * n)`` channels (or groups) score infinity, so no layer loses more
+    than that share. Torch-Pruning's own ``max_pruning_ratio`` bounds a layer only between
+    iterative steps: in one step a layer whose scores all fall below the global threshold
+    went whole (seen: 7 of 8 channels under a 0.8 cap)."""
 
-    def __init__(self, base, ranks: bool = True):
-        self.base, self.ranks = base, ranks
+    def __init__(self, base, ranks: bool = True, max_cut: float = 1.0):
+        self.base, self.ranks, self.max_cut = base, ranks, max_cut
 
     def __call__(self, group) -> torch.Tensor | None:
         imp = self.base(group)
+        if imp is None:
+            return None
         norms = [d.target.module for d, _ in group if isinstance(d.target.module, nn.GroupNorm)]
-        if imp is None or not norms:
-            return imp
-        gn = norms[0]
-        size = gn.num_channels // gn.num_groups
-        if len(imp) != gn.num_channels:
-            raise ValueError(
-                f"GroupNorm pruning: expected {gn.num_channels} channel scores, got {len(imp)}"
-            )
-        means = imp.view(-1, size).mean(1)
-        if not self.ranks:
-            return means.repeat_interleave(size)
-        rank = torch.empty_like(means)
-        rank[torch.argsort(means, stable=True)] = torch.arange(len(means), dtype=means.dtype)
-        return rank.repeat_interleave(size)
+        size = 1
+        if norms:
+            gn = norms[0]
+            size = gn.num_channels // gn.num_groups
+            if len(imp) != gn.num_channels:
+                raise ValueError(
+                    f"GroupNorm pruning: expected {gn.num_channels} channel scores, got {len(imp)}"
+                )
+            imp = imp.view(-1, size).mean(1)
+            if self.ranks:
+                rank = torch.empty_like(imp)
+                rank[torch.argsort(imp, stable=True)] = torch.arange(len(imp), dtype=imp.dtype)
+                return rank.repeat_interleave(size)
+        if self.max_cut < 1:
+            keep = len(imp) - math.floor(self.max_cut * len(imp))
+            imp = imp.clone()
+            imp[torch.topk(imp, keep).indices] = math.inf
+        return imp.repeat_interleave(size) if size > 1 else imp
 
 
 def _group_norm_pruner():
@@ -159,21 +169,23 @@ def prune_flops(
     # a global ranking's cut depends on the scores: the trials rank as the final step does
     probe = importance if ranking == "global" else "magnitude"
     tried: list[tuple[float, float]] = []
-    r = 1 - (1 - flops_ratio) ** 0.5
+    # a global share of channels must leave room under each layer's cap (whole channels)
+    top = 0.95 if ranking == "layer" else MAX_LAYER_CUT - 0.1
+    r = min(1 - (1 - flops_ratio) ** 0.5, top)
     for _ in range(8):
         cut = _prune_ratio(_copy(model), r, probe, scope, round_to, ranking)[0]["flops_cut"]
         tried.append((r, cut))
         if abs(cut - flops_ratio) <= tolerance:
             break
         if len(tried) == 1 and scope == "inner":  # one side of each layer: cut = a r
-            r = min(r * flops_ratio / max(cut, 1e-9), 0.95)
+            r = r * flops_ratio / max(cut, 1e-9)
         elif len(tried) == 1:  # fit the share of prunable FLOPs: cut = a (2r - r^2)
             a = cut / (2 * r - r * r)
             r = 1 - (1 - min(flops_ratio / a, 0.99)) ** 0.5
         else:  # secant on the last two tries
             (r0, c0), (r1, c1) = tried[-2], tried[-1]
             r = r1 + (flops_ratio - c1) * (r1 - r0) / ((c1 - c0) or 1e-9)
-        r = min(max(r, 0.01), 0.95)
+        r = min(max(r, 0.01), top)
     r = min(tried, key=lambda t: abs(t[1] - flops_ratio))[0]
     report, kept = _prune_ratio(model, r, importance, scope, round_to, ranking)
     report["flops_ratio_asked"] = flops_ratio  # (the same dict as model.meta.pruned)
@@ -235,16 +247,17 @@ def _prune_ratio(
     per_group = _group_size(model)
     if per_group > 1:  # widths stay whole GroupNorm groups
         round_to = math.lcm(round_to or 1, per_group)
+    cap = MAX_LAYER_CUT if ranking == "global" else 1.0
     pruner = tp.pruner.MetaPruner(
         net,
         example,
-        importance=_GroupAverage(imp, ranks=ranking == "layer"),
+        importance=_GroupAverage(imp, ranking == "layer", cap),
         pruning_ratio=ratio,
         ignored_layers=keep,
         round_to=round_to,
         customized_pruners={nn.GroupNorm: _group_norm_pruner()},
         global_pruning=ranking == "global",
-        max_pruning_ratio=MAX_LAYER_CUT if ranking == "global" else 1.0,
+        max_pruning_ratio=cap,
     )
     if importance == "taylor" and not any(p.grad is not None for p in model.parameters()):
         raise ValueError("Taylor importance: expected gradients of training losses, found none")
