@@ -231,3 +231,12 @@ def test_a_tight_tolerance_is_met_with_secant_steps():
     model = build_model("dilated_slim", 4, input_size=64)
     report = prune_flops(model, 0.4, tolerance=0.002)
     assert abs(report["flops_cut"] - 0.4) <= 0.002 and 3 <= report["trials"] <= 5
+
+
+def test_an_unreachable_tolerance_stops_after_eight_trials_at_the_closest():
+    """fcn8s_slim's FLOPs move in steps wider than 0.002 around 0.4: the search gives up
+    after eight pruned copies and keeps the closest of them."""
+    torch.manual_seed(0)
+    model = build_model("fcn8s_slim", 4, input_size=64)
+    report = prune_flops(model, 0.4, tolerance=0.002)
+    assert report["trials"] == 8 and abs(report["flops_cut"] - 0.4) < 0.01
