@@ -269,3 +269,28 @@ def test_global_ranking_compares_groupnorm_group_averages_across_layers():
 def test_taylor_importance_without_gradients_is_refused():
     with pytest.raises(ValueError, match=TAYLOR_NO_GRADIENTS):
         prune_flops(_Tiny(), 0.3, "taylor", lambda: [])  # no loss: nothing to differentiate
+
+
+def test_a_cut_beyond_what_can_be_pruned_stops_at_the_closest_reachable():
+    """Every MAC of the tiny model scales with its 8 channels (cut = channels gone / 8), and
+    at least one channel stays: 0.95 is out of reach; the search stays real-valued (the fit
+    would ask for more than all of the prunable share) and keeps its closest try."""
+    model = _Tiny()
+    report = prune_flops(model, 0.95)
+    assert model.conv.out_channels == 1 and report["flops_cut"] == pytest.approx(7 / 8)
+    (kept,) = report["kept"]["conv"]  # one of the five strong channels (they tie)
+    assert report["flops_ratio_asked"] == 0.95 and kept in (2, 3, 4, 6, 7)
+    assert model.meta.pruned["flops_ratio_asked"] == 0.95 and "kept" not in model.meta.pruned
+
+
+@pytest.mark.parametrize("ranking, lo, hi", [("layer", 0.8, 0.95), ("global", 0.3, 0.7 + 1e-9)])
+def test_a_global_share_of_channels_stays_under_the_layer_cap(ranking, lo, hi):
+    """A large ask: per layer the share of channels may go up to 0.95; globally it stays
+    0.1 under MAX_LAYER_CUT, so every layer's capped channels can still meet it."""
+    from vision.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("fcn8s_slim", 4, input_size=32)
+    report = prune_flops(model, 0.97, ranking=ranking)
+    assert lo <= report["channel_ratio"] <= hi
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 5, 32, 32)
