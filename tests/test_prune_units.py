@@ -291,6 +291,47 @@ def test_a_global_share_of_channels_stays_under_the_layer_cap(ranking, lo, hi):
 
     torch.manual_seed(0)
     model = build_model("fcn8s_slim", 4, input_size=32)
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     report = prune_flops(model, 0.97, ranking=ranking)
     assert lo <= report["channel_ratio"] <= hi
+    cuts = [1 - m.out_channels / before[n] for n, m in model.named_modules() if n in before]
+    assert (max(cuts) > 0.8) == (ranking == "layer")  # the cap binds the global ranking only
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 5, 32, 32)
+
+
+def test_widths_stay_whole_groupnorm_groups_of_any_size():
+    """Three channels a group: a quarter of 12 channels goes as one whole group (9 stay), not
+    rounded to the next even width."""
+    from vision.models.common import ModelMeta
+    from vision.prune import _prune_ratio
+
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.GroupNorm(4, 12), nn.Conv2d(12, 2, 1))
+    model.meta = ModelMeta("g", "segmentation", ["x"], 8)
+    report, kept = _prune_ratio(model, 0.25, "magnitude", "all", None, "layer")
+    assert len(kept["0"]) == 9 and report["round_to"] == 3 and model[1].num_groups == 3
+
+
+def test_rebuilt_layers_keep_every_construction_setting():
+    up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, dilation=2)
+    new = _resized(up, torch.zeros(6, 3, 3, 3))
+    assert (new.output_padding, new.dilation, new.groups) == ((1, 1), (2, 2), 1)
+    assert new.bias is not None and new.bias.shape == (3,)
+    assert _resized(nn.ConvTranspose2d(8, 4, 2, bias=False), torch.zeros(6, 4, 2, 2)).bias is None
+    conv = _resized(nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), torch.zeros(4, 8, 3, 3))
+    assert conv.padding_mode == "reflect" and conv.bias is not None
+    one = _resized(nn.Conv2d(1, 4, 3), torch.zeros(6, 1, 3, 3))  # one input: not depthwise
+    assert (one.in_channels, one.out_channels, one.groups) == (1, 6, 1)
+    two = _resized(nn.Conv2d(2, 2, 3, groups=2), torch.zeros(1, 1, 3, 3))  # depthwise of two
+    assert (two.in_channels, two.out_channels, two.groups) == (1, 1, 1)
+    bn = _resized(nn.BatchNorm2d(8, affine=False, track_running_stats=False), torch.zeros(5))
+    assert (bn.affine, bn.track_running_stats) == (False, False)
+    gn = _resized(nn.GroupNorm(4, 8, affine=False), torch.zeros(6))
+    assert gn.affine is False
+
+
+def test_fit_to_state_dict_skips_what_it_cannot_rebuild_and_goes_on():
+    model = nn.Sequential(nn.ReLU(), nn.Linear(2, 3), nn.Conv2d(3, 8, 1))
+    state = {"0.weight": torch.zeros(1), "1.weight": torch.zeros(4, 2)}
+    state["2.weight"] = torch.zeros(5, 3, 1, 1)
+    assert fit_to_state_dict(model, state) == 1  # the ReLU has no weight, a Linear stays
+    assert model[2].out_channels == 5 and model[1].out_features == 3

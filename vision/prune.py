@@ -247,6 +247,8 @@ def _prune_ratio(
     per_group = _group_size(model)
     if per_group > 1:  # widths stay whole GroupNorm groups
         round_to = math.lcm(round_to or 1, per_group)
+    # the cap is ours (``_GroupAverage``): Torch-Pruning's max_pruning_ratio binds only between
+    # iterative steps, and the global share asked stays under it (``prune_flops``)
     cap = MAX_LAYER_CUT if ranking == "global" else 1.0
     pruner = tp.pruner.MetaPruner(
         net,
@@ -257,7 +259,6 @@ def _prune_ratio(
         round_to=round_to,
         customized_pruners={nn.GroupNorm: _group_norm_pruner()},
         global_pruning=ranking == "global",
-        max_pruning_ratio=cap,
     )
     if importance == "taylor" and not any(p.grad is not None for p in model.parameters()):
         raise ValueError("Taylor importance: expected gradients of training losses, found none")
@@ -359,9 +360,9 @@ def fit_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
     changed. Kernel sizes, strides, dilations, channels per group (GroupNorm) and depthwise
     convolutions are kept as the registry built them, and so is each layer's class."""
     changed = 0
-    for name, m in list(model.named_modules()):
-        w = state.get(f"{name}.weight" if name else "weight")
-        if w is None or tuple(w.shape) == tuple(getattr(m, "weight", torch.empty(0)).shape):
+    for name, m in list(model.named_modules())[1:]:  # the first is the model: not swappable
+        w, own = state.get(f"{name}.weight"), getattr(m, "weight", None)
+        if w is None or own is None or w.shape == own.shape:
             continue
         new = _resized(m, w)
         if new is None:
