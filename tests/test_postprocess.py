@@ -43,11 +43,15 @@ def test_class_maps_equal_a_full_bilinear_upsampling(monkeypatch, h, w, smooth):
         logits = F.interpolate(torch.randn(1, 5, 4, 5) * 3, size=(17, 23), mode="bilinear")[0]
     ref = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
     ref = ref[0].argmax(0).to(torch.uint8).numpy()
+    # strips first: a whole map computed before could leave its values in the memory that
+    # the next call's np.empty gets back, and hide rows a strip loop never writes
+    for rows in (7, 1):
+        monkeypatch.setattr(vp, "STRIP_ELEMENTS", w * rows)  # strips of 7 rows, of 1 row
+        strips = vp.upsample_argmax(logits.numpy(), h, w)
+        assert strips.shape == (h, w) and strips.dtype == np.uint8
+        assert np.array_equal(strips, ref)
+    monkeypatch.undo()
     assert np.array_equal(vp.upsample_argmax(logits.numpy(), h, w), ref)
-    monkeypatch.setattr(vp, "STRIP_ELEMENTS", w * 7)  # strips of 7 rows
-    strips = vp.upsample_argmax(logits.numpy(), h, w)
-    assert strips.shape == (h, w) and strips.dtype == np.uint8
-    assert np.array_equal(strips, ref)
 
 
 def test_channel_argmax_takes_the_first_class_on_ties():
@@ -114,7 +118,12 @@ def test_detections_go_back_to_original_pixels_clamped_per_axis():
 
 @pytest.mark.parametrize(
     "orig, scale, expected",
-    [((6, 12), 8 / 12, (4, 8)), ((3, 1000), 0.1, (1, 100)), ((5, 7), 1.5, (8, 10))],
+    [
+        ((6, 12), 8 / 12, (4, 8)),
+        ((3, 1000), 0.1, (1, 100)),
+        ((1000, 3), 0.1, (100, 1)),
+        ((5, 7), 1.5, (8, 10)),
+    ],
 )
 def test_valid_size_is_the_rounded_image_part_and_never_empty(orig, scale, expected):
     from vision.postprocess import valid_size
@@ -157,6 +166,8 @@ def test_rendered_png_mask_decodes_to_the_class_map_with_counts_and_colours():
     assert png.format == "PNG" and np.array_equal(np.asarray(png), _mask().numpy())
     own = render_mask({"mask": _mask()}, classes, colors=[[1, 2, 3], [4, 5, 6], [7, 8, 9]])
     assert own["colors"] == {"background": [1, 2, 3], "cat": [4, 5, 6], "dog": [7, 8, 9]}
+    more = render_mask({"mask": _mask()}, [*classes, "bird"])  # the last class absent too
+    assert more["pixel_counts"] == {"background": 27, "cat": 0, "dog": 8, "bird": 0}
 
 
 def test_rendered_rle_mask_has_one_run_length_code_per_present_class():

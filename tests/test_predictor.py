@@ -188,6 +188,8 @@ def test_label_kwargs_read_a_segmenters_layout_and_default_older_checkpoints():
 
 
 def test_resolve_device_takes_names_and_devices():
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device() == resolve_device("auto") == auto  # "auto" is the default
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     if not torch.cuda.is_available():
