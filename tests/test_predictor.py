@@ -52,8 +52,26 @@ def test_resize_letterboxes_the_longer_side_and_pads_bottom_right(segmenter):
 
 def test_an_image_too_thin_to_keep_a_pixel_is_refused_with_its_size(segmenter):
     assert segmenter.resize([_image(1, 120)])[1][0]["orig_size"] == (1, 120)  # rounds to 1 row
-    with pytest.raises(ImageError, match=r"longer side to 64.*got 1000x7"):
+    with pytest.raises(
+        ImageError, match=r"^image: expected an image .*longer side to 64, got 1000x7$"
+    ) as e:
         segmenter.resize([_image(7, 1000)])  # 7 * 0.064 = 0.45 rows
+    assert e.value.reason == "unusable" and e.value.where == "image"  # HTTP 422 in the service
+
+
+def test_decode_reads_paths_and_passes_the_upload_limits_on(segmenter, tmp_path):
+    from vision.data.io import DecodeLimits
+
+    img = _image(20, 30)
+    (tmp_path / "a.png").write_bytes(_png(img))
+    assert np.array_equal(Predictor.decode(tmp_path / "a.png"), img)
+    assert np.array_equal(Predictor.decode(str(tmp_path / "a.png")), img)
+    small = DecodeLimits(max_pixels=100)
+    with pytest.raises(ImageError, match="600") as e:
+        Predictor.decode(_png(img), small)
+    assert e.value.reason == "too_large"
+    with pytest.raises(ImageError, match="600"):
+        segmenter.prepare(_png(img), small)
 
 
 def test_to_tensor_stacks_scales_to_unit_range_and_keeps_channels_last(segmenter):
@@ -174,10 +192,26 @@ def test_from_checkpoint_rebuilds_the_model_its_kwargs_and_mask_layout(tmp_path)
     assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
 
     seg = build_model("fcn8s_slim", 2, input_size=SIZE, background=False, colors=[[9, 9, 9]] * 2)
-    save_checkpoint({"model": seg.state_dict(), "meta": seg.meta.as_dict()}, tmp_path / "s.pt")
-    q = Predictor.from_checkpoint(tmp_path / "s.pt")
+    meta = seg.meta.as_dict()
+    del meta["metrics"]  # an older checkpoint's record
+    save_checkpoint({"model": seg.state_dict(), "meta": meta}, tmp_path / "s.pt")
+    q = Predictor.from_checkpoint(tmp_path / "s.pt", channels_last=True)
     assert q.meta.background is False and q.meta.colors == [[9, 9, 9]] * 2
-    assert q.meta.metrics == {} and q.meta.pruned == {}
+    assert q.meta.metrics == {} and q.meta.pruned == {} and q.channels_last
+
+
+def test_from_checkpoint_rebuilds_a_pruned_model_from_its_shapes(tmp_path):
+    from vision.prune import prune_flops
+
+    torch.manual_seed(0)
+    model = build_model("fcn8s_slim", 2, input_size=SIZE)
+    report = prune_flops(model, 0.3)
+    ck = {"model": model.state_dict(), "meta": model.meta.as_dict()}
+    save_checkpoint(ck, tmp_path / "p.pt")
+    p = Predictor.from_checkpoint(tmp_path / "p.pt")
+    assert p.meta.pruned["flops_cut"] == report["flops_cut"]
+    x = p.to_tensor([_image(SIZE, SIZE)])
+    assert torch.equal(model.eval()(x), p.infer(x))
 
 
 def test_label_kwargs_read_a_segmenters_layout_and_default_older_checkpoints():

@@ -34,7 +34,7 @@ _OTHER_MAGIC = {b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "T
 
 class ImageError(DataError):
     """An image that cannot be used; ``reason`` is one of ``empty``, ``too_large``,
-    ``unsupported``, ``corrupt`` (the service maps it to an HTTP status)."""
+    ``unsupported``, ``corrupt``, ``unusable`` (the service maps it to an HTTP status)."""
 
     def __init__(self, reason: str, where: str, expected: str, got: str, **detail):
         super().__init__(where, expected, got)
