@@ -231,3 +231,14 @@ def test_cached_teacher_dataset_wraps_a_training_set(setup):
     want = teacher_outputs(d, reader, tf(size), cpu, torch.bfloat16)  # the amp it was given
     assert all(torch.equal(a, b) for a, b in zip(bf16, want, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(bf16, ds.cache, strict=True))
+
+
+@pytest.mark.parametrize(
+    "nbytes, text",
+    [(0, "0.0 MiB"), (3 * 2**19, "1.5 MiB"), (2**30 - 2**20, "1023.0 MiB"), (2**30, "1.00 GiB"),
+     (3 * 2**29, "1.50 GiB")],
+)  # fmt: skip
+def test_cache_sizes_read_in_mib_below_one_gib_and_in_gib_from_it(nbytes, text):
+    from vision.engine.soft_labels import memory_text
+
+    assert memory_text(nbytes) == text

@@ -95,10 +95,15 @@ def cached_teacher_dataset(
     t0 = time.perf_counter()
     reader, tf = dataset.reader, dataset.transform
     cache = teacher_outputs(distiller, reader, type(tf)(tf.size), device, amp)
-    mib = sum(c.nbytes for c in cache) / 2**20
-    size = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
+    size = memory_text(sum(c.nbytes for c in cache))
     log(
         f"[train] --kd-cache: teacher outputs of {len(reader)} training images and their mirror "
         f"images in {time.perf_counter() - t0:.1f} s ({size} float16)"
     )
     return CachedTeacherDataset(reader, tf, cache, dataset.seed)
+
+
+def memory_text(nbytes: int) -> str:
+    """``12.3 MiB`` below one GiB, else ``1.50 GiB``."""
+    mib = nbytes / 2**20
+    return f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
