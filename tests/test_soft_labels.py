@@ -236,7 +236,7 @@ def test_cached_teacher_dataset_wraps_a_training_set(setup):
 @pytest.mark.parametrize(
     "nbytes, text",
     [(0, "0.0 MiB"), (3 * 2**19, "1.5 MiB"), (2**30 - 2**20, "1023.0 MiB"), (2**30, "1.00 GiB"),
-     (3 * 2**29, "1.50 GiB")],
+     (3 * 2**29, "1.50 GiB"), (100 * 2**30, "100.00 GiB")],
 )  # fmt: skip
 def test_cache_sizes_read_in_mib_below_one_gib_and_in_gib_from_it(nbytes, text):
     from vision.engine.soft_labels import memory_text
