@@ -101,8 +101,9 @@ class Worker:
 
         if self.proc is None or self.used >= self.renew:
             self.close()
-            self.conn, child = mp.get_context("spawn").Pipe()
-            self.proc = mp.get_context("spawn").Process(target=_serve, args=(child, self.tests))
+            spawn = mp.get_context("spawn")
+            self.conn, child = spawn.Pipe()
+            self.proc = spawn.Process(target=_serve, args=(child, self.tests))
             self.proc.start()
             self.used = 0
         self.used += 1

@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from vision.models.common import ModelMeta
 from vision.prune import (
     _copy,
     _group_norm_pruner,
     _group_size,
     _GroupAverage,
+    _prune_ratio,
     _resized,
     fit_to_state_dict,
     hooked_forward,
@@ -175,8 +177,6 @@ class _Tiny(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from vision.models.common import ModelMeta
-
         self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
         self.score = nn.Conv2d(8, 2, 1)
         self.meta = ModelMeta("tiny", "segmentation", ["a"], 8)
@@ -196,8 +196,6 @@ class _Tiny(nn.Module):
 def test_one_pruning_step_removes_the_least_important_channel(importance, gone):
     """L2 magnitude: channel 1 (one weight of 1.2) goes before channel 0 (27 of 0.3; an L3
     norm would rank them the other way); BatchNorm scale (network slimming): channel 5."""
-    from vision.prune import _prune_ratio
-
     model = _Tiny()
     report, kept = _prune_ratio(model, 1 / 8, importance, "all", None, "layer")
     assert kept == {"conv": [c for c in range(8) if c != gone]}
@@ -225,8 +223,6 @@ class _Two(nn.Module):
 
     def __init__(self, group_norm: bool = False):
         super().__init__()
-        from vision.models.common import ModelMeta
-
         norm = (lambda c: nn.GroupNorm(4, c)) if group_norm else nn.BatchNorm2d
         self.a, self.na = nn.Conv2d(3, 8, 3, padding=1), norm(8)
         self.b, self.nb = nn.Conv2d(8, 8, 3, padding=1), norm(8)
@@ -249,8 +245,6 @@ def test_global_ranking_caps_each_layer_and_takes_the_rest_elsewhere():
     """Half of the 16 channels go: a's seven dead ones are the lowest, but a may lose only
     floor(0.8 x 8) = 6 (Torch-Pruning's own cap let all seven go in one step), so b's two
     weakest go too."""
-    from vision.prune import _prune_ratio
-
     _, kept = _prune_ratio(_Two(), 0.5, "magnitude", "all", None, "global")
     assert len(kept["a"]) == 2 and 7 in kept["a"] and kept["b"] == [2, 3, 4, 5, 6, 7]
 
@@ -258,8 +252,6 @@ def test_global_ranking_caps_each_layer_and_takes_the_rest_elsewhere():
 def test_global_ranking_compares_groupnorm_group_averages_across_layers():
     """With GroupNorm (groups of two) the global ranking compares group averages: a's three
     dead groups go, then b's weakest (ranks within each layer would cut both alike)."""
-    from vision.prune import _prune_ratio
-
     model = _Two(group_norm=True)
     _, kept = _prune_ratio(model, 0.5, "magnitude", "all", None, "global")
     assert kept == {"a": [6, 7], "b": [2, 3, 4, 5, 6, 7]}
@@ -302,9 +294,6 @@ def test_a_global_share_of_channels_stays_under_the_layer_cap(ranking, lo, hi):
 def test_widths_stay_whole_groupnorm_groups_of_any_size():
     """Three channels a group: a quarter of 12 channels goes as one whole group (9 stay), not
     rounded to the next even width."""
-    from vision.models.common import ModelMeta
-    from vision.prune import _prune_ratio
-
     model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.GroupNorm(4, 12), nn.Conv2d(12, 2, 1))
     model.meta = ModelMeta("g", "segmentation", ["x"], 8)
     report, kept = _prune_ratio(model, 0.25, "magnitude", "all", None, "layer")

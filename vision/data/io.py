@@ -175,7 +175,11 @@ def read_mask(path: Path | str, num_classes: int = 256, ignore_index: int = 255)
 
 
 def check_labels(
-    mask: np.ndarray, num_indices: int, where: str, ignore: int = 255, counts=None
+    mask: np.ndarray,
+    num_indices: int,
+    where: str,
+    ignore: int = 255,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """``mask`` as it is when every value is an index below ``num_indices`` or ``ignore``;
     otherwise a ``DataError`` at ``where`` listing the other values (a class list shorter than
