@@ -184,3 +184,10 @@ def test_rendered_rle_mask_has_one_run_length_code_per_present_class():
         assert np.array_equal(decoded, (_mask().numpy() == k).astype(np.uint8))
     with pytest.raises(ValueError, match=r"mask_format: expected one of \('png', 'rle'\), got 'x'"):
         render_mask({"mask": _mask()}, ["background"], "x")
+
+
+def test_rendered_mask_with_an_index_past_the_class_list_names_both():
+    from vision.postprocess import render_mask
+
+    with pytest.raises(ValueError, match=r"expected class indices below 2 .*got 2; fix"):
+        render_mask({"mask": _mask()}, ["background", "cat"])

@@ -154,6 +154,11 @@ def render_mask(
         raise ValueError(f"mask_format: expected one of {MASK_FORMATS}, got {mask_format!r}")
     mask = res["mask"].numpy()
     counts = np.bincount(mask.ravel(), minlength=len(classes))
+    if len(counts) > len(classes):
+        raise ValueError(
+            f"mask: expected class indices below {len(classes)} (one per class name), got "
+            f"{len(counts) - 1}; fix: pass the class list the model was trained with"
+        )
     out = {
         "classes": classes,
         "colors": {
