@@ -11,7 +11,7 @@ from torch import nn
 
 from vision.models import build_model
 from vision.prune import prune_flops
-from vision.reconstruct import _fit, reconstruct
+from vision.reconstruct import _fit, _sampled, reconstruct
 
 SIZE = 64
 
@@ -27,6 +27,42 @@ def test_fit_recovers_a_linear_map(bias):
     assert torch.allclose(conv.weight.reshape(5, 27), w, atol=1e-4)
     if bias:
         assert torch.allclose(conv.bias, b, atol=1e-4)
+
+
+def test_fit_ridge_is_scale_free_and_pulls_towards_the_present_weights():
+    torch.manual_seed(0)
+    x, w = torch.randn(60, 12), torch.randn(4, 12)
+    y = x @ w.T + 0.3 * torch.randn(60, 4)  # noisy: the ridge's pull shows
+    start = torch.randn(4, 3, 2, 2)
+
+    def fitted(scale: float, ridge: float) -> torch.Tensor:
+        conv = nn.Conv2d(3, 4, 2, bias=False)
+        conv.weight.data.copy_(start)
+        _fit(conv, scale * x, scale * y, ridge)
+        return conv.weight.detach().reshape(4, 12)
+
+    # relative to the inputs' scale: the same fit whatever units x and y come in
+    assert torch.allclose(fitted(1.0, 0.5), fitted(30.0, 0.5), atol=1e-5)
+    # a huge ridge keeps the present weights, a tiny one gives plain least squares
+    assert torch.allclose(fitted(1.0, 1e6), start.reshape(4, 12), atol=1e-4)
+    lstsq = torch.linalg.lstsq(x.double(), y.double()).solution.T.float()
+    assert torch.allclose(fitted(1.0, 1e-9), lstsq, atol=1e-4)
+    between = fitted(1.0, 0.5)  # strictly between the two answers
+    assert 0 < (between - lstsq).norm() < (start.reshape(4, 12) - lstsq).norm()
+
+
+def test_sampled_rows_take_the_same_positions_of_every_image_for_a_seed():
+    t = torch.arange(2 * 3 * 10).reshape(2, 3, 10)  # (B, C, L): each entry names itself
+    rows = _sampled(t, 4, seed=7)
+    assert rows.shape == (8, 3)
+    pos = [int(r[0]) % 10 for r in rows]  # the position each row was read at
+    assert len(set(pos[:4])) == 4 and pos[:4] == pos[4:]  # 4 distinct, the same in both images
+    for b, r in enumerate(rows.reshape(2, 4, 3)):
+        assert torch.equal(r, t[b, :, pos[b * 4 : b * 4 + 4]].T)
+    assert torch.equal(_sampled(t, 4, seed=7), rows)
+    assert not torch.equal(_sampled(t, 4, seed=8), rows)
+    every = _sampled(t, 25, seed=7)  # more asked than there are: every position once
+    assert every.shape == (20, 3) and sorted(int(r[0]) for r in every[:10]) == list(range(10))
 
 
 def _outputs(model, x):
