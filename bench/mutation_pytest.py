@@ -131,11 +131,19 @@ def generate() -> None:
     """mutmut's own first step: copy the sources and write the mutants of the files in
     ``only_mutate`` that are new or changed (mutmut 3.8's internal functions: check them on an
     upgrade)."""
+    import tomllib
+
     from mutmut import __main__ as mm
 
     os.chdir(ROOT)
     mm.set_mutant_under_test("mutant_generation")
     (ROOT / "mutants").mkdir(exist_ok=True)
+    # a file newly added to only_mutate may sit there as an unmutated copy with its source's
+    # time (bench/mutation_sync.py copies those): mutmut would take it as up to date
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    for rel in cfg["only_mutate"]:
+        if not (MUTANTS / f"{rel}.meta").exists():
+            (MUTANTS / rel).unlink(missing_ok=True)
     mm.copy_src_dir()
     mm.copy_also_copy_files()
     mm.setup_source_paths()
