@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from vision.models import build_model
-from vision.prune import prune_flops
-from vision.reconstruct import _fit, _sampled, reconstruct
+from vision.models.common import ModelMeta
+from vision.prune import _prune_ratio, prune_flops
+from vision.reconstruct import _fit, _order, _sampled, reconstruct
 
 SIZE = 64
 
@@ -114,3 +115,67 @@ def test_kept_channels_name_the_originals_and_an_unchanged_input_refits_exactly(
     # the ridge pulls a little towards the start: within 5 % of the way back
     miss = (pruned.get_submodule(stem).weight - rows).norm() / (0.5 * rows).norm()
     assert miss < 0.05, float(miss)
+
+
+class _Small(nn.Module):
+    """stem 3→16, depthwise 3x3, 1x1 16→16, 1x1 scores 16→2, declared out of forward order.
+    Every odd channel is half the even one before it (weights and biases halved, ReLU keeps
+    the ratio) and weighs half as much where it is read: magnitude pruning removes the odd
+    ones, and a refit of the kept weights can give every output back."""
+
+    def __init__(self):
+        super().__init__()
+        self.score = nn.Conv2d(16, 2, 1)
+        self.mid = nn.Conv2d(16, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.meta = ModelMeta("small", "segmentation", ["a"], 16)
+        half = torch.tensor([1.0, 0.5]).repeat(8)
+        with torch.no_grad():
+            for conv in (self.stem, self.mid):  # rows: an odd output is half the even one
+                conv.weight.copy_(
+                    conv.weight[0::2].repeat_interleave(2, 0) * half[:, None, None, None]
+                )
+                conv.bias.copy_(conv.bias[0::2].repeat_interleave(2) * half)
+            for conv in (self.mid, self.score):  # columns: odd inputs weigh half
+                conv.weight.copy_(
+                    conv.weight[:, 0::2].repeat_interleave(2, 1) * half[:, None, None]
+                )
+            self.dw.weight.copy_(self.dw.weight[0::2].repeat_interleave(2, 0))
+            self.dw.bias.copy_(self.dw.bias[0::2].repeat_interleave(2) * half)
+
+    def forward(self, x):
+        x = torch.relu(self.dw(torch.relu(self.stem(x))))
+        return self.score(torch.relu(self.mid(x)))
+
+
+def test_small_network_refits_in_forward_order_and_comes_back_towards_the_original():
+    torch.manual_seed(0)
+    original = _Small().eval()
+    pruned = copy.deepcopy(original)
+    _, kept = _prune_ratio(pruned, 0.5, "magnitude", "all", None, "layer")
+    assert kept == dict.fromkeys(["stem", "dw", "mid"], list(range(0, 16, 2)))
+    x = torch.rand(1, 3, 16, 16)
+    assert _order(pruned, x) == ["stem", "mid", "score"]  # the depthwise layer only rescales
+    held_out = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        ref = original(held_out)
+        before = (pruned(held_out) - ref).pow(2).mean()
+    fit_on = [torch.rand(4, 3, 16, 16) for _ in range(3)]
+    exact = copy.deepcopy(pruned)
+    assert reconstruct(original, pruned, fit_on, kept, positions=64) == 3
+    reconstruct(original, exact, fit_on, kept, positions=64, ridge=1e-8)
+    with torch.no_grad():
+        after = (pruned(held_out) - ref).pow(2).mean()
+        least = (exact(held_out) - ref).pow(2).mean()
+    # the outputs can come back whole: all but the default ridge's pull to the sliced weights
+    assert after < 0.05 * before and least < 1e-6 * before, (
+        float(before),
+        float(after),
+        float(least),
+    )
+    # the stem reads the image in both networks: its refit gives the original's kept rows
+    torch.testing.assert_close(pruned.stem.weight, original.stem.weight[kept["stem"]], atol=2e-3,
+                               rtol=0)  # fmt: skip
+    torch.testing.assert_close(pruned.stem.bias, original.stem.bias[kept["stem"]], atol=2e-3,
+                               rtol=0)  # fmt: skip
