@@ -118,7 +118,8 @@ def test_kept_channels_name_the_originals_and_an_unchanged_input_refits_exactly(
 
 
 class _Small(nn.Module):
-    """stem 3→16, depthwise 3x3, 1x1 16→16, 1x1 scores 16→2, declared out of forward order.
+    """stem 3→16 (stride 2), depthwise 3x3, then 1x1 16→16 and 1x1 scores 16→2 shared by two
+    scales (as a detector's head is by its FPN levels), declared out of forward order.
     Every odd channel is half the even one before it (weights and biases halved, ReLU keeps
     the ratio) and weighs half as much where it is read: magnitude pruning removes the odd
     ones, and a refit of the kept weights can give every output back."""
@@ -128,7 +129,7 @@ class _Small(nn.Module):
         self.score = nn.Conv2d(16, 2, 1)
         self.mid = nn.Conv2d(16, 16, 1)
         self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
         self.meta = ModelMeta("small", "segmentation", ["a"], 16)
         half = torch.tensor([1.0, 0.5]).repeat(8)
         with torch.no_grad():
@@ -146,7 +147,11 @@ class _Small(nn.Module):
 
     def forward(self, x):
         x = torch.relu(self.dw(torch.relu(self.stem(x))))
-        return self.score(torch.relu(self.mid(x)))
+        coarse = self.score(torch.relu(self.mid(nn.functional.avg_pool2d(x, 2))))
+        fine = self.score(torch.relu(self.mid(x)))
+        return nn.functional.interpolate(
+            fine + nn.functional.interpolate(coarse, scale_factor=2), scale_factor=2
+        )
 
 
 def test_small_network_refits_in_forward_order_and_comes_back_towards_the_original():
@@ -156,7 +161,8 @@ def test_small_network_refits_in_forward_order_and_comes_back_towards_the_origin
     _, kept = _prune_ratio(pruned, 0.5, "magnitude", "all", None, "layer")
     assert kept == dict.fromkeys(["stem", "dw", "mid"], list(range(0, 16, 2)))
     x = torch.rand(1, 3, 16, 16)
-    assert _order(pruned, x) == ["stem", "mid", "score"]  # the depthwise layer only rescales
+    # once each, though mid and score run twice; the depthwise layer only rescales
+    assert _order(pruned, x) == ["stem", "mid", "score"]
     held_out = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         ref = original(held_out)
@@ -175,7 +181,9 @@ def test_small_network_refits_in_forward_order_and_comes_back_towards_the_origin
         float(least),
     )
     # the stem reads the image in both networks: its refit gives the original's kept rows
-    torch.testing.assert_close(pruned.stem.weight, original.stem.weight[kept["stem"]], atol=2e-3,
-                               rtol=0)  # fmt: skip
-    torch.testing.assert_close(pruned.stem.bias, original.stem.bias[kept["stem"]], atol=2e-3,
-                               rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        pruned.stem.weight, original.stem.weight[kept["stem"]], atol=2e-3, rtol=0
+    )
+    torch.testing.assert_close(
+        pruned.stem.bias, original.stem.bias[kept["stem"]], atol=2e-3, rtol=0
+    )
