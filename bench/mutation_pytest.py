@@ -151,6 +151,19 @@ def generate() -> None:
     print(f"mutants: {stats.mutated} files mutated, {stats.unmodified} unchanged", flush=True)
 
 
+def baseline_twice(tests: list[str], timeout: float) -> None:
+    """The unmutated code, twice in one worker: both runs must pass, or a test leaves state
+    behind (a parametrized object it changes, say) and later mutants would fail for it."""
+    worker = Worker(tests, renew=2)
+    codes = [worker.run("", timeout) for _ in range(2)]  # no mutant name: the original code
+    worker.close()
+    if codes != [0, 0]:
+        raise SystemExit(
+            f"the tests on unmutated code, run twice in one process: expected exit codes "
+            f"[0, 0], got {codes}; fix: make the tests independent of earlier runs (or --fresh)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("patterns", nargs="+", help="mutant name patterns, e.g. 'vision.prune.*'")
@@ -170,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = pending(args.patterns, args.recheck)
     jobs = [(meta, name) for meta, names in todo.items() for name in names]
     print(f"{len(jobs)} mutants to run over {' '.join(args.tests)}", flush=True)
+    if jobs and not args.fresh:
+        baseline_twice(args.tests, args.timeout)
     lock, start, counts = threading.Lock(), time.monotonic(), {}
     local = threading.local()
 
