@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -65,28 +66,41 @@ def _environment() -> None:
 
 def run_fresh(name: str, tests: list[str], timeout: float) -> int:
     """pytest's exit code with ``name`` active, in a new interpreter (1: a test failed)."""
-    env = dict(os.environ, MUTANT_UNDER_TEST=name)
-    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests]
-    try:
-        done = subprocess.run(cmd, cwd=MUTANTS, env=env, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return TIMEOUT_CODE
+    env = dict(os.environ, MUTANT_UNDER_TEST=name, PYTHONPATH=str(MUTANTS))
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *_absolute(tests)]
+    with tempfile.TemporaryDirectory(prefix="mutant-") as work:
+        try:
+            done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return TIMEOUT_CODE
     return done.returncode
 
 
-def _serve(conn, tests: list[str]) -> None:
-    """A worker: the mutated copy first on the path, then one pytest session per name sent."""
-    import contextlib
+def _absolute(tests: list[str]) -> list[str]:
+    """Test paths (``tests/x.py`` or ``tests/x.py::name``) inside the mutated copy."""
+    return [str(MUTANTS / t) for t in tests]
 
-    os.chdir(MUTANTS)
+
+def _serve(conn, tests: list[str]) -> None:
+    """A worker: the mutated copy first on the path, then one pytest session per name sent,
+    each in an empty folder of its own: what a mutant writes into its working folder (a file
+    named ``None`` where a path became ``str(None)``) must not be there for the next one,
+    nor for the other worker's mutants, which would find it and pass."""
+    import contextlib
+    import shutil
+
     sys.path.insert(0, str(MUTANTS))
     import pytest
 
     with open(os.devnull, "w") as quiet:
         while (name := conn.recv()) is not None:
             os.environ["MUTANT_UNDER_TEST"] = name
+            work = tempfile.mkdtemp(prefix="mutant-")
+            os.chdir(work)
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                code = pytest.main([*PYTEST_ARGS, *tests])
+                code = pytest.main([*PYTEST_ARGS, *_absolute(tests)])
+            os.chdir(MUTANTS)
+            shutil.rmtree(work, ignore_errors=True)
             conn.send(int(code))
 
 

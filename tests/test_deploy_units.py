@@ -65,6 +65,20 @@ def test_detector_network_normalizes_pads_and_returns_the_heads_outputs():
         torch.testing.assert_close(y, head[k], atol=1e-5, rtol=1e-5)
 
 
+def test_detector_network_pads_each_side_to_the_multiple_on_its_own():
+    det = _detector()
+    x = torch.rand(1, 3, 40, 72)  # (h, w): padded to 64 x 96
+    t = det.net.transform
+    mean, std = torch.tensor(t.image_mean)[:, None, None], torch.tensor(t.image_std)[:, None, None]
+    canvas = torch.zeros(1, 3, 64, 96)
+    canvas[..., :40, :72] = (x - mean) / std
+    with torch.no_grad():
+        head = det.net.head(list(det.net.backbone(canvas).values()))
+        got = DetectorNetwork(det).eval()(x)
+    for k, y in zip(("cls_logits", "bbox_regression", "bbox_ctrness"), got, strict=True):
+        torch.testing.assert_close(y, head[k], atol=1e-5, rtol=1e-5)
+
+
 def test_retinanet_has_no_centerness_and_two_stage_detectors_are_refused():
     tv = build_model("retinanet_resnet50_fpn", 2, input_size=SIZE)
     assert DetectorNetwork(tv).keys == ("cls_logits", "bbox_regression")
@@ -98,14 +112,17 @@ def _session_io(path) -> tuple[list, list]:
     import onnxruntime as ort
 
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return [(i.name, i.shape) for i in s.get_inputs()], [o.name for o in s.get_outputs()]
+    return [(i.name, i.shape) for i in s.get_inputs()], [
+        (o.name, o.shape[0]) for o in s.get_outputs()
+    ]
 
 
 def test_export_names_the_outputs_with_a_dynamic_batch_at_the_asked_size(tmp_path):
     seg = _segmenter()
-    path = export_onnx(seg, tmp_path / "deep" / "seg.onnx", size=96)
+    path = export_onnx(seg, tmp_path / "two" / "deep" / "seg.onnx", size=96)
     inputs, outputs = _session_io(path)
-    assert inputs == [("images", ["batch", 3, 96, 96])] and outputs == ["logits"]
+    assert inputs == [("images", ["batch", 3, 96, 96])] and outputs == [("logits", "batch")]
+    assert [(o.domain, o.version) for o in onnx.load(str(path)).opset_import] == [("", 17)]
     backend = OrtBackend(path, seg, threads=1)
     x = torch.rand(3, 3, 96, 96, dtype=torch.float64)  # cast to float32 on the way in
     with torch.no_grad():
@@ -117,10 +134,18 @@ def test_export_names_the_outputs_with_a_dynamic_batch_at_the_asked_size(tmp_pat
     assert default.inter_op_num_threads == 1
     for pool in ("intra", "inter"):  # no spinning against torch's threads in the same process
         assert default.get_session_config_entry(f"session.{pool}_op.allow_spinning") == "0"
-    det = export_onnx(_detector(), tmp_path / "det.onnx")
-    inputs, outputs = _session_io(det)
+    det = _detector()
+    det_path = export_onnx(det, tmp_path / "det.onnx")
+    inputs, outputs = _session_io(det_path)
     assert inputs == [("images", ["batch", 3, SIZE, SIZE])]
-    assert outputs == ["cls_logits", "bbox_regression", "bbox_ctrness"]
+    assert outputs == [(k, "batch") for k in ("cls_logits", "bbox_regression", "bbox_ctrness")]
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        want = det(x)
+    got = OrtBackend(det_path, det)(x)  # decoded with the eager model's own code
+    for a, b in zip(want, got, strict=True):
+        assert len(a["boxes"]) > 0 and torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(b["boxes"], a["boxes"], atol=1e-3, rtol=1e-4)
 
 
 def test_int8_is_qdq_with_uint8_activations_and_per_channel_int8_weights(tmp_path):

@@ -57,9 +57,12 @@ class DetectorNetwork(nn.Module):
         mean = torch.tensor(t.image_mean, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(t.image_std, dtype=x.dtype).view(1, 3, 1, 1)
         x = (x - mean) / std
-        pad = padded(x.shape[-1], t.size_divisible) - x.shape[-1]
-        if pad:
-            x = nn.functional.pad(x, (0, pad, 0, pad))
+        # Python ints: the export is at one fixed size, and traced shape arithmetic would
+        # round -(-72 // 32) towards zero in ONNX (padding to 64, i.e. cropping 8 pixels)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        pad_h, pad_w = padded(h, t.size_divisible) - h, padded(w, t.size_divisible) - w
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
         features = list(self.net.backbone(x).values())
         head = self.net.head(features)
         return tuple(head[k] for k in self.keys)
@@ -127,6 +130,8 @@ def export_onnx(
         # tracing notes that shape checks become constants: true and intended (fixed size)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        # a fixed pad's reversed pads vector: a Slice kept unfolded, same outputs
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         torch.onnx.export(
             net,
             (torch.rand(1, 3, size, size),),
