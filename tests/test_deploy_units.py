@@ -6,6 +6,7 @@ BatchNorm folding's pairing rules and the variant builder's answers."""
 from __future__ import annotations
 
 import logging
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,6 +24,7 @@ from vision.deploy import (
     calibration_batches,
     export_onnx,
     fold_batchnorm,
+    folded_copy,
     padded,
     quantize_int8,
     variant_predictor,
@@ -65,13 +67,14 @@ def test_detector_network_normalizes_pads_and_returns_the_heads_outputs():
         torch.testing.assert_close(y, head[k], atol=1e-5, rtol=1e-5)
 
 
-def test_detector_network_pads_each_side_to_the_multiple_on_its_own():
+@pytest.mark.parametrize("h, w", [(40, 100), (64, 72)])  # both sides short; the width only
+def test_detector_network_pads_each_side_to_the_multiple_on_its_own(h, w):
     det = _detector()
-    x = torch.rand(1, 3, 40, 72)  # (h, w): padded to 64 x 96
+    x = torch.rand(1, 3, h, w)
     t = det.net.transform
     mean, std = torch.tensor(t.image_mean)[:, None, None], torch.tensor(t.image_std)[:, None, None]
-    canvas = torch.zeros(1, 3, 64, 96)
-    canvas[..., :40, :72] = (x - mean) / std
+    canvas = torch.zeros(1, 3, padded(h, 32), padded(w, 32))
+    canvas[..., :h, :w] = (x - mean) / std
     with torch.no_grad():
         head = det.net.head(list(det.net.backbone(canvas).values()))
         got = DetectorNetwork(det).eval()(x)
@@ -135,7 +138,10 @@ def test_export_names_the_outputs_with_a_dynamic_batch_at_the_asked_size(tmp_pat
     for pool in ("intra", "inter"):  # no spinning against torch's threads in the same process
         assert default.get_session_config_entry(f"session.{pool}_op.allow_spinning") == "0"
     det = _detector()
-    det_path = export_onnx(det, tmp_path / "det.onnx")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        det_path = export_onnx(det, tmp_path / "det.onnx")  # padded: a constant Pad
+    assert not seen, [str(w.message)[:80] for w in seen]  # the known notes are silenced
     inputs, outputs = _session_io(det_path)
     assert inputs == [("images", ["batch", 3, SIZE, SIZE])]
     assert outputs == [(k, "batch") for k in ("cls_logits", "bbox_regression", "bbox_ctrness")]
@@ -250,6 +256,14 @@ def test_fold_batchnorm_leaves_pairs_it_cannot_prove_or_that_do_not_fit(conv, bn
     assert isinstance(getattr(model, bn), nn.BatchNorm2d)
 
 
+def test_folded_copy_leaves_the_model_and_refuses_one_without_batchnorm():
+    model = _trained_bn(_Block())
+    folded = folded_copy(model)
+    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(folded.bn1, nn.Identity)
+    with pytest.raises(Unsupported, match="^no Conv2d→BatchNorm2d pair to fold$"):
+        folded_copy(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4)))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     seg = _segmenter()
@@ -281,5 +295,5 @@ def test_variant_predictor_builds_each_variant_or_says_what_it_needs(checkpoint,
         bf16 = variant_predictor(checkpoint, "bf16")
         assert bf16.autocast == getattr(torch, VARIANT_KINDS["bf16"][1])
     else:
-        with pytest.raises(Unsupported, match="no native bfloat16"):
+        with pytest.raises(Unsupported, match=r"^this CPU has no native bfloat16 \(AVX512-BF16\)$"):
             variant_predictor(checkpoint, "bf16")

@@ -254,6 +254,17 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+def folded_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with its BatchNorms folded (``model`` itself is left as it is);
+    raises ``Unsupported`` when there is nothing to fold."""
+    import copy
+
+    model = copy.deepcopy(model)
+    if not fold_batchnorm(model):
+        raise Unsupported("no Conv2d→BatchNorm2d pair to fold")
+    return model
+
+
 def _applied_in_order(parent: nn.Module, conv: str, bn: str) -> bool:
     """Whether ``parent`` applies ``bn`` right after ``conv``: true for ``nn.Sequential`` and
     for the ``convN``/``bnN`` pairs of torchvision's ResNet blocks."""
@@ -286,12 +297,7 @@ def variant_predictor(
     if variant == "eager":
         return base
     if variant == "fused":
-        import copy
-
-        model = copy.deepcopy(base.model)
-        if not fold_batchnorm(model):
-            raise Unsupported("no Conv2d→BatchNorm2d pair to fold")
-        return Predictor(model, base.device, channels_last=True)
+        return Predictor(folded_copy(base.model), base.device, channels_last=True)
     if variant == "bf16":
         if base.device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
             raise Unsupported("this CPU has no native bfloat16 (AVX512-BF16)")
