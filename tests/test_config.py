@@ -63,3 +63,99 @@ def test_an_installed_wheel_finds_the_shipped_configs(tmp_path):
     assert module.startswith(str(target)) and source.startswith(str(target))
     assert source.endswith("vision/dataset_configs/shapes.yaml")
     assert {"shapes", "voc2007", "voc2012", "coco2017"} <= set(ast.literal_eval(names))
+
+
+COLORS = r"colors: expected 3 \[R, G, B\] triples of 0..255"
+PAIRS = r"void=None \(label maps with other conventions are read by format: pairs\)$"
+
+
+def _raw(**change) -> dict:
+    raw = {"name": "t", "format": "voc", "root": "data/t", "names": ["cat", "dog"]}
+    raw |= {"detection": {"train": "a.txt"}}
+    return {**raw, **change}
+
+
+def test_parse_config_reads_fields_roots_and_extras(tmp_path, monkeypatch):
+    from vision.config import parse_config
+
+    monkeypatch.setenv("VISION_DATASETS", str(tmp_path / "root"))
+    cfg = parse_config(_raw(skip_invalid=True, names=["cat", "dog"]))
+    assert (cfg.name, cfg.format, cfg.names) == ("t", "voc", ["cat", "dog"])
+    assert cfg.root == tmp_path / "root" / "data" / "t"  # relative: under the data root
+    assert cfg.detection == {"train": "a.txt"} and cfg.segmentation == {}
+    assert cfg.extra == {"skip_invalid": True} and cfg.source is None
+    assert cfg.background is True and cfg.void is None and cfg.colors == []
+    assert cfg.mask_classes == ["background", "cat", "dog"]
+    assert parse_config(_raw(root=str(tmp_path / "abs"))).root == tmp_path / "abs"
+    home = parse_config(_raw(root="~/x")).root
+    assert home == Path("~/x").expanduser() and home.is_absolute()
+    # {repo}: the folder above the config's own folder
+    src = tmp_path / "repo" / "datasets" / "t.yaml"
+    assert parse_config(_raw(root="{repo}/data"), source=src).root == tmp_path / "repo" / "data"
+    seg = _raw(format="pairs", background=False, void=0, colors=[[1, 2, 3], [4, 5, 6]])
+    seg = parse_config({**seg, "detection": None, "segmentation": {"val": "v.txt"}})
+    assert (seg.background, seg.void, seg.mask_classes) == (False, 0, ["cat", "dog"])
+    assert seg.colors == [[1, 2, 3], [4, 5, 6]] and seg.segmentation == {"val": "v.txt"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": None}, r"^x\.yaml: expected field 'name', got fields \['detection', 'format'"),
+        ({"format": "yolo"}, r"^x\.yaml: format: expected one of \('voc', 'coco', 'pairs'\), got"),
+        ({"names": []}, r"^x\.yaml: names: expected a non-empty list of class names, got \[\]$"),
+        ({"names": "cat"}, r"names: expected a non-empty list of class names, got 'cat'$"),
+        ({"names": ["cat", 1]}, r"names: expected a non-empty list of class names, got \['cat', 1"),
+        ({"void": -1}, r"void: expected a label value 0..255, got -1$"),
+        ({"void": 255, "format": "pairs"}, None),
+        ({"void": 256}, r"void: expected a label value 0..255, got 256$"),
+        ({"void": "255"}, r"void: expected a label value 0..255, got '255'$"),
+        ({"colors": [[0, 0, 0]] * 2 + [[0, 0]]}, COLORS + r" \(one per mask index, background"),
+        ({"colors": [[0, 0, -1]] * 3}, COLORS),
+        ({"colors": [[0, 0, 0.5]] * 3}, COLORS),
+        ({"colors": [(0, 0, 0)] * 3}, COLORS),
+        ({"colors": [[255, 255, 255]] * 3}, None),
+        ({"background": False}, r"background/void: expected the format's own .*" + PAIRS),
+        ({"void": 0}, r"got background=True, void=0"),
+        ({"format": "pairs"}, r"^x\.yaml: detection: expected no detection section for a 'pairs'"),
+    ],
+)  # fmt: skip
+def test_parse_config_errors_say_what_was_expected_where(change, message):
+    from vision.config import parse_config
+
+    raw = {k: v for k, v in _raw(**change).items() if v is not None}
+    if change.get("format") == "pairs" and "void" in change:
+        raw.pop("detection")
+    if message is None:
+        parse_config(raw, source=Path("x.yaml"))
+        return
+    with pytest.raises(DataError, match=message):
+        parse_config(raw, source=Path("x.yaml"))
+
+
+def test_splits_name_the_task_and_the_sections_a_dataset_has(tmp_path, monkeypatch):
+    from vision.config import find_config, parse_config
+
+    cfg = parse_config(_raw(), source=Path("x.yaml"))
+    assert cfg.splits("detection") == {"train": "a.txt"}
+    task = r"^dataset t: expected a task in \('detection', 'segmentation'\), got 'pose'$"
+    with pytest.raises(DataError, match=task):
+        cfg.splits("pose")
+    none = r"^x\.yaml: expected a 'segmentation' section with splits, got none "
+    with pytest.raises(DataError, match=none + r"\(this dataset supports: \['detection'\]\)$"):
+        cfg.splits("segmentation")
+    with pytest.raises(DataError, match=r"^t: expected a 'segmentation' section"):
+        parse_config(_raw()).splits("segmentation")
+    monkeypatch.setenv("VISION_DATASETS", str(tmp_path))
+    (tmp_path / "mine.yaml").write_text("name: mine\nformat: coco\nroot: r\nnames: [a]\n")
+    assert find_config("mine") == tmp_path / "mine.yaml" and find_config("absent") is None
+    yml = tmp_path / "other.yml"
+    yml.write_text("name: other\nformat: coco\nroot: r\nnames: [a]\n")
+    assert load_config(yml).name == "other" and load_config(str(yml)).source == yml
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(DataError, match=r"empty\.yaml: expected field 'name', got fields \[\]$"):
+        load_config("empty")
+    with pytest.raises(
+        DataError, match=r"expected a YAML file or one of the known datasets \[.*'mine'"
+    ):
+        load_config(tmp_path / "gone.yaml")
