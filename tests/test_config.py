@@ -159,3 +159,45 @@ def test_splits_name_the_task_and_the_sections_a_dataset_has(tmp_path, monkeypat
         DataError, match=r"expected a YAML file or one of the known datasets \[.*'mine'"
     ):
         load_config(tmp_path / "gone.yaml")
+
+
+def _message(raw: dict, source: Path | None = None) -> str:
+    from vision.config import parse_config
+
+    with pytest.raises(DataError) as err:
+        parse_config(raw, source)
+    return str(err.value)
+
+
+def test_config_messages_in_full(tmp_path, monkeypatch):
+    from vision.config import data_root, parse_config
+
+    monkeypatch.delenv("VISION_DATASETS", raising=False)
+    assert data_root() == Path("datasets")
+    assert _message(_raw(format="yolo")) == (
+        "dataset config: format: expected one of ('voc', 'coco', 'pairs'), got 'yolo'"
+    )
+    assert _message(_raw(background="no")).endswith("background: expected true or false, got 'no'")
+    four = [[1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4]]
+    assert _message(_raw(colors=four)).endswith(
+        "(one per mask index, background first), got 4 entries: [[1, 1, 1], [2, 2, 2], "
+        "[3, 3, 3]]..."
+    )
+    pairs = _raw(format="pairs", background=False, detection=None, colors=four)
+    assert "2 [R, G, B] triples of 0..255 (one per mask index), got 4 entries" in _message(pairs)
+    assert _message(_raw(void=0), Path("x.yaml")) == (
+        "x.yaml: background/void: expected the format's own convention for a 'voc' or 'coco' "
+        "dataset (0 = background, 255 = void), got background=True, void=0 (label maps with "
+        "other conventions are read by format: pairs)"
+    )
+    assert _message(_raw(format="pairs")) == (
+        "dataset config: detection: expected no detection section for a 'pairs' dataset, got one"
+    )
+    cfg = parse_config({**pairs, "void": 11, "colors": four[:2], "segmentation": {"v": "v"}})
+    assert cfg.extra == {}  # background, void and colors are fields, not extras
+    monkeypatch.setenv("VISION_DATASETS", str(tmp_path))
+    with pytest.raises(DataError) as err:
+        load_config(tmp_path / "gone.yaml")
+    folders = [str(tmp_path), str(shipped_config_dir())]
+    assert str(err.value).startswith("dataset config: expected a YAML file or one of the known")
+    assert str(err.value).endswith(f", got '{tmp_path / 'gone.yaml'}' (looked in {folders})")
