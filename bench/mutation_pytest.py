@@ -87,20 +87,19 @@ def _serve(conn, tests: list[str]) -> None:
     named ``None`` where a path became ``str(None)``) must not be there for the next one,
     nor for the other worker's mutants, which would find it and pass."""
     import contextlib
-    import shutil
 
     sys.path.insert(0, str(MUTANTS))
     import pytest
 
+    args = [*PYTEST_ARGS, *_absolute(tests)]
     with open(os.devnull, "w") as quiet:
         while (name := conn.recv()) is not None:
             os.environ["MUTANT_UNDER_TEST"] = name
-            work = tempfile.mkdtemp(prefix="mutant-")
-            os.chdir(work)
-            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                code = pytest.main([*PYTEST_ARGS, *_absolute(tests)])
-            os.chdir(MUTANTS)
-            shutil.rmtree(work, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix="mutant-", ignore_cleanup_errors=True) as work:
+                os.chdir(work)
+                with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                    code = pytest.main(args)
+                os.chdir(MUTANTS)
             conn.send(int(code))
 
 
@@ -145,17 +144,15 @@ def generate() -> None:
     """mutmut's own first step: copy the sources and write the mutants of the files in
     ``only_mutate`` that are new or changed (mutmut 3.8's internal functions: check them on an
     upgrade)."""
-    import tomllib
-
     from mutmut import __main__ as mm
+    from mutmut.configuration import config
 
     os.chdir(ROOT)
     mm.set_mutant_under_test("mutant_generation")
     (ROOT / "mutants").mkdir(exist_ok=True)
     # a file newly added to only_mutate may sit there as an unmutated copy with its source's
     # time (bench/mutation_sync.py copies those): mutmut would take it as up to date
-    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
-    for rel in cfg["only_mutate"]:
+    for rel in config().only_mutate:
         if not (MUTANTS / f"{rel}.meta").exists():
             (MUTANTS / rel).unlink(missing_ok=True)
     mm.copy_src_dir()
