@@ -70,6 +70,18 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path):
     assert sorted(os.listdir(path.parent)) == ["ck.pt"]
 
 
+def test_save_writes_its_temporary_file_beside_the_target(tmp_path, monkeypatch):
+    """os.replace is atomic only within one file system: the temporary file must sit in the
+    target's folder (a hidden name, so a folder listing mid-write shows no half checkpoint)."""
+    written = []
+    real = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (written.append(f), real(obj, f)))
+    save_checkpoint({"w": torch.zeros(1)}, tmp_path / "ck.pt")
+    (tmp,) = written
+    assert os.path.dirname(tmp) == str(tmp_path)
+    assert os.path.basename(tmp).startswith(".ck.pt.") and tmp.endswith(".tmp")
+
+
 def test_a_failed_save_keeps_the_old_file_and_cleans_up(tmp_path):
     path = tmp_path / "ck.pt"
     save_checkpoint({"w": torch.ones(2)}, path)
@@ -96,10 +108,18 @@ def test_load_refuses_a_missing_file_and_code_pickles(tmp_path):
         load_checkpoint(tmp_path / "code.pt")
 
 
+def _mapped_files() -> str:
+    with open("/proc/self/maps") as f:
+        return f.read()
+
+
 def test_load_maps_to_cpu_and_can_memory_map(tmp_path):
-    save_checkpoint({"w": torch.arange(6.0), "meta": {"a": 1}}, tmp_path / "ck.pt")
-    plain = load_checkpoint(tmp_path / "ck.pt")
-    mapped = load_checkpoint(str(tmp_path / "ck.pt"), mmap=True)
+    for name in ("plain.pt", "mapped.pt"):
+        save_checkpoint({"w": torch.arange(6.0), "meta": {"a": 1}}, tmp_path / name)
+    plain = load_checkpoint(tmp_path / "plain.pt")
+    mapped = load_checkpoint(str(tmp_path / "mapped.pt"), mmap=True)
+    maps = _mapped_files()  # only the mapped load leaves its file in the address space
+    assert str(tmp_path / "mapped.pt") in maps and str(tmp_path / "plain.pt") not in maps
     assert plain["meta"] == mapped["meta"] == {"a": 1}
     assert torch.equal(plain["w"], mapped["w"]) and plain["w"].device.type == "cpu"
     plain["w"].add_(1)  # an ordinary tensor: writable, its own memory

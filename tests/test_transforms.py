@@ -24,10 +24,12 @@ def _det_sample(w: int = 100, h: int = 50, value: int = 255) -> Sample:
         path=None,
         width=w,
         height=h,
-        boxes=np.array([[10, 5, 30, 25], [50, 10, 51.5, 40], [90, 0, 120, 60]], np.float32),
-        labels=np.array([2, 0, 1]),
-        difficult=np.array([True, False, False]),
-        crowd=np.array([False, True, False]),
+        boxes=np.array(
+            [[10, 5, 30, 25], [50, 10, 51.5, 40], [90, 0, 120, 60], [60, 40, 80, 41.5]], np.float32
+        ),
+        labels=np.array([2, 0, 1, 3]),
+        difficult=np.array([True, False, False, True]),
+        crowd=np.array([False, True, False, True]),
         image=np.full((h, w, 3), value, np.uint8),
     )
 
@@ -37,29 +39,33 @@ def test_detection_eval_scales_pads_clips_and_counts_drops():
     image, target = t(_det_sample())
     assert image.shape == (3, 200, 200) and image.dtype == torch.float32
     assert image[:, :100].eq(1.0).all() and image[:, 100:].eq(0.0).all()  # padded at the bottom
-    # scale 2: the first box doubles; the 1.5-px-wide one becomes 3 px (kept at min_box 2);
-    # the last one is clipped to the image (x2 120 -> 100, y2 60 -> 50, then doubled)
+    # scale 2: the first box doubles; the 1.5-px-wide and 1.5-px-tall ones become 3 px (kept
+    # at min_box 2); the third is clipped to the image (x2 120 -> 100, y2 60 -> 50, doubled)
     torch.testing.assert_close(
-        target["boxes"], torch.tensor([[20, 10, 60, 50], [100, 20, 103, 80], [180, 0, 200, 100.0]])
+        target["boxes"],
+        torch.tensor(
+            [[20, 10, 60, 50], [100, 20, 103, 80], [180, 0, 200, 100], [120, 80, 160, 83.0]]
+        ),
     )
-    assert target["labels"].tolist() == [2, 0, 1]
-    assert target["difficult"].tolist() == [True, False, False]
-    assert target["iscrowd"].tolist() == [False, True, False]
+    assert target["labels"].tolist() == [2, 0, 1, 3]
+    assert target["difficult"].tolist() == [True, False, False, True]
+    assert target["iscrowd"].tolist() == [False, True, False, True]
     assert target["image_id"] == 7 and target["orig_size"] == (50, 100) and target["scale"] == 2.0
     assert t.dropped == 0
 
 
 def test_boxes_under_min_box_are_dropped_with_their_fields_and_counted():
-    t = DetectionTransform(100, min_box=2.0)  # scale 1: the middle box stays 1.5 px wide
+    t = DetectionTransform(100, min_box=2.0)  # scale 1: 1.5 px wide, 1.5 px tall: both dropped
     _, target = t(_det_sample())
     assert target["labels"].tolist() == [2, 1]
     assert target["difficult"].tolist() == [True, False]
     assert target["iscrowd"].tolist() == [False, False]
     torch.testing.assert_close(target["boxes"], torch.tensor([[10, 5, 30, 25], [90, 0, 100, 50.0]]))
-    assert t.dropped == 1
+    assert t.dropped == 2
     t(_det_sample())
-    assert t.dropped == 2  # counts add up over calls
-    assert DetectionTransform(100, min_box=1.0)(_det_sample())[1]["labels"].tolist() == [2, 0, 1]
+    assert t.dropped == 4  # counts add up over calls
+    kept = DetectionTransform(100, min_box=1.0)(_det_sample())[1]["labels"].tolist()
+    assert kept == [2, 0, 1, 3]
 
 
 def test_detection_without_objects():
@@ -87,6 +93,25 @@ def test_train_views_report_mirroring_and_their_boxes_follow_it():
     assert seen == {True, False}
     assert t(ds.reader[0])[0].shape == (3, 200, 200)  # __call__ drops the flag
     assert DetectionTransform(200).flipped(ds.reader[0])[2] is False  # eval never mirrors
+
+
+def test_train_recipe():
+    """The documented augmentation (README, training): fixed resize and top-left pad, then a
+    flip (p 0.5), brightness/contrast ±0.2 (p 0.5) and hue/sat/value ±10/20/10 (p 0.3)."""
+    ops = DetectionTransform(64, train=True).pipeline.transforms
+    assert [type(o).__name__ for o in ops] == [
+        "LongestMaxSize",
+        "PadIfNeeded",
+        "HorizontalFlip",
+        "RandomBrightnessContrast",
+        "HueSaturationValue",
+    ]
+    assert [o.p for o in ops] == [1.0, 1.0, 0.5, 0.5, 0.3]
+    assert ops[3].brightness_limit == ops[3].contrast_limit == (-0.2, 0.2)
+    assert ops[4].hue_shift_limit == ops[4].val_shift_limit == (-10, 10)
+    assert ops[4].sat_shift_limit == (-20, 20)
+    assert len(DetectionTransform(64).pipeline.transforms) == 2  # evaluation: geometry only
+    assert len(SegmentationTransform(64, train=True).pipeline.transforms) == 5
 
 
 def _seg_sample() -> Sample:
