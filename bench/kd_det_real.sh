@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Detection distillation on real photos (issue 14): the raccoon set (160 train / 40 val, one
-# class; DATA=bccd for the blood cells). The student is the from-scratch default detector
+# class; DATA names another detection config, IMG its size: only raccoon was measured, records
+# in bench/records/cpu_2026-12-04f/). The student is the from-scratch default detector
 # (fcos_r18) on the suite's recipe (bench/suites/raccoon.yaml: 256 px, bfloat16); the teacher is
 # the ImageNet-pretrained fcos_lite0 on the suite's recipe, trained first (TEACHER_EPOCHS,
 # default 20). Per seed: the student alone for ALONE_EPOCHS (default 20) and distilled for
