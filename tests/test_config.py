@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from vision.config import config_search_path, known_datasets, load_config, shipped_config_dir
+from vision.config import (
+    config_search_path,
+    data_root,
+    find_config,
+    known_datasets,
+    load_config,
+    parse_config,
+    shipped_config_dir,
+)
 from vision.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,13 +79,10 @@ PAIRS = r"void=None \(label maps with other conventions are read by format: pair
 
 def _raw(**change) -> dict:
     raw = {"name": "t", "format": "voc", "root": "data/t", "names": ["cat", "dog"]}
-    raw |= {"detection": {"train": "a.txt"}}
-    return {**raw, **change}
+    return {**raw, "detection": {"train": "a.txt"}, **change}
 
 
 def test_parse_config_reads_fields_roots_and_extras(tmp_path, monkeypatch):
-    from vision.config import parse_config
-
     monkeypatch.setenv("VISION_DATASETS", str(tmp_path / "root"))
     cfg = parse_config(_raw(skip_invalid=True, names=["cat", "dog"]))
     assert (cfg.name, cfg.format, cfg.names) == ("t", "voc", ["cat", "dog"])
@@ -122,16 +127,12 @@ def test_parse_config_reads_fields_roots_and_extras(tmp_path, monkeypatch):
     ],
 )  # fmt: skip
 def test_parse_config_errors_say_what_was_expected_where(change, message):
-    from vision.config import parse_config
-
     raw = {k: v for k, v in _raw(**change).items() if v is not None}
     with pytest.raises(DataError, match=message):
         parse_config(raw, source=Path("x.yaml"))
 
 
 def test_splits_name_the_task_and_the_sections_a_dataset_has(tmp_path, monkeypatch):
-    from vision.config import find_config, parse_config
-
     cfg = parse_config(_raw(), source=Path("x.yaml"))
     assert cfg.splits("detection") == {"train": "a.txt"}
     task = r"^dataset t: expected a task in \('detection', 'segmentation'\), got 'pose'$"
@@ -158,16 +159,12 @@ def test_splits_name_the_task_and_the_sections_a_dataset_has(tmp_path, monkeypat
 
 
 def _message(raw: dict, source: Path | None = None) -> str:
-    from vision.config import parse_config
-
     with pytest.raises(DataError) as err:
         parse_config(raw, source)
     return str(err.value)
 
 
 def test_config_messages_in_full(tmp_path, monkeypatch):
-    from vision.config import data_root, parse_config
-
     monkeypatch.delenv("VISION_DATASETS", raising=False)
     assert data_root() == Path("datasets")
     assert _message(_raw(format="yolo")) == (

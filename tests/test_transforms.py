@@ -18,19 +18,20 @@ from vision.data.transforms import (
 )
 
 
-def _det_sample(w: int = 100, h: int = 50, value: int = 255) -> Sample:
+def _det_sample(value: int = 255) -> Sample:
+    """A 100 x 50 photo of one grey level with four boxes: plain, thin, past the edge, flat."""
     return Sample(
         image_id=7,
         path=None,
-        width=w,
-        height=h,
+        width=100,
+        height=50,
         boxes=np.array(
             [[10, 5, 30, 25], [50, 10, 51.5, 40], [90, 0, 120, 60], [60, 40, 80, 41.5]], np.float32
         ),
         labels=np.array([2, 0, 1, 3]),
         difficult=np.array([True, False, False, True]),
         crowd=np.array([False, True, False, True]),
-        image=np.full((h, w, 3), value, np.uint8),
+        image=np.full((50, 100, 3), value, np.uint8),
     )
 
 
@@ -170,11 +171,11 @@ def _views(ds: TransformedDataset, order) -> dict:
 
 @pytest.mark.parametrize("task", ["detection", "segmentation"])
 def test_seeded_views_depend_on_seed_epoch_and_item_only(task):
-    make = (
-        (lambda: DetectionTransform(48, train=True))
-        if task == "detection"
-        else (lambda: SegmentationTransform(48, train=True))
-    )
+    cls = DetectionTransform if task == "detection" else SegmentationTransform
+
+    def make():
+        return cls(48, train=True)
+
     s = _det_sample(value=128) if task == "detection" else _seg_sample()
     a = TransformedDataset([s] * 6, make(), seed=3)
     b = TransformedDataset([s] * 6, make(), seed=3)

@@ -16,6 +16,7 @@ quantization slower than float32) — calibrated on images the caller passes (tr
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Iterable
@@ -257,8 +258,6 @@ def fold_batchnorm(model: nn.Module) -> int:
 def folded_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with its BatchNorms folded (``model`` itself is left as it is);
     raises ``Unsupported`` when there is nothing to fold."""
-    import copy
-
     model = copy.deepcopy(model)
     if not fold_batchnorm(model):
         raise Unsupported("no Conv2d→BatchNorm2d pair to fold")
