@@ -7,7 +7,15 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
-quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# pip's own output (and setuptools' notes about editable installs) goes to .venv/setup.log;
+# it is shown only when an install step fails
+pip_logged() {
+    if ! .venv/bin/python -m pip "$@" >>.venv/setup.log 2>&1; then
+        echo "[setup] pip $* failed; its output (.venv/setup.log):" >&2
+        tail -n 40 .venv/setup.log >&2
+        exit 1
+    fi
+}
 
 setup() {
     if [ ! -x .venv/bin/python ]; then
@@ -18,9 +26,9 @@ setup() {
     local stamp; stamp=$(sha256sum pyproject.toml | cut -c1-16)
     if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
         echo "[setup] installing the project and its dependencies into .venv (first time: a few minutes)"
-        # (the local package mirrors make pip warn once per package; those lines are dropped)
-        .venv/bin/python -m pip install -q --upgrade pip setuptools 2>&1 | quiet_pip
-        .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | quiet_pip
+        : >.venv/setup.log
+        pip_logged install -q --upgrade pip setuptools
+        pip_logged install -q -e '.[dev]'
         echo "$stamp" > .venv/.setup-stamp
     fi
 }

@@ -1,6 +1,6 @@
 """The segmentation post-processing (class map at the original size) against the dense baseline.
 
-    .venv/bin/python bench/classmap_speed.py [--checkpoint CKPT] [--data shapes] [--images 50]
+    .venv/bin/python -m bench.classmap_speed [--checkpoint CKPT] [--data shapes] [--images 50]
 
 A trained segmenter's real outputs on validation images; per image, timed in interleaved
 rounds: the baseline (``F.interpolate`` of every logit to the original size, then the argmax,
@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vision.config import load_config  # noqa: E402
-from vision.data.build import build_dataset  # noqa: E402
-from vision.postprocess import mask_to_original, valid_size  # noqa: E402
-from vision.predictor import Predictor  # noqa: E402
+from vision.config import load_config
+from vision.data.build import build_dataset
+from vision.postprocess import mask_to_original, valid_size
+from vision.predictor import Predictor
 
 DEFAULT = "reports/default/runs/shapes__fcn8s_lite0/best.pt"
 

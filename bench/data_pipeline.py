@@ -1,6 +1,6 @@
 """Data pipeline throughput: decode + augment + collate, images/s, for both tasks.
 
-    .venv/bin/python bench/data_pipeline.py [--data datasets/shapes.yaml] [--size 160]
+    .venv/bin/python -m bench.data_pipeline [--data datasets/shapes.yaml] [--size 160]
         [--batch 16] [--workers 0 2] [--repeats 3] [--out bench/results/data_pipeline.json]
 
 Baseline in the same run: decode alone (Pillow), so the ratio shows what augmentation costs.

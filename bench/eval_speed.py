@@ -1,6 +1,6 @@
 """Evaluation speed at COCO and VOC2007-test scale, against the reference tools in one run.
 
-    .venv/bin/python bench/eval_speed.py [--images 5000] [--repeats 3] [--skip-pycocotools]
+    .venv/bin/python -m bench.eval_speed [--images 5000] [--repeats 3] [--skip-pycocotools]
 
 COCO: a synthetic problem shaped like val2017 (5000 images, ~37k GT boxes, 80 classes, 100
 detections per image) is written to JSON; pycocotools, faster-coco-eval and ``vision eval coco``
@@ -17,13 +17,10 @@ import contextlib
 import io
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.test_eval_voc
 
 
 def make_coco(n_images: int, seed: int = 0) -> tuple[dict, list]:

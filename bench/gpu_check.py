@@ -1,6 +1,7 @@
 """The trained models on CUDA (float32 and float16) against the CPU: metrics, agreement, speed.
 
-    python bench/gpu_check.py --checkpoint reports/default_gpu/runs/shapes__fcos_r18/best.pt \
+    .venv/bin/python -m bench.gpu_check \
+        --checkpoint reports/default_gpu/runs/shapes__fcos_r18/best.pt \
         --checkpoint reports/default_gpu/runs/shapes__fcn8s_slim/best.pt \
         [--out bench/results/gpu.json]
 
@@ -21,13 +22,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval.fps import measure  # noqa: E402
-from eval.metrics import PRIMARY, primary_value, score  # noqa: E402
-from eval.variants import agreement  # noqa: E402
-from vision.config import load_config  # noqa: E402
-from vision.data.build import build_dataset  # noqa: E402
-from vision.predictor import Predictor  # noqa: E402
+from eval.fps import measure
+from eval.metrics import PRIMARY, primary_value, score
+from eval.variants import agreement
+from vision.config import load_config
+from vision.data.build import build_dataset
+from vision.predictor import Predictor
 
 
 def main() -> int:

@@ -15,17 +15,17 @@ export PYTHONUNBUFFERED=1
 # the full logs go to $OUT; the terminal gets the summary lines
 quiet() { tr '\r' '\n' | grep -a -E '^\[(main|bench|train|gpu|promote)\]|rror|^(in-process|served|saturated|same batch)' || true; }
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('[gpu]', torch.__version__, torch.cuda.get_device_name())"
-REPORT=reports/default_gpu  # on CUDA the main job runs bench/suites/default_gpu.yaml
+REPORT=reports/default_gpu  # on CUDA the main job runs the default_gpu suite
 RUNS=$REPORT/runs
-"$PY" -m app main --no-serve 2>&1 | tee "$OUT/main.log" | quiet
+"$PY" -m vision_cli main --no-serve 2>&1 | tee "$OUT/main.log" | quiet
 cp $REPORT/leaderboard.json $REPORT/leaderboard.md "$OUT/" 2>/dev/null || true
-"$PY" bench/gpu_check.py --checkpoint $RUNS/shapes__fcos_r18/best.pt \
+"$PY" -m bench.gpu_check --checkpoint $RUNS/shapes__fcos_r18/best.pt \
     --checkpoint $RUNS/shapes__fcn8s_slim/best.pt --out "$OUT/gpu_check.json" 2>&1 | quiet
-"$PY" bench/service_speed.py --task detect --checkpoint $RUNS/shapes__fcos_r18/best.pt \
+"$PY" -m bench.service_speed --task detect --checkpoint $RUNS/shapes__fcos_r18/best.pt \
     --threads 4 --out "$OUT/service_detect.json" 2>&1 | quiet
-"$PY" bench/service_speed.py --task segment --checkpoint $RUNS/shapes__fcn8s_slim/best.pt \
+"$PY" -m bench.service_speed --task segment --checkpoint $RUNS/shapes__fcn8s_slim/best.pt \
     --threads 4 --out "$OUT/service_segment.json" 2>&1 | quiet
-"$PY" -m torch.distributed.run --nproc_per_node=1 -m app train segment --data shapes \
+"$PY" -m torch.distributed.run --nproc_per_node=1 -m vision_cli train segment --data shapes \
     --model fcn8s_slim --epochs 1 --max-iters 30 --limit-val 64 --img-size 128 \
     --out /tmp/vision-gpu-ddp 2>&1 | tee "$OUT/ddp.log" | quiet
 echo "[gpu] done: $OUT"

@@ -1,7 +1,7 @@
 """Batch-1 latency of several checkpoints, measured in interleaved rounds (medians), so that
 the machine's drift between minutes falls on every model alike.
 
-    .venv/bin/python bench/latency.py runs/quality/*/best.pt [--rounds 5] [--iters 30]
+    .venv/bin/python -m bench.latency runs/quality/*/best.pt [--rounds 5] [--iters 30]
 
 Each round times every model once with the FPS protocol (decode → preprocess → inference →
 postprocess) on the same validation images; the table gives the median over rounds of each
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval.fps import measure  # noqa: E402
-from vision.predictor import Predictor  # noqa: E402
+from eval.fps import measure
+from vision.predictor import Predictor
 
 
 def main() -> int:

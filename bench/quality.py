@@ -1,14 +1,14 @@
 """Quality on the built-in dataset (and the real raccoon set), measured by training from
 random init on this machine.
 
-    .venv/bin/python bench/quality.py --suite detector      # default detector, COCO mAP
-    .venv/bin/python bench/quality.py --suite segmenters    # FCN-8s and dilated (slim), mIoU
-    .venv/bin/python bench/quality.py --suite segmenters_r18  # the same on ResNet-18
-    .venv/bin/python bench/quality.py --suite upsampling    # transposed vs bilinear table
-    .venv/bin/python bench/quality.py --suite upsampling_slim  # the same, slim, 5 epochs each
-    .venv/bin/python bench/quality.py --suite raccoon       # default detector on real photos
-    .venv/bin/python bench/quality.py --suite pretrained_shapes  # ImageNet Lite0, main job's time
-    python bench/quality.py --suite gpu --workers 6          # on a CUDA machine: 5-minute recipes
+    .venv/bin/python -m bench.quality --suite detector      # default detector, COCO mAP
+    .venv/bin/python -m bench.quality --suite segmenters    # FCN-8s and dilated (slim), mIoU
+    .venv/bin/python -m bench.quality --suite segmenters_r18  # the same on ResNet-18
+    .venv/bin/python -m bench.quality --suite upsampling    # transposed vs bilinear table
+    .venv/bin/python -m bench.quality --suite upsampling_slim  # the same, slim, 5 epochs each
+    .venv/bin/python -m bench.quality --suite raccoon       # default detector on real photos
+    .venv/bin/python -m bench.quality --suite pretrained_shapes  # ImageNet Lite0, main job's time
+    .venv/bin/python -m bench.quality --suite gpu --workers 6  # on a CUDA machine: 5-minute recipes
 
 Each run records its wall time (training + per-epoch validation), the final metrics, the
 parameter count and the batch-1 latency (FPS protocol, p50). Results: bench/results/*.json and
@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eval.fps import measure  # noqa: E402
-from eval.metrics import PRIMARY, build_evaluator  # noqa: E402
-from vision.engine.train import TrainConfig, train  # noqa: E402
-from vision.predictor import Predictor  # noqa: E402
+from eval.fps import measure
+from eval.metrics import PRIMARY, build_evaluator
+from vision.engine.train import TrainConfig, train
+from vision.predictor import Predictor
 
 DET = {
     "task": "detection",
@@ -85,7 +82,7 @@ UPSAMPLING_SLIM = [
 # On an H100 (float16 AMP) each of these met its quality target in under 5 minutes
 # (bench/records/h100_2026-11-22): fcos_r18 COCO AP 0.765 in 4.0 min, fcn8s_slim mIoU 0.915 in
 # 4.1 min, dilated_slim 0.915 in 3.6 min. Larger inputs than on the CPU: the stride-8 output grid
-# caps mIoU at 0.946 at 256 px (bench/seg_ceiling.py), 0.865 at 128.
+# caps mIoU at 0.946 at 256 px (bench/studies/seg_ceiling.py), 0.865 at 128.
 GPU = [
     {
         **DET,

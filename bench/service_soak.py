@@ -1,6 +1,6 @@
 """Soak and fault benchmark of the REST service (loopback only; bounded count and time).
 
-    .venv/bin/python bench/service_soak.py --detector CKPT --segmenter CKPT
+    .venv/bin/python -m bench.service_soak --detector CKPT --segmenter CKPT
         [--requests 10000] [--clients 32 600] [--bad 0.2] [--out bench/results/soak.json]
 
 1. **Soak**: for each client count, ``--requests`` requests from that many concurrent
@@ -35,11 +35,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.launch import start_server, stop_server  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soak_client import MAX_BYTES, cases, load, mix, send, summarize  # noqa: E402
+from bench.soak_client import MAX_BYTES, cases, load, mix, send, summarize
+from service.launch import start_server, stop_server
 
 IDLE_WAIT_S = 6  # three looks of the service's idle trim (VISION_TRIM_IDLE_S, 2 s)
 

@@ -1,6 +1,6 @@
 """REST service speed against the in-process predictor, measured in the same run.
 
-    .venv/bin/python bench/service_speed.py --checkpoint runs/fcn8s/best.pt [--task segment]
+    .venv/bin/python -m bench.service_speed --checkpoint runs/fcn8s/best.pt [--task segment]
         [--requests 200] [--clients 16] [--threads 2] [--repeats 3]
 
 Baseline: the same ``Predictor`` (decode → preprocess → infer → postprocess) in this process,
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,9 +30,8 @@ import httpx
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.launch import half_precision, start_server, stop_server  # noqa: E402
-from vision.predictor import Predictor  # noqa: E402
+from service.launch import half_precision, start_server, stop_server
+from vision.predictor import Predictor
 
 
 def start(ckpt: str, task: str, threads: int, max_batch: int, extra: dict | None = None):

@@ -1,6 +1,6 @@
 """The same checkpoint served eager and as a deployable variant, side by side in one run.
 
-    .venv/bin/python bench/variant_service.py --checkpoint CKPT --task detect \
+    .venv/bin/python -m bench.variant_service --checkpoint CKPT --task detect \
         --variant int8 --file VARIANTS_DIR/model.int8.onnx [--requests 200] [--rounds 3]
 
 Two servers run at once (eager, and the variant through ``VISION_*_VARIANT``), each with the
@@ -20,11 +20,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_speed import loaded, multipart  # noqa: E402
-
-from service.launch import CKPT_ENV, VARIANT_ENV, start_server, stop_server  # noqa: E402
+from bench.service_speed import loaded, multipart
+from service.launch import CKPT_ENV, VARIANT_ENV, start_server, stop_server
 
 TASKS = {"detect": "detection", "segment": "segmentation"}
 

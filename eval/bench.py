@@ -17,7 +17,7 @@ Every (dataset, model) pair of matching task is evaluated under every protocol o
 (``torch.utils.flop_counter``) are counted (``evaluate_pair``). Each finished pair is written to
 ``OUT/pairs/`` at once (``save_pair``): an interrupted run, started again, only computes the
 missing pairs. Running a suite (training missing checkpoints, then every pair) is the command
-layer's orchestration (``app.orchestrate``).
+layer's orchestration (``vision_cli.orchestrate``).
 """
 
 from __future__ import annotations
@@ -45,10 +45,31 @@ from vision.predictor import Predictor
 RECIPE_KEYS = set(TrainConfig.__dataclass_fields__) - {"task", "data", "out"}
 
 
+SUITES = Path(__file__).resolve().parent / "suites"  # shipped inside the package
+
+
+def shipped_suites() -> list[str]:
+    """Names of the suites that ship with the package (``vision bench run NAME``)."""
+    return sorted(p.stem for p in SUITES.glob("*.yaml"))
+
+
+def find_suite(name_or_path: Path | str) -> Path:
+    """A suite file: a path that exists, else a shipped suite's name (``default``, ``camvid``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SUITES / f"{path.stem if path.suffix in ('.yaml', '.yml') else path.name}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise DataError(
+        str(name_or_path),
+        f"a suite YAML file or a shipped suite's name ({', '.join(shipped_suites())})",
+        "no such file or suite",
+    )
+
+
 def load_suite(path: Path | str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "a benchmark suite YAML file", "no such file")
+    path = find_suite(path)
     suite = yaml.safe_load(path.read_text()) or {}
     for key in ("name", "datasets", "models"):
         if key not in suite:

@@ -25,7 +25,7 @@ def run_cli(args: list[str]) -> SimpleNamespace:
     """``vision ARGS`` in this process (argument parsing, errors and exit code as the console
     script has them): ``returncode``, ``stdout``, ``stderr``. In-process so that coverage and
     mutation testing see the code it runs."""
-    from app.cli import main
+    from vision_cli.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

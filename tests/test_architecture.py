@@ -1,7 +1,7 @@
-"""The layering, read from the code: datasets (config) → vision → eval → service → app.
+"""The layering, read from the code: datasets (config) → vision → eval → service → vision_cli.
 
 No module imports a layer above its own (imports inside functions included), the command
-layer ``app`` is imported by nobody, and the service leaves task-specific output layouts to
+layer ``vision_cli`` is imported by nobody, and the service leaves task-specific output layouts to
 the Predictor."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("vision", "eval", "service", "app")  # lowest first
+LAYERS = ("vision", "eval", "service", "vision_cli")  # lowest first
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -47,9 +47,14 @@ def test_no_module_imports_a_layer_above_its_own(layer):
 def test_only_the_command_layer_has_command_line_code():
     for layer in LAYERS[:-1]:
         clis = [f for f in _files(layer) if f.stem == "cli" or "argparse" in f.read_text()]
-        assert not clis, f"command-line code outside app/: {clis}"
-    # benchmark scripts build evaluators and predictors from the library, not from app
-    bad = [f"{f.name}:{line}" for f in _files("bench") for line, pkg in _imports(f) if pkg == "app"]
+        assert not clis, f"command-line code outside vision_cli/: {clis}"
+    # benchmark scripts build evaluators and predictors from the library, not from vision_cli
+    bad = [
+        f"{f.name}:{line}"
+        for f in _files("bench")
+        for line, pkg in _imports(f)
+        if pkg == "vision_cli"
+    ]
     assert not bad, bad
 
 
@@ -71,5 +76,5 @@ def test_service_has_no_task_output_branches():
 def test_the_layer_test_sees_violations(tmp_path):
     """The import reader is not blind: it finds a lazy import inside a function."""
     f = tmp_path / "m.py"
-    f.write_text("def g():\n    from service.promote import promote\n    import app.cli\n")
-    assert _imports(f) == [(2, "service"), (3, "app")]
+    f.write_text("def g():\n    from service.promote import promote\n    import vision_cli.cli\n")
+    assert _imports(f) == [(2, "service"), (3, "vision_cli")]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-VISION = [sys.executable, "-m", "app"]
+VISION = [sys.executable, "-m", "vision_cli"]
 
 
 @pytest.fixture
@@ -140,8 +140,8 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
 
 
 def test_interrupted_training_is_resumed_not_mistaken_for_done(shapes_yaml, tmp_path):
-    from app.orchestrate import checkpoint_for, train_recipe
     from vision.engine.checkpoint import load_checkpoint
+    from vision_cli.orchestrate import checkpoint_for, train_recipe
 
     recipe = {
         "model": "fcn32s",
@@ -187,12 +187,11 @@ def test_main_job_suites_train_the_registry_defaults():
     GPU one a detector and a segmenter (its recipes were measured on an H100)."""
     import torch
 
-    from app.orchestrate import MAIN_SUITES, main_suite
     from eval.bench import load_suite
     from vision.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, model_task
+    from vision_cli.orchestrate import MAIN_SUITES, main_suite
 
-    root = Path(__file__).resolve().parents[1]
-    cpu, gpu = ([m["train"]["model"] for m in load_suite(root / p)["models"]] for p in MAIN_SUITES)
+    cpu, gpu = ([m["train"]["model"] for m in load_suite(p)["models"]] for p in MAIN_SUITES)
     assert cpu == [DEFAULT_DETECTOR, DEFAULT_SEGMENTER]
     assert [model_task(m) for m in gpu] == ["detection", "segmentation"]
     assert main_suite() == MAIN_SUITES[int(torch.cuda.is_available())]
@@ -200,13 +199,13 @@ def test_main_job_suites_train_the_registry_defaults():
 
 @pytest.mark.parametrize(
     "suite",
-    sorted(p.name for p in (Path(__file__).resolve().parents[1] / "bench/suites").iterdir()),
+    sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "eval/suites").iterdir()),
 )
 def test_every_kept_suite_loads(suite):
-    """The suites kept in bench/suites (the GPU ones are run only on a lent GPU) name only known
+    """The suites shipped in eval/suites (the GPU ones are run only on a lent GPU) name only known
     training options and registered models."""
     from eval.bench import load_suite
     from vision.models import list_models
 
-    loaded = load_suite(Path(__file__).resolve().parents[1] / "bench/suites" / suite)
+    loaded = load_suite(suite)  # by name, as `vision bench run NAME` finds it
     assert loaded["models"] and all(m["train"]["model"] in list_models() for m in loaded["models"])

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from app.compress import budget_schedule
 from tests.conftest import run_cli
 from vision.engine.checkpoint import load_checkpoint
 from vision.predictor import Predictor
+from vision_cli.compress import budget_schedule
 
 
 @pytest.mark.parametrize(
@@ -202,7 +202,7 @@ def test_taylor_batches_are_the_same_for_the_same_seed(tiny_checkpoints, shapes_
     runs) prune by the same scores; another seed draws other batches."""
     import torch
 
-    from app.compress import _batches, _train_reader
+    from vision_cli.compress import _batches, _train_reader
 
     model = Predictor.from_checkpoint(tiny_checkpoints[task]).model
     recipe = {"img_size": 64, "batch": 4, "data": str(shapes_yaml)}

@@ -134,7 +134,7 @@ def test_torchrun_two_gloo_processes(
         "--nproc_per_node=2",
         f"--master_port={port}",
         "-m",
-        "app",
+        "vision_cli",
         "train",
         command,
         "--data",

@@ -7,12 +7,14 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from vision.config import parse_config
 from vision.data.health import check_dataset, format_report, size_bucket_counts
 from vision.data.io import write_palette_png
 
+from .conftest import REPO, run_cli
 from .voc_files import obj, write_voc
 
 NAMES = ["cat", "dog"]
@@ -228,3 +230,25 @@ def test_crowd_regions_of_a_coco_set_are_counted(tmp_path):
     rep = check_dataset(parse_config(raw))
     tr = rep["splits"]["detection/train"]
     assert rep["ok"] and (tr["crowd"], tr["objects"], tr["difficult"]) == (3, 4, 0)
+
+
+def test_items_a_config_skips_on_purpose_are_counted_warnings(real, tmp_path, monkeypatch):
+    """``vision data check bccd``: the real BCCD set's two point boxes are skipped by its config
+    (``skip_invalid: true``), so they are warnings with a count, both named, and the check
+    passes; the same set without ``skip_invalid`` fails on them."""
+    (tmp_path / "bccd").symlink_to(real / "voc_det" / "bccd" / "BCCD")
+    monkeypatch.setenv("VISION_DATASETS", str(tmp_path))
+    r = run_cli(["data", "check", "bccd", "--no-decode"])
+    assert r.returncode == 0, r.stdout[-2000:]
+    warnings = [line for line in r.stdout.splitlines() if line.startswith("WARNING ")]
+    assert "WARNING detection/train: 1 items skipped (skip_invalid: true in the config)" in warnings
+    assert "WARNING detection/val: 1 items skipped (skip_invalid: true in the config)" in warnings
+    assert any("BloodImage_00343" in w for w in warnings)
+    assert any("BloodImage_00338" in w for w in warnings)
+    assert r.stdout.splitlines()[-1] == "OK: no errors"
+    raw = yaml.safe_load((REPO / "datasets" / "bccd.yaml").read_text())
+    raw.pop("skip_invalid")
+    strict = tmp_path / "bccd_strict.yaml"
+    strict.write_text(yaml.safe_dump(raw))
+    rep = check_dataset(strict, decode=False)
+    assert not rep["ok"] and len(rep["errors"]) == 2 and rep["warnings"] == []

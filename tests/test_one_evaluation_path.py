@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from app.cli import main
-from app.orchestrate import run_suite
 from eval.base import flatten, nan_to_none
 from eval.metrics import KEYS, PRIMARY
 from vision.engine.checkpoint import load_checkpoint
+from vision_cli.cli import main
+from vision_cli.orchestrate import run_suite
 
 
 @pytest.mark.parametrize("task", ["detection", "segmentation"])

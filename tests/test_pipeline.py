@@ -23,7 +23,7 @@ from vision.data.transforms import (
     collate_segmentation,
 )
 
-VISION = [sys.executable, "-m", "app"]
+VISION = [sys.executable, "-m", "vision_cli"]
 
 
 @pytest.mark.parametrize("train", [True, False])

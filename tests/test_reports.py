@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-VISION = [sys.executable, "-m", "app"]
+VISION = [sys.executable, "-m", "vision_cli"]
 
 
 @pytest.fixture(params=["detection", "segmentation"])

@@ -2,7 +2,8 @@
 
 Problems that make a dataset unusable (unreadable or missing files, invalid boxes, unknown
 classes, masks of the wrong size or with unknown values, the same image in two splits) are
-*errors*; duplicates inside one split are *warnings*.
+*errors*; duplicates inside one split, and items a config's ``skip_invalid: true`` skips on
+purpose, are *warnings* (with their count).
 """
 
 from __future__ import annotations
@@ -91,10 +92,16 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
             if problem:
                 bad_masks += 1
                 report["errors"].append(f"{key}: {problem}")
+    # items the config chose to skip (``skip_invalid: true``) are warnings, counted; otherwise
+    # every item the reader could not use is an error
+    lenient = bool(cfg.extra.get("skip_invalid", False))
+    sink = report["warnings"] if lenient else report["errors"]
+    if lenient and ds.skips.total:
+        sink.append(f"{key}: {ds.skips.total} items skipped (skip_invalid: true in the config)")
     for msg in ds.skips.messages:
-        report["errors"].append(f"{key}: {msg}")
+        sink.append(f"{key}: {msg}")
     if ds.skips.total > len(ds.skips.messages):
-        report["errors"].append(f"{key}: ... and {ds.skips.total - len(ds.skips.messages)} more")
+        sink.append(f"{key}: ... and {ds.skips.total - len(ds.skips.messages)} more")
     all_areas = np.concatenate(areas) if areas else np.zeros(0)
     extra = {}
     if task == "segmentation" and decode:  # class balance of the label maps, void apart

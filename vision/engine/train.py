@@ -3,7 +3,7 @@
     vision train detect  --data datasets/shapes.yaml --model fcos_r18 --epochs 12 \\
         --img-size 192 --batch 16 --out runs/fcos_r18
     vision train segment --data datasets/shapes.yaml --model fcn8s --epochs 8 --out runs/fcn8s
-    torchrun --nproc_per_node=2 -m app train segment ...     # distributed (gloo/NCCL)
+    torchrun --nproc_per_node=2 -m vision_cli train segment ...     # distributed (gloo/NCCL)
 
 Validation runs the one evaluation pass (``vision.engine.loop.evaluate``: the run's model
 behind a ``Predictor``, as ``vision eval run`` and suites score checkpoints) into an evaluator

@@ -1,0 +1,66 @@
+"""``vision bench fps|run``: the FPS protocol for a model or checkpoint, benchmark suites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_commands(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="cmd", required=True)
+    f = bench.add_parser("fps", help="the FPS protocol for a model or a checkpoint")
+    f.add_argument("--model", required=True, help="a registered name or a checkpoint path")
+    f.add_argument("--img-size", type=int, default=192)
+    f.add_argument("--num-classes", type=int, default=4)
+    f.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    f.add_argument("--warmup", type=int, default=5)
+    f.add_argument("--iters", type=int, default=30)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--half", action="store_true", help="float16 on CUDA")
+    f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--data", default=None, help="decode this dataset's val images")
+    f.add_argument("--out", default=None)
+    f.set_defaults(func=cmd_fps)
+    r = bench.add_parser("run", help="run a benchmark suite (datasets × models)")
+    r.add_argument(
+        "suite",
+        help="a shipped suite's name (default, camvid, bccd, raccoon, coco128...) or a suite YAML",
+    )
+    r.add_argument("--out", default=None, help="report folder (default reports/SUITE_NAME)")
+    r.add_argument("--promote", action="store_true", help="promote each task's best model")
+    r.add_argument("--force", action="store_true", help="recompute every pair and retrain")
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_fps(a) -> int:
+    import torch
+
+    from eval.fps import format_fps, measure, synthetic_jpegs
+    from vision.models import build_model
+    from vision.predictor import Predictor
+    from vision_cli.evaluate import write_json
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if Path(a.model).suffix in (".pt", ".pth"):
+        p = Predictor.from_checkpoint(a.model, a.device, half=a.half)
+    else:
+        model = build_model(a.model, a.num_classes, input_size=a.img_size)
+        p = Predictor(model, a.device, half=a.half)
+    if a.data:
+        from vision.data.build import build_dataset
+
+        ds = build_dataset(a.data, p.task, "val")
+        images = [s.path.read_bytes() for s in ds.samples[:64]]
+    else:
+        images = synthetic_jpegs(16, a.img_size)
+    r = measure(p, images, a.batch, a.warmup, a.iters)
+    print(format_fps(r))
+    write_json(a.out, r)
+    return 0
+
+
+def cmd_run(a) -> int:
+    from vision_cli.orchestrate import run_suite
+
+    run_suite(a.suite, a.out, a.promote, a.force)
+    return 0
