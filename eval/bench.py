@@ -10,7 +10,8 @@ A suite is a flat YAML file::
     options: {fps_batch: [1, 8], fps_iters: 20, split: val, device: auto, half: false}
 
 ``device``: ``auto`` (CUDA when present, else CPU; the default), ``cpu`` or ``cuda[:N]``;
-``half``: float16 inference on CUDA.
+``half``: float16 inference on CUDA; ``threads``: torch's threads for scoring (default: torch's
+choice here, one per Ray task on Ray).
 
 Every (dataset, model) pair of matching task is evaluated under every protocol of its task
 (``eval.metrics``), timed with the FPS protocol, and its parameters and FLOPs
@@ -154,6 +155,29 @@ def evaluate_pair(
         colors=predictor.meta.colors,
     )
     return result, drawn
+
+
+def run_pair(ckpt: str, data: str, name: str, opts: dict, out: str) -> dict | None:
+    """Score one (dataset, model) pair and save it under ``out``; None when the dataset has no
+    split of the model's task. A suite runs this pair after pair, or as Ray tasks. The suite
+    option ``threads`` sets torch's threads for it (scores can differ in the last digits at
+    other thread counts)."""
+    from vision.config import load_config
+
+    threads = torch.get_num_threads()
+    if opts.get("threads"):
+        torch.set_num_threads(int(opts["threads"]))
+    try:
+        cfg = load_config(data)
+        predictor = Predictor.from_checkpoint(
+            ckpt, opts.get("device", "auto"), half=bool(opts.get("half", False))
+        )
+        if not getattr(cfg, predictor.task):
+            return None
+        result, samples = evaluate_pair(predictor, cfg, data, name, ckpt, opts)
+        return save_pair(Path(out), result, samples)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def save_pair(out: Path, result: dict, samples: list[np.ndarray]) -> dict:

@@ -31,6 +31,7 @@ from service.drain import Drain
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
 from service.memory import IdleTrim, pin_mmap_threshold
+from service.store import stored_model
 from service.timeout import install as install_request_timeout
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
 from vision.data.io import ImageError
@@ -79,16 +80,14 @@ def _load(task: str, device: str, half: bool) -> tuple[Predictor | None, dict]:
         pred = variant_predictor(path, variant, file or None, device=device, half=half)
         # the file name only: responses never show server paths
         return pred, {"version": Path(path).name, "variant": variant}
-    tag = os.environ.get(TAG_ENV[task], f"{STORE[task]}:latest")
-    try:
-        bm = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound:
+    stored = stored_model(os.environ.get(TAG_ENV[task], f"{STORE[task]}:latest"))
+    if stored is None:
         return None, {}
-    info = {"version": str(bm.tag), **bm.info.metadata}
-    variant = info.get("variant", "eager")  # the deployable variant promotion chose
-    file = bm.path_of(info["variant_file"]) if info.get("variant_file") else None
-    pred = variant_predictor(bm.path_of("model.pt"), variant, file, device=device, half=half)
-    return pred, info
+    # the deployable variant promotion chose
+    pred = variant_predictor(
+        stored.checkpoint, stored.variant, stored.file, device=device, half=half
+    )
+    return pred, {"version": stored.tag, **stored.metadata}
 
 
 def _answer(pred: Predictor, raw, *, info: dict, finish: dict, render: dict) -> dict:

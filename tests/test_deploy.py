@@ -59,9 +59,24 @@ def test_onnx_runtime_agrees_with_eager(name, tmp_path):
         return
     for ra, rb in zip(a, b, strict=True):
         assert len(ra["boxes"]) == len(rb["boxes"]) > 0
-        np.testing.assert_allclose(ra["boxes"], rb["boxes"], atol=1e-3)
-        np.testing.assert_allclose(ra["scores"], rb["scores"], atol=1e-4)
-        assert torch.equal(ra["labels"], rb["labels"])
+        _same_detections(ra, rb)
+
+
+def _same_detections(ra: dict, rb: dict) -> None:
+    """The same detections, one to one: same class, boxes within 1e-3 px, scores within 1e-4.
+    Not compared in order: random weights give scores that tie to float32 noise, and the two
+    runtimes' noise can order tied detections differently."""
+    left = list(range(len(rb["boxes"])))
+    for box, score, label in zip(ra["boxes"], ra["scores"], ra["labels"], strict=True):
+        match = [
+            j
+            for j in left
+            if rb["labels"][j] == label
+            and float((rb["boxes"][j] - box).abs().max()) <= 1e-3
+            and abs(float(rb["scores"][j] - score)) <= 1e-4
+        ]
+        assert match, f"eager detection {box.tolist()} {float(score):.6f} not found in ORT's"
+        left.remove(match[0])
 
 
 @pytest.mark.parametrize("name", sorted(NOT_EXPORTED))

@@ -49,6 +49,38 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+class Letterbox:
+    """The NumPy half of preprocessing, without a model: each image resized so its longer side
+    is ``size`` and padded at the bottom/right (``Predictor.resize``; batch prediction's decode
+    tasks run it apart from the model)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._resize = A.Compose(_geometry(size, train=False))
+
+    def __call__(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:
+        out, info = [], []
+        for img in images:
+            h, w = img.shape[:2]
+            scale = self.size / max(h, w)
+            if round(min(h, w) * scale) < 1:
+                raise ImageError(
+                    "unusable",
+                    "image",
+                    f"an image whose shorter side is at least 1 pixel after resizing the "
+                    f"longer side to {self.size}",
+                    f"{w}x{h}",
+                )
+            out.append(np.ascontiguousarray(self._resize(image=img)["image"]))
+            info.append({"orig_size": (h, w), "scale": scale})
+        return out, info
+
+    def prepare(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[np.ndarray, dict]:
+        """Bytes → (letterboxed array, info), as ``Predictor.prepare``."""
+        arrays, info = self([decode_image(bytes(data), limits)])
+        return arrays[0], info[0]
+
+
 class Predictor:
     """A model (or a deployable backend of it) with its pre- and post-processing.
 
@@ -78,7 +110,7 @@ class Predictor:
         self.meta = model.meta
         self.task = model.meta.task
         self.size = model.meta.input_size
-        self._resize = A.Compose(_geometry(self.size, train=False))
+        self.letterbox = Letterbox(self.size)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw) -> Predictor:
@@ -116,21 +148,7 @@ class Predictor:
 
     def resize(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:
         """The NumPy half of preprocessing: letterbox each image to the input size."""
-        out, info = [], []
-        for img in images:
-            h, w = img.shape[:2]
-            scale = self.size / max(h, w)
-            if round(min(h, w) * scale) < 1:
-                raise ImageError(
-                    "unusable",
-                    "image",
-                    f"an image whose shorter side is at least 1 pixel after resizing the "
-                    f"longer side to {self.size}",
-                    f"{w}x{h}",
-                )
-            out.append(np.ascontiguousarray(self._resize(image=img)["image"]))
-            info.append({"orig_size": (h, w), "scale": scale})
-        return out, info
+        return self.letterbox(images)
 
     def to_tensor(self, resized: list[np.ndarray]) -> torch.Tensor:
         """The torch half: stack, move to the device, scale to [0, 1] (a server runs this on
@@ -165,8 +183,7 @@ class Predictor:
     # -- serving: one image per request ------------------------------------------------------
     def prepare(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[np.ndarray, dict]:
         """Bytes → (letterboxed array, info). NumPy only: safe on a decode thread."""
-        arrays, info = self.resize([self.decode(data, limits)])
-        return arrays[0], info[0]
+        return self.letterbox.prepare(data, limits)
 
     def forward(self, arrays: list[np.ndarray]) -> list:
         """Letterboxed arrays → one raw output per image (on the inference thread)."""

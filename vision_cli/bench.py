@@ -1,4 +1,5 @@
-"""``vision bench fps|run``: the FPS protocol for a model or checkpoint, benchmark suites."""
+"""``vision bench fps|run|list|show``: the FPS protocol for a model or checkpoint, benchmark
+suites (run locally or as Ray tasks), and the suites that ship with the package."""
 
 from __future__ import annotations
 
@@ -28,7 +29,18 @@ def add_commands(sub) -> None:
     r.add_argument("--out", default=None, help="report folder (default reports/SUITE_NAME)")
     r.add_argument("--promote", action="store_true", help="promote each task's best model")
     r.add_argument("--force", action="store_true", help="recompute every pair and retrain")
+    r.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: the pairs as Ray tasks (a GPU each where there are GPUs)",
+    )
+    r.add_argument("--address", default=None, help="Ray: auto, ray://HOST:PORT (default: local)")
     r.set_defaults(func=cmd_run)
+    bench.add_parser("list", help="the suites shipped with the package").set_defaults(func=cmd_list)
+    s = bench.add_parser("show", help="print a suite's file (to read or copy)")
+    s.add_argument("suite", help="a shipped suite's name or a suite YAML")
+    s.set_defaults(func=cmd_show)
 
 
 def cmd_fps(a) -> int:
@@ -62,5 +74,25 @@ def cmd_fps(a) -> int:
 def cmd_run(a) -> int:
     from vision_cli.orchestrate import run_suite
 
-    run_suite(a.suite, a.out, a.promote, a.force)
+    run_suite(a.suite, a.out, a.promote, a.force, engine=a.engine, address=a.address)
+    return 0
+
+
+def cmd_list(a) -> int:
+    from eval.bench import SUITES, load_suite, shipped_suites
+
+    for name in shipped_suites():
+        suite = load_suite(name)
+        models = ", ".join(m["name"] for m in suite["models"])
+        print(f"{name:<14} datasets: {', '.join(map(str, suite['datasets']))}; models: {models}")
+    print(f"(files in {SUITES}; `vision bench show NAME` prints one)")
+    return 0
+
+
+def cmd_show(a) -> int:
+    from eval.bench import find_suite
+
+    path = find_suite(a.suite)
+    print(f"# {path}")
+    print(path.read_text(), end="")
     return 0

@@ -4,6 +4,7 @@ vision main                                   the main job on the built-in datas
 vision data shapes|check|convert              datasets (see ``vision data -h``)
 vision train detect|segment                   training
 vision eval coco|voc|seg|run                  evaluation of prediction files or a checkpoint
+vision predict                                a model on unlabeled images (local or Ray)
 vision bench fps|run                          the FPS protocol, benchmark suites
 vision optimize                               deployable variants (ONNX, int8...) of a checkpoint
 vision compress prune|table                    pruning + fine-tuning, the compression table
@@ -17,9 +18,20 @@ import argparse
 import sys
 
 from vision.errors import DataError
-from vision_cli import bench, compress, data, evaluate, optimize, orchestrate, promote, serve, train
+from vision_cli import (
+    bench,
+    compress,
+    data,
+    evaluate,
+    optimize,
+    orchestrate,
+    predict,
+    promote,
+    serve,
+    train,
+)
 
-GROUPS = (orchestrate, data, train, evaluate, bench, optimize, compress, promote, serve)
+GROUPS = (orchestrate, data, train, evaluate, predict, bench, optimize, compress, promote, serve)
 
 
 def version() -> str:

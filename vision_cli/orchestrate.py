@@ -50,15 +50,18 @@ def run_suite(
     force: bool = False,
     train_fn: Callable[[dict], None] = train_recipe,
     log: Callable = print,
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict:
     """Every (dataset, model) pair of a suite not already in ``OUT/pairs`` (training a model's
     recipe first when its checkpoint is missing), then the leaderboard report, then (with
-    ``promote``) each task's best model into the BentoML store."""
-    from eval.bench import evaluate_pair, load_suite, pair_key, save_pair
+    ``promote``) each task's best model into the BentoML store. ``engine="ray"`` scores the
+    pairs as Ray tasks (one GPU each where the cluster has GPUs, a CPU otherwise) on the
+    cluster at ``address`` (default: a local Ray); training stays here."""
+    from eval.bench import load_suite, pair_key, run_pair
     from eval.leaderboard import write_suite_report
     from vision.config import load_config
     from vision.data.health import check_dataset
-    from vision.predictor import Predictor
 
     suite = load_suite(suite_path)
     out_dir = Path(out or f"reports/{suite['name']}")
@@ -66,7 +69,7 @@ def run_suite(
         for sub in ("pairs", "runs"):
             shutil.rmtree(out_dir / sub, ignore_errors=True)
     opts = suite["options"]
-    results = []
+    results, todo = [], []
     for data in suite["datasets"]:
         cfg = load_config(data)
         for spec in suite["models"]:
@@ -76,15 +79,17 @@ def run_suite(
                 results.append(json.loads(path.read_text()))
                 continue
             ckpt = checkpoint_for(spec, data, cfg.name, out_dir, train_fn, log)
-            predictor = Predictor.from_checkpoint(
-                ckpt, opts.get("device", "auto"), half=bool(opts.get("half", False))
-            )
-            if not getattr(cfg, predictor.task):
-                log(f"[bench] {cfg.name} × {spec['name']}: no {predictor.task} split, skipped")
-                continue
-            log(f"[bench] {cfg.name} × {spec['name']}: evaluating")
-            result, samples = evaluate_pair(predictor, cfg, data, spec["name"], ckpt, opts)
-            results.append(save_pair(out_dir, result, samples))
+            todo.append((cfg.name, spec["name"], str(ckpt), data))
+    if engine == "ray":
+        results += run_pairs_on_ray(todo, opts, out_dir, address, log)
+    else:
+        for dataset, name, ckpt, data in todo:
+            log(f"[bench] {dataset} × {name}: evaluating")
+            result = run_pair(ckpt, data, name, opts, str(out_dir))
+            if result is None:
+                log(f"[bench] {dataset} × {name}: no split of the model's task, skipped")
+            else:
+                results.append(result)
     health = {}
     for d in suite["datasets"]:
         rep = check_dataset(d, decode=False)
@@ -127,6 +132,41 @@ def run_suite(
         )
         (out_dir / "promoted.json").write_text(json.dumps(report["promoted"], indent=1))
     return report
+
+
+def run_pairs_on_ray(todo: list[tuple], opts: dict, out: Path, address, log) -> list[dict]:
+    """Every pending pair as a Ray task; the results in the order given. Paths travel
+    absolute and the data root with them, so workers anywhere resolve them alike."""
+    from eval.bench import run_pair
+    from vision.batch.ray_engine import ensure_ray
+    from vision.config import data_root, load_config
+
+    ray, started = ensure_ray(address)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0) >= 1
+        task = ray.remote(run_pair).options(
+            num_gpus=1 if gpus else 0,
+            num_cpus=0 if gpus else 1,
+            runtime_env={"env_vars": {"VISION_DATASETS": str(data_root().resolve())}},
+        )
+        log(f"[bench] {len(todo)} pairs as Ray tasks ({'a GPU' if gpus else 'a CPU'} each)")
+        refs = [
+            task.remote(
+                str(Path(ckpt).resolve()),
+                str(load_config(data).source.resolve()),
+                name,
+                opts,
+                str(out.resolve()),
+            )
+            for _, name, ckpt, data in todo
+        ]
+        results = ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+    for (dataset, name, _, _), r in zip(todo, results, strict=True):
+        log(f"[bench] {dataset} × {name}: " + ("done on Ray" if r else "no split, skipped"))
+    return [r for r in results if r is not None]
 
 
 def checkpoint_for(spec: dict, data: str, dataset: str, out: Path, train_fn, log) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,13 @@ def decode_image(
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is the data's fault
+        # PIL names the buffer it read (``<_io.BytesIO object at 0x...>``): not the user's
+        message = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))
         raise ImageError(
-            "corrupt", where, f"a readable {fmt or 'JPEG/PNG'} image", f"{type(e).__name__}: {e}"
+            "corrupt",
+            where,
+            f"a readable {fmt or 'JPEG/PNG'} image",
+            f"{type(e).__name__}: {message}",
         ) from e
 
 
