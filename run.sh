@@ -22,13 +22,14 @@ setup() {
         echo "[setup] creating .venv with $PY"
         "$PY" -m venv .venv
     fi
-    # Re-install only when pyproject.toml changed since the last successful install.
-    local stamp; stamp=$(sha256sum pyproject.toml | cut -c1-16)
+    # Re-install only when pyproject.toml or constraints.txt changed since the last install.
+    local stamp; stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
     if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
         echo "[setup] installing the project and its dependencies into .venv (first time: a few minutes)"
         : >.venv/setup.log
         pip_logged install -q --upgrade pip setuptools
-        pip_logged install -q -e '.[dev]'
+        # constraints.txt: the versions the recorded figures were measured with (dev/lock.sh)
+        pip_logged install -q -e '.[dev]' -c constraints.txt
         echo "$stamp" > .venv/.setup-stamp
     fi
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,6 +61,22 @@ def shapes_yaml(shapes_dir, tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("cfg") / "shapes_small.yaml"
     p.write_text(yaml.safe_dump(raw))
     return p
+
+
+@pytest.fixture(scope="session")
+def photos(shapes_dir, tmp_path_factory):
+    """Ten shapes images in two folders, plus a truncated JPEG, an empty PNG, a text file and
+    a hidden file."""
+    root = tmp_path_factory.mktemp("photos")
+    jpegs = sorted((shapes_dir / "VOC" / "JPEGImages").glob("*.jpg"))[:10]
+    for i, f in enumerate(jpegs):
+        (root / ("a" if i < 6 else "b")).mkdir(exist_ok=True)
+        shutil.copy(f, root / ("a" if i < 6 else "b") / f.name)
+    (root / "a" / "truncated.jpg").write_bytes(jpegs[0].read_bytes()[:2000])
+    (root / "b" / "empty.png").write_bytes(b"")
+    (root / "b" / "notes.txt").write_text("not an image\n")
+    (root / "a" / ".hidden.jpg").write_bytes(jpegs[1].read_bytes())
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from vision.batch.outputs import recover_lines
@@ -27,22 +25,6 @@ def lines(path) -> list[dict]:
     for r in rows:
         r.pop("timing_ms", None)
     return rows
-
-
-@pytest.fixture(scope="module")
-def photos(shapes_dir, tmp_path_factory):
-    """Ten shapes images in two folders, plus a truncated JPEG, an empty PNG, a text file and
-    a hidden file."""
-    root = tmp_path_factory.mktemp("photos")
-    jpegs = sorted((shapes_dir / "VOC" / "JPEGImages").glob("*.jpg"))[:10]
-    for i, f in enumerate(jpegs):
-        (root / ("a" if i < 6 else "b")).mkdir(exist_ok=True)
-        shutil.copy(f, root / ("a" if i < 6 else "b") / f.name)
-    (root / "a" / "truncated.jpg").write_bytes(jpegs[0].read_bytes()[:2000])
-    (root / "b" / "empty.png").write_bytes(b"")
-    (root / "b" / "notes.txt").write_text("not an image\n")
-    (root / "a" / ".hidden.jpg").write_bytes(jpegs[1].read_bytes())
-    return root
 
 
 def test_bad_files_are_errors_with_reasons_and_the_rest_is_predicted(

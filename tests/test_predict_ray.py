@@ -13,8 +13,9 @@ import ray
 from ray.cluster_utils import Cluster
 
 from .conftest import run_cli
-from .test_predict import lines, photos  # noqa: F401  (the shared folder of test images)
+from .test_predict import lines
 
+# one CPU per node: two actors of 0.75 CPUs cannot share a node, a decode task (0.25) fits beside
 NODE = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
 
 
@@ -39,7 +40,7 @@ def test_two_nodes_same_files_as_local_and_a_killed_actor_loses_nothing(
     monkeypatch.setenv("VISION_PREDICT_KILL_AFTER", "1")  # the first actor dies after a batch
     on_ray = tmp_path / "ray"
     r = run_cli([*args, "--out", on_ray, "--engine", "ray", "--address", cluster.address,
-                 "--num-workers", "2", "--cpus-per-worker", "0.5"])  # fmt: skip
+                 "--num-workers", "2", "--cpus-per-worker", "0.75"])  # fmt: skip
     assert r.returncode == 1, r.stderr[-3000:]
     key = lambda row: row["path"]  # noqa: E731
     for name in ("predictions.jsonl", "errors.jsonl"):

@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 import torch
 
 from vision.data.colormap import mask_colors
-from vision.data.io import DecodeLimits, ImageError, decode_image, read_image
-from vision.data.transforms import _geometry
+from vision.data.io import DecodeLimits, decode_image, read_image
+from vision.data.letterbox import Letterbox
 from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
 from vision.models.common import mask_classes
@@ -47,38 +46,6 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: expected 'auto' or 'cpu' here (no CUDA device), got {spec!r}")
     return dev
-
-
-class Letterbox:
-    """The NumPy half of preprocessing, without a model: each image resized so its longer side
-    is ``size`` and padded at the bottom/right (``Predictor.resize``; batch prediction's decode
-    tasks run it apart from the model)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._resize = A.Compose(_geometry(size, train=False))
-
-    def __call__(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:
-        out, info = [], []
-        for img in images:
-            h, w = img.shape[:2]
-            scale = self.size / max(h, w)
-            if round(min(h, w) * scale) < 1:
-                raise ImageError(
-                    "unusable",
-                    "image",
-                    f"an image whose shorter side is at least 1 pixel after resizing the "
-                    f"longer side to {self.size}",
-                    f"{w}x{h}",
-                )
-            out.append(np.ascontiguousarray(self._resize(image=img)["image"]))
-            info.append({"orig_size": (h, w), "scale": scale})
-        return out, info
-
-    def prepare(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[np.ndarray, dict]:
-        """Bytes → (letterboxed array, info), as ``Predictor.prepare``."""
-        arrays, info = self([decode_image(bytes(data), limits)])
-        return arrays[0], info[0]
 
 
 class Predictor:
@@ -123,7 +90,8 @@ class Predictor:
             class_names=meta["class_names"],
             input_size=meta["input_size"],
             **_label_kwargs(meta),
-            **args.get("model_kwargs", {}),
+            # the checkpoint holds every weight: no pretrained backbone file to read first
+            **{**args.get("model_kwargs", {}), "weights_backbone": None},
         )
         if meta.get("pruned"):  # the pruned shapes are the state dict's
             from vision.prune import fit_to_state_dict

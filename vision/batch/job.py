@@ -39,6 +39,19 @@ class ModelSpec:
 
         return variant_predictor(self.checkpoint, self.variant, self.file, device=device)
 
+    def describe(self) -> dict:
+        """What the outputs need of the model, read from its checkpoint without building it:
+        ``task``, ``size`` (input), ``classes`` (what a segmenter's class map indexes, or the
+        detector's classes)."""
+        from vision.data.sample import mask_classes
+        from vision.engine.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(self.checkpoint, mmap=True)["meta"]
+        names = list(meta["class_names"])
+        if meta["task"] == "segmentation":
+            names = mask_classes(names, meta.get("background", True))
+        return {"task": meta["task"], "size": int(meta["input_size"]), "classes": names}
+
     @classmethod
     def from_path(cls, path: str | Path) -> ModelSpec:
         """A checkpoint (``.pt``), or an exported variant (``.onnx`` written by ``vision
@@ -255,8 +268,9 @@ def _run_predict(job, sources, engine, ray_options, progress, log) -> dict:
     done, recovered = folder.done(job.retry_errors)
     chunks = batches(sources.items, job.batch, done)
     todo = sum(map(len, chunks))
-    pred = job.model.load("cpu" if engine == "ray" else job.device)
-    names = pred.labels().get("mask_classes", pred.labels()["classes"])
+    model = job.model.describe()  # (Ray: the model itself loads in the actors only)
+    pred = job.model.load(job.device) if engine == "local" else None
+    names = model["classes"]
     cat_ids = category_ids(names, sources.categories, "--source (its categories)")
     log(
         f"[predict] {len(sources.items)} images, {len(sources.items) - todo} done earlier, "
@@ -271,15 +285,15 @@ def _run_predict(job, sources, engine, ray_options, progress, log) -> dict:
     else:
         from vision.batch.ray_engine import run_ray
 
-        stats = run_ray(job, pred, chunks, folder, progress, **(ray_options or {}))
+        stats = run_ray(job, model["size"], chunks, folder, progress, **(ray_options or {}))
     seconds = time.perf_counter() - t0
     folder.close()
-    totals = folder.totals(pred.task, names)
-    results = folder.write_coco_results(pred.task, cat_ids, names)
+    totals = folder.totals(model["task"], names)
+    results = folder.write_coco_results(model["task"], cat_ids, names)
     summary = {
         "model": job.model.name or job.model.checkpoint,
         "variant": job.model.variant,
-        "task": pred.task,
+        "task": model["task"],
         "engine": engine,
         "options": asdict(job.options),
         **totals,

@@ -11,6 +11,7 @@ interrupted job's shards are merged by the next run before it decides what is le
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -32,6 +33,7 @@ from vision.batch.sources import Item
 from vision.errors import DataError
 
 EXTRA = "pip install 'vision-suite[ray]'"
+DECODE_CPUS = 0.25  # what a decode task reserves: reading and resizing a batch is light
 
 
 def import_ray():
@@ -54,36 +56,35 @@ def ensure_ray(address: str | None):
     return ray, True
 
 
-def _items(row: dict, i: int = 0) -> list[Item]:
-    """The items of the ``i``-th chunk row of a batch."""
-    return [
-        Item(str(p), int(k), str(r))
-        for p, k, r in zip(row["paths"][i], row["ids"][i], row["rels"][i], strict=True)
-    ]
+def _items(batch: dict, i: int = 0) -> list[Item]:
+    """The items of the ``i``-th chunk row of a batch (a JSON list of [path, id, name])."""
+    return [Item(p, int(k), r) for p, k, r in json.loads(str(batch["items"][i]))]
 
 
 def _decode(batch: dict, size: int, limits, chunk: int) -> dict:
-    """Map task, one chunk row: read and letterbox its images into a ``(chunk, S, S, 3)``
-    array (zeros where an image failed or the chunk is short), failures with their reason."""
+    """Map task over chunk rows: read and letterbox each row's images into a
+    ``(chunk, S, S, 3)`` array (zeros where an image failed or the chunk is short), with
+    ``meta`` = height, width, scale and decode ms per image, and each failure's reason."""
     from vision.batch.job import read_and_prepare
-    from vision.predictor import Letterbox
+    from vision.data.letterbox import Letterbox
 
     letterbox = Letterbox(size)
-    items = _items(batch)
-    arrays = np.zeros((1, chunk, size, size, 3), np.uint8)
-    cols = {k: [] for k in ("h", "w", "scale", "decode_ms", "reason", "expected", "got")}
-    for i, item in enumerate(items):
-        got = read_and_prepare(item, letterbox, limits, False)
-        if isinstance(got, tuple):
-            array, info, _, ms = got
-            arrays[0, i] = array
-            h, w = info["orig_size"]
-            row = (h, w, info["scale"], ms, "", "", "")
-        else:
-            row = (0, 0, 0.0, 0.0, got.reason, got.expected, got.got)
-        for k, v in zip(cols, row, strict=True):
-            cols[k].append(v)
-    return {**batch, "array": arrays, **{k: [v] for k, v in cols.items()}}
+    n = len(batch["items"])
+    arrays = np.zeros((n, chunk, size, size, 3), np.uint8)
+    meta = np.zeros((n, chunk, 4), np.float64)
+    failed = []
+    for row in range(n):
+        errors = {}
+        for i, item in enumerate(_items(batch, row)):
+            got = read_and_prepare(item, letterbox, limits, False)
+            if isinstance(got, tuple):
+                array, info, _, ms = got
+                arrays[row, i] = array
+                meta[row, i] = (*info["orig_size"], info["scale"], ms)
+            else:
+                errors[i] = [got.reason, got.expected, got.got]
+        failed.append(json.dumps(errors))
+    return {"items": batch["items"], "array": arrays, "meta": meta, "failed": np.asarray(failed)}
 
 
 class PredictActor:
@@ -116,48 +117,43 @@ class PredictActor:
         self.kill_after = kill_after
 
     def __call__(self, batch: dict) -> dict:
-        """One chunk row: its good images through the model together, every line to this
-        actor's shards; returns one row per image (path, node, whether it was predicted)."""
+        """Chunk rows, one model call each: the good images of a chunk through the model
+        together, every line to this actor's shards; returns one row per image (path, node,
+        whether it was predicted, its stage times)."""
+        out: dict[str, list] = {k: [] for k in ("path", "node", "ok", "decode", "infer", "post")}
+        for row in range(len(batch["items"])):
+            self._chunk(batch, row, out)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def _chunk(self, batch: dict, row: int, out: dict) -> None:
         from vision.data.io import ImageError, read_image
 
-        items = _items(batch)
-        reason = [str(r) for r in batch["reason"][0]]
-        ok = [i for i, r in enumerate(reason) if not r]
-        errors = [
-            error_line(
-                items[i],
-                ImageError(
-                    reason[i], items[i].path, str(batch["expected"][0][i]), str(batch["got"][0][i])
-                ),
-            )  # fmt: skip
-            for i, r in enumerate(reason)
-            if r
-        ]
+        items, meta = _items(batch, row), batch["meta"][row]
+        failed = {int(i): e for i, e in json.loads(str(batch["failed"][row])).items()}
+        ok = [i for i in range(len(items)) if i not in failed]
+        errors = [error_line(items[i], ImageError(e[0], items[i].path, e[1], e[2]))
+                  for i, e in sorted(failed.items())]  # fmt: skip
         t0 = time.perf_counter()
-        arrays = batch["array"][0][ok] if ok else []  # a copy: Ray's batch is read-only
-        raws = self.pred.forward(list(arrays)) if ok else []
-        infer = (time.perf_counter() - t0) * 1e3
-        lines, post = [], 0.0
+        raws = self.pred.forward(list(batch["array"][row][ok])) if ok else []  # a copy
+        infer = (time.perf_counter() - t0) * 1e3 / max(1, len(ok))
+        lines, post = [], {}
         for i, raw in zip(ok, raws, strict=True):
-            info = {"orig_size": (int(batch["h"][0][i]), int(batch["w"][0][i]))}
-            info["scale"] = float(batch["scale"][0][i])
+            info = {"orig_size": (int(meta[i][0]), int(meta[i][1])), "scale": float(meta[i][2])}
             image = read_image(items[i].path) if self.keep else None
-            timing = {"decode": float(batch["decode_ms"][0][i]), "infer": infer / len(ok)}
+            timing = {"decode": float(meta[i][3]), "infer": infer}
             lines.append(self.recorder.record(items[i], image, raw, info, timing))
-            post += timing["postprocess"]
+            post[i] = timing["postprocess"]
         self._write("predictions", lines)
         self._write("errors", errors)
         self.batches += 1
         self._maybe_die()
-        n, good = len(items), np.asarray([not r for r in reason])
-        return {
-            "path": np.asarray([it.path for it in items]),
-            "node": np.asarray([self.node] * n),
-            "ok": good,
-            "decode_ms": np.asarray(batch["decode_ms"][0], np.float64),
-            "infer_ms": np.full(n, infer / max(1, len(ok))),
-            "post_ms": np.full(n, post / max(1, len(ok))),
-        }
+        for i, item in enumerate(items):
+            out["path"].append(item.path)
+            out["node"].append(self.node)
+            out["ok"].append(i not in failed)
+            out["decode"].append(float(meta[i][3]))
+            out["infer"].append(infer if i not in failed else 0.0)
+            out["post"].append(post.get(i, 0.0))
 
     def _write(self, kind: str, lines: list[dict]) -> None:
         import orjson
@@ -181,7 +177,7 @@ class PredictActor:
 
 def run_ray(
     job: PredictJob,
-    pred,
+    size: int,
     chunks: list[list[Item]],
     folder: JobFolder,
     progress: bool,
@@ -194,14 +190,25 @@ def run_ray(
     model call; returns this run's counts, stage times and images per node."""
     ray, started = ensure_ray(address)
     try:
-        return _run(ray, job, pred, chunks, folder, progress, num_workers, gpus_per_worker,
+        return _run(ray, job, size, chunks, folder, progress, num_workers, gpus_per_worker,
                     cpus_per_worker)  # fmt: skip
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray, job, pred, chunks, folder, progress, workers, gpus, cpus) -> dict:
+def _run(ray, job, size, chunks, folder, progress, workers, gpus, cpus) -> dict:
+    cluster = ray.cluster_resources()
+    if workers * cpus > cluster.get("CPU", 0) - DECODE_CPUS or workers * gpus > cluster.get(
+        "GPU", 0
+    ):
+        raise DataError(
+            "--num-workers / --cpus-per-worker / --gpus-per-worker",
+            f"model actors that leave a quarter CPU for decoding (the cluster has "
+            f"{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)",
+            f"{workers} actors × {cpus:g} CPUs, {gpus:g} GPUs",
+            "fewer or smaller actors",
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     folder.shards.mkdir(parents=True, exist_ok=True)
@@ -209,27 +216,23 @@ def _run(ray, job, pred, chunks, folder, progress, workers, gpus, cpus) -> dict:
     nodes: Counter = Counter()
     stage = {"decode": 0.0, "infer": 0.0, "postprocess": 0.0}
     if chunks:
-        rows = [
-            {
-                "paths": [it.path for it in c],
-                "ids": [it.image_id for it in c],
-                "rels": [it.rel for it in c],
-            }
-            for c in chunks
-        ]
-        # decode tasks reserve memory for a batch of images: their arguments then differ from
-        # the actors', so Ray Data keeps them apart (unfused) and decoding overlaps inference
-        ds = ray.data.from_items(rows).map_batches(
+        rows = [{"items": json.dumps([[it.path, it.image_id, it.rel] for it in c])} for c in chunks]
+        # blocks of about eight chunks: a task's overhead is spread over ~64 images. Decode
+        # tasks reserve the memory a worker holds (~0.5 GiB with its imports): their
+        # arguments then differ from the actors', so Ray Data keeps the two stages apart
+        # (unfused) and decoding overlaps inference
+        blocks = min(len(rows), max(len(rows) // 8, 2 * workers))  # every actor gets work
+        ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             _decode,
-            batch_size=1,
-            fn_kwargs={"size": pred.size, "limits": job.limits, "chunk": job.batch},
-            num_cpus=0.5,
-            memory=64 * 2**20,
+            batch_size=None,
+            fn_kwargs={"size": size, "limits": job.limits, "chunk": job.batch},
+            num_cpus=DECODE_CPUS,
+            memory=512 * 2**20,
         )
         device = "cuda" if gpus else ("cpu" if job.device == "auto" else job.device)
         ds = ds.map_batches(
             PredictActor,
-            batch_size=1,
+            batch_size=None,
             fn_constructor_kwargs={
                 "spec": job.model,
                 "options": job.options,
@@ -248,9 +251,8 @@ def _run(ray, job, pred, chunks, folder, progress, workers, gpus, cpus) -> dict:
             counts["predicted"] += int(ok.sum())
             counts["errors"] += int((~ok).sum())
             nodes.update(b["node"].tolist())
-            stage["decode"] += float(b["decode_ms"][ok].sum())
-            stage["infer"] += float(b["infer_ms"][ok].sum())
-            stage["postprocess"] += float(b["post_ms"][ok].sum())
+            for k, col in (("decode", "decode"), ("infer", "infer"), ("postprocess", "post")):
+                stage[k] += float(b[col][ok].sum())
     merged = folder.merge_shards()
     return {
         **counts,
