@@ -1,5 +1,5 @@
 """Batch prediction speed: the local engine and the Ray engine against a naive loop, measured
-in the same run (round-robin, medians of ``--repeats``).
+in the same run (round-robin; images/s and per-round ratios as medians of ``--repeats``).
 
     .venv/bin/python -m bench.predict_speed [--model vision-detector:latest] [--images 1000]
         [--repeats 3] [--out bench/results/predict_speed.json]
@@ -104,11 +104,14 @@ def main() -> int:
             print(f"round {r + 1}/{a.repeats} {e:<6} {ips:7.1f} images/s", flush=True)
             shutil.rmtree(out / e, ignore_errors=True)
     med = {e: statistics.median(v) for e, v in runs.items()}
-    ratios = {}
-    if "naive" in med and "local" in med:
-        ratios["local_vs_naive"] = med["local"] / med["naive"]
-    if "ray" in med and "local" in med:
-        ratios["ray_vs_local"] = med["ray"] / med["local"]
+    # each round's ratio (its engines ran back to back, so the host's drift mostly cancels),
+    # then the median over rounds
+    ratios, per_round = {}, {}
+    for name, (num, den) in {"local_vs_naive": ("local", "naive"),
+                             "ray_vs_local": ("ray", "local")}.items():  # fmt: skip
+        if num in runs and den in runs:
+            per_round[name] = [n / d for n, d in zip(runs[num], runs[den], strict=True)]
+            ratios[name] = statistics.median(per_round[name])
     result = {
         "model": spec.name,
         "variant": spec.variant,
@@ -119,6 +122,7 @@ def main() -> int:
         "images_per_s": runs,
         "median_images_per_s": med,
         "ratios": ratios,
+        "ratios_per_round": per_round,
         "ray_start_s": ray_start,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }

@@ -33,10 +33,10 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from eval.base import nan_to_none
-from eval.draw import sample_images
 from eval.fps import measure
 from eval.metrics import PRIMARY, primary_value, score
 from eval.provenance import dataset_hash, git_commit
+from eval.samples import Quality, drawn_samples
 from vision.data.build import build_dataset
 from vision.engine.train import TrainConfig
 from vision.errors import DataError
@@ -115,7 +115,8 @@ def evaluate_pair(
     reader = build_dataset(cfg, task, opts.get("split", "val"))
     reader.limit(opts.get("limit"))
     t0 = time.perf_counter()
-    metrics, kept = score(predictor, reader, cfg.names, keep=4)
+    quality = Quality(task, len(cfg.names))
+    metrics, _ = score(predictor, reader, cfg.names, observe=quality)
     images = [s.path.read_bytes() for s in reader.samples[:32]]
     fps = measure(
         predictor,
@@ -124,6 +125,7 @@ def evaluate_pair(
         opts.get("fps_warmup", 3),
         opts.get("fps_iters", 20),
     )
+    drawn, legend = drawn_samples(predictor, reader, quality)
     result = {
         "pair": pair_key(data, name),
         "dataset": cfg.name,
@@ -144,17 +146,20 @@ def evaluate_pair(
         "git_commit": git_commit(),
         "class_names": cfg.names,
         "skipped": reader.skips.as_dict(),  # bad annotations left out (skip_invalid configs)
+        "training": training_rows(Path(ckpt)),
+        "samples": [{k: d[k] for k in ("caption", "index", "kind", "quality")} for d in drawn],
+        "legend": legend,
     }
-    drawn = sample_images(
-        reader,
-        kept,
-        cfg.names,
-        task,
-        n=4,
-        background=predictor.meta.background,
-        colors=predictor.meta.colors,
-    )
-    return result, drawn
+    return result, [d["image"] for d in drawn]
+
+
+def training_rows(checkpoint: Path) -> list[dict]:
+    """The ``metrics.jsonl`` rows of the run a checkpoint came from (TensorBoard's ``epoch/``
+    scalars are written from the same rows); none for a checkpoint outside its run folder."""
+    path = checkpoint.parent / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_pair(ckpt: str, data: str, name: str, opts: dict, out: str) -> dict | None:

@@ -212,10 +212,31 @@ def coco_evaluate(
     stats["per_class"] = {
         names[c]: _mean(precision[:, :, k, 0, -1]) for k, c in enumerate(p.catIds)
     }
+    stats["pr_curves"] = pr_curves(precision, np.asarray(p.iouThrs), np.asarray(p.recThrs),
+                                   [names[c] for c in p.catIds])  # fmt: skip
     stats["protocol"] = (
         f"COCO {iou_type} AP@[.50:.05:.95], 101-point, maxDets={list(p.maxDets)}, engine={engine}"
     )
     return stats
+
+
+def pr_curves(precision: np.ndarray, iou_thrs: np.ndarray, rec_thrs: np.ndarray, names) -> dict:
+    """Each class's interpolated precision at the 101 recall points (all areas, the largest
+    ``maxDets``): at IoU 0.5 (``iou50``) and averaged over IoU .50:.95 (``iou50_95``); None
+    where the COCO arrays leave it undefined (-1)."""
+    pr = precision[:, :, :, 0, -1]  # (T, R, K)
+    t50 = np.flatnonzero(np.isclose(iou_thrs, 0.5))
+    valid = pr > -1
+    mean = np.where(valid.any(0), np.where(valid, pr, 0).sum(0) / np.maximum(valid.sum(0), 1), -1)
+
+    def curve(values: np.ndarray) -> list[float | None]:
+        return [None if v < 0 else float(v) for v in values]
+
+    return {
+        "recall": rec_thrs.tolist(),
+        "iou50": {n: curve(pr[t50[0], :, k]) for k, n in enumerate(names)} if t50.size else {},
+        "iou50_95": {n: curve(mean[:, k]) for k, n in enumerate(names)},
+    }
 
 
 AREAS = {"": (0, 1e10), "s": (0, 32**2), "m": (32**2, 96**2), "l": (96**2, 1e10)}
@@ -238,6 +259,7 @@ def _empty_result(gt: dict, max_dets) -> dict[str, Any]:
     out["per_class"] = {
         c["name"]: (0.0 if c["id"] in present else float("nan")) for c in gt["categories"]
     }
+    out["pr_curves"] = {"recall": [], "iou50": {}, "iou50_95": {}}
     out["protocol"] = "COCO AP@[.50:.05:.95], 101-point (no detections)"
     return out
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from eval.base import Evaluator, gather
+from eval.confusion import detection_confusion
 from eval.prf import prf_from_matches
 from eval.voc import match_all, voc_from_matches
 
@@ -20,7 +21,8 @@ KEYS = ("voc07", "voc12", "prf")
 
 class VOCEvaluator(Evaluator):
     """Reports ``voc07`` and ``voc12`` (``mAP``, ``per_class``) and ``prf`` (precision, recall,
-    F1 at ``conf``; best F1) at IoU ``iou``, each key only if listed in ``keys``."""
+    F1 at ``conf``; best F1; the class confusion matrix with background, ``eval.confusion``) at
+    IoU ``iou``, each key only if listed in ``keys``."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class VOCEvaluator(Evaluator):
                 )
         if "prf" in self.keys:
             out["prf"] = prf_from_matches(matches, self.names, self.conf, self.iou)
+            out["prf"]["confusion"] = detection_confusion(self.gts, dets, self.names, self.iou)
         return out
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import torch
 
+from eval import plots
 from eval.base import nan_to_none
-from eval.report import CSS, _md_table, _table, fmt, png_data_uri, svg_lines
+from eval.figures import health_figures, model_figures
+from eval.html import figure, fmt, fmt_count, legend, md_table, page, png_data_uri, table
+from eval.report import per_class_rows
 
 RULE = (
     "ranked by the primary metric (higher is better: COCO AP@[.50:.95] for detection, "
@@ -83,25 +86,37 @@ def _rows(rows: list[dict]) -> list[list[str]]:
             str(r["rank"]),
             r["model"],
             fmt(r["primary"]),
-            fmt(r["latency_ms_p50"], 1),
-            fmt(r["latency_ms_p95"], 1),
-            fmt(r["throughput"], 1),
-            f"{r['params'] / 1e6:.2f} M",
-            f"{r['flops'] / 1e9:.2f} G",
-            "yes" if r["pareto"] else "",
+            fmt(r["latency_ms_p50"], 1, "ms"),
+            fmt(r["latency_ms_p95"], 1, "ms"),
+            fmt(r["throughput"], 1, "img/s"),
+            fmt_count(r["params"]),
+            fmt_count(r["flops"]),
+            "yes" if r["pareto"] else "no",
         ]
         for r in rows
     ]
 
 
-HEAD = ["#", "model", "primary", "p50 ms", "p95 ms", "img/s", "params", "FLOPs", "Pareto"]
+HEAD = [
+    "#",
+    "model",
+    "primary",
+    "p50 latency",
+    "p95 latency",
+    "throughput",
+    "params",
+    "FLOPs",
+    "on the Pareto front",
+]
 
 
 def write_suite_report(
     out: Path | str, suite: dict, results: list[dict], health: dict[str, dict] | None = None
 ) -> dict:
     """Write ``leaderboard.json``, ``leaderboard.md`` and ``index.html``; the previous
-    ``leaderboard.json`` becomes ``previous.json`` and is compared against."""
+    ``leaderboard.json`` becomes ``previous.json`` and is compared against. The page opens
+    offline: figures are embedded, and it links each task's deployable-variants page when
+    ``OUT/variants/TASK/variants.html`` exists."""
     out = Path(out)
     prev_path = out / "leaderboard.json"
     previous = json.loads(prev_path.read_text()) if prev_path.is_file() else None
@@ -121,112 +136,159 @@ def write_suite_report(
         },
     }
     prev_path.write_text(json.dumps(nan_to_none(slim), indent=1))
+    name = html.escape(str(suite.get("name")))
     md = [f"# Benchmark: {suite.get('name')}", "", f"Rule: {RULE}.", ""]
-    body = [
-        f"<h1>Benchmark: {html.escape(str(suite.get('name')))}</h1>",
-        f"<p class=small>Rule: {html.escape(RULE)}.</p>",
-    ]
-    shown: set[str] = set()  # a dataset's health table appears once, under its first task
+    body = [f"<h1>Benchmark: {name}</h1>", f"<p class=small>Rule: {html.escape(RULE)}.</p>"]
+    body.append(_nav(out, boards))
+    shown: set[str] = set()  # a dataset's health appears once, under its first task
     for task, by_data in boards.items():
         for dataset, rows in by_data.items():
             metric = rows[0]["primary_metric"]
             title = f"{task} on {dataset} — primary: {metric}"
-            md += [f"## {title}", "", _md_table(_rows(rows), HEAD), ""]
+            md += [f"## {title}", "", md_table(_rows(rows), HEAD), ""]
             body += [
-                f"<h2>{html.escape(title)}</h2>",
-                _table(_rows(rows), HEAD),
-                _pareto_svg(rows, metric),
+                f'<h2 id="{task}-{html.escape(dataset)}">{html.escape(title)}</h2>',
+                table(_rows(rows), HEAD, sortable=True, numeric=(0, 2, 3, 4, 5, 6, 7)),
+                *_accuracy_latency(rows, metric),
+                *_variants_link(out, task),
             ]
-            first = dataset not in shown
+            if dataset not in shown and (health or {}).get(dataset):
+                body += _health_section(dataset, health[dataset])
             shown.add(dataset)
-            body += _dataset_section(
-                out, dataset, rows, (health or {}).get(dataset) if first else None
-            )
+            for r in rows:
+                body += _model_section(out, r)
     if data["comparison"]:
         comp = [
-            [c["pair"], c["change"], fmt(c.get("primary_delta")), fmt(c.get("latency_delta_ms"), 1)]
+            [
+                c["pair"],
+                c["change"],
+                fmt(c.get("primary_delta")),
+                fmt(c.get("latency_delta_ms"), 1, "ms"),
+            ]
             for c in data["comparison"]
         ]
-        head = ["pair", "change", "Δ primary", "Δ p50 ms"]
-        md += ["## Compared with the previous run", "", _md_table(comp, head), ""]
-        body += ["<h2>Compared with the previous run</h2>", _table(comp, head)]
+        head = ["pair", "change", "Δ primary", "Δ p50 latency"]
+        md += ["## Compared with the previous run", "", md_table(comp, head), ""]
+        body += ["<h2>Compared with the previous run</h2>", table(comp, head, sortable=True)]
     (out / "leaderboard.md").write_text("\n".join(md))
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>Benchmark "
-        f"{html.escape(str(suite.get('name')))}</title><style>{CSS}</style></head><body>"
-        f"{''.join(body)}</body></html>"
-    )
-    (out / "index.html").write_text(page)
+    (out / "index.html").write_text(page(f"Benchmark {suite.get('name')}", body))
     return data
 
 
-def _pareto_svg(rows: list[dict], metric: str) -> str:
-    lat = [r["latency_ms_p50"] for r in rows]
-    acc = [_score(r["primary"]) if _score(r["primary"]) > -math.inf else 0 for r in rows]
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms_p50"])
-    series = {f"{r['model']}": ([r["latency_ms_p50"]], [a]) for r, a in zip(rows, acc, strict=True)}
-    series["Pareto front"] = (
-        [r["latency_ms_p50"] for r in front],
-        [_score(r["primary"]) for r in front],
+def _nav(out: Path, boards: dict) -> str:
+    links = [
+        f'<a href="#{t}-{html.escape(d)}">{html.escape(t)} on {html.escape(d)}</a>'
+        for t, by in boards.items()
+        for d in by
+    ]
+    links += [
+        f'<a href="variants/{t}/variants.html">deployable variants ({html.escape(t)})</a>'
+        for t in boards
+        if (out / "variants" / t / "variants.html").is_file()
+    ]
+    return "<nav>" + "".join(links) + "</nav>"
+
+
+def _accuracy_latency(rows: list[dict], metric: str) -> list[str]:
+    """Accuracy against latency with labelled points, when there are models to compare."""
+    if len(rows) < 2:
+        return []
+    points = [
+        (
+            r["model"],
+            r["latency_ms_p50"],
+            _score(r["primary"]) if math.isfinite(_score(r["primary"])) else 0.0,
+        )
+        for r in rows
+    ]
+    front = [r["model"] for r in rows if r["pareto"]]
+    png = plots.scatter(
+        points, "latency p50 (ms, batch 1, end to end)", metric, f"{metric} against latency", front
     )
-    xmax = max(lat) * 1.15 if lat else 1
-    svg = svg_lines(series, "latency p50 (ms, batch 1)", metric, xlim=(0, xmax), ylim=(0, 1))
-    dots = []  # single-point series: mark them with circles
-    for r, a in zip(rows, acc, strict=True):
-        x = 45 + r["latency_ms_p50"] / xmax * (420 - 55)
-        y = 10 + (1 - a) * (300 - 45)
-        dots.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#333"><title>'
-            f"{html.escape(r['model'])}: {fmt(r['primary'])} at {r['latency_ms_p50']:.1f} ms"
-            f"</title></circle>"
+    return [
+        figure(
+            png,
+            f"accuracy–latency — {rows[0]['dataset']}",
+            "Each model's primary metric against its batch-1 latency; the dashed line "
+            "joins the Pareto front.",
         )
-    return svg.replace("</svg>", "".join(dots) + "</svg>")
+    ]
 
 
-def _dataset_section(out: Path, dataset: str, rows: list[dict], health: dict | None) -> list:
-    what = "dataset health and per-class results" if health else "per-class results"
-    body = [f"<h3>{html.escape(dataset)}: {what}</h3>"]
-    if health:
-        hrows = [
-            [
-                k,
-                str(v["images"]),
-                str(v["objects"]),
-                str(v["size_buckets"]),
-                str(v["skipped"]["total"]),
-            ]
-            for k, v in health["splits"].items()
+def _variants_link(out: Path, task: str) -> list[str]:
+    page_ = out / "variants" / task / "variants.html"
+    if not page_.is_file():
+        return []
+    return [
+        f"<p>Deployable variants of this task's best model (eager, ONNX, int8: speed, size and "
+        f'metric, the one served): <a href="variants/{task}/variants.html">table and '
+        f"accuracy–latency plot</a>.</p>"
+    ]
+
+
+def _health_section(dataset: str, health: dict) -> list[str]:
+    rows = [
+        [
+            k,
+            fmt(v["images"]),
+            fmt(v["objects"]),
+            *(fmt(v.get("size_buckets", {}).get(b)) for b in ("small", "medium", "large")),
+            fmt(v.get("difficult")),
+            fmt(v.get("crowd")),
+            fmt(v.get("skipped", {}).get("total")),
         ]
-        body.append(_table(hrows, ["split", "images", "objects", "sizes", "skipped"]))
-        body.append(
-            f"<p class=small>health: {'OK' if health['ok'] else 'ERRORS'} "
-            f"({len(health['errors'])} errors, {len(health['warnings'])} warnings)</p>"
-        )
-    best = rows[0]
-    if best["task"] == "detection":
-        pc = best["metrics"]["coco"]["per_class"]
-        v7 = best["metrics"]["voc07"]["per_class"]
-        prow = [[n, fmt(pc[n]), fmt(v7[n])] for n in pc]
-        body.append(
-            f"<p>Per class, best model ({html.escape(best['model'])}):</p>"
-            + _table(prow, ["class", "COCO AP", "VOC07 AP"])
-        )
-    else:
-        pc = best["metrics"]["seg"]["per_class_iou"]
-        body.append(
-            f"<p>Per class, best model ({html.escape(best['model'])}):</p>"
-            + _table([[n, fmt(v)] for n, v in pc.items()], ["class", "IoU"])
-        )
-    for r in rows:
-        p = out / "pairs" / f"{r['pair']}.samples.pt"
-        if p.is_file():
-            imgs = torch.load(p, weights_only=True)
-            body.append(
-                f"<p class=small>{html.escape(r['model'])}</p><div class=imgs>"
-                + "".join(
-                    f'<img alt="{html.escape(r["model"])} sample" src="{png_data_uri(i.numpy())}">'
-                    for i in imgs
-                )
-                + "</div>"
-            )
+        for k, v in health["splits"].items()
+    ]
+    head = [
+        "split",
+        "images",
+        "objects",
+        "small < 32²",
+        "medium",
+        "large ≥ 96²",
+        "difficult",
+        "crowd",
+        "skipped",
+    ]
+    status = (
+        '<span class="ok">✓ healthy</span>'
+        if health["ok"]
+        else f'<span class="bad">✗ {len(health["errors"])} errors</span>'
+    )
+    return [
+        f"<h3>{html.escape(dataset)}: dataset health</h3>",
+        f"<p>{status} · {len(health['errors'])} errors, {len(health['warnings'])} warnings "
+        "(the report of `vision data check`)</p>",
+        table(rows, head, numeric=range(1, len(head))),
+        '<div class="figs">',
+        *health_figures(health, dataset),
+        "</div>",
+    ]
+
+
+def _model_section(out: Path, r: dict) -> list[str]:
+    model = r["model"]
+    head, rows = per_class_rows(r["task"], r["metrics"], r.get("class_names") or [])
+    body = [
+        f"<h3>{html.escape(model)} on {html.escape(r['dataset'])}</h3>",
+        "<p class=small>Per class (click a column to sort):</p>",
+        table(rows, head, sortable=True, numeric=range(1, len(head))),
+        '<div class="figs">',
+        *model_figures(r["task"], r["metrics"], model, r.get("training"), r["primary_metric"]),
+        "</div>",
+    ]
+    p = out / "pairs" / f"{r['pair']}.samples.pt"
+    if p.is_file():
+        imgs = torch.load(p, weights_only=True)
+        captions = [s["caption"] for s in r.get("samples") or []] or [""] * len(imgs)
+        if r.get("legend"):
+            body.append(legend(r["legend"]["names"], r["legend"]["rgb"]))
+        body.append('<div class="samples">')
+        body += [
+            f'<figure><img alt="sample {i} — {html.escape(model)}: {html.escape(c)}" '
+            f'src="{png_data_uri(img.numpy())}"><figcaption>{html.escape(c)}</figcaption>'
+            "</figure>"
+            for i, (img, c) in enumerate(zip(imgs, captions, strict=False))
+        ]
+        body.append("</div>")
     return body

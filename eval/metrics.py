@@ -82,15 +82,16 @@ def primary_value(task: str, metrics: dict[str, dict[str, Any]]) -> float:
     return metrics[key][metric]
 
 
-def score(predictor, reader, names: list[str], batch: int = 8, keep: int = 0, **kw):
+def score(predictor, reader, names: list[str], batch: int = 8, keep: int = 0, observe=None, **kw):
     """Score a predictor on a reader's split: ``(metrics, first `keep` predictions)``; the same
-    pass training validation runs (``vision.engine.loop.evaluate``)."""
+    pass training validation runs (``vision.engine.loop.evaluate``). ``observe(samples,
+    outputs)`` sees every batch (``eval.samples.Quality`` scores each image)."""
     from vision.engine.loop import evaluate
 
     if predictor.task == "segmentation":
         check_label_layout(predictor.meta, reader)
     evaluator = build_evaluator(predictor.task, reader, names, **kw)
-    return evaluate(predictor, reader, evaluator, batch, keep)
+    return evaluate(predictor, reader, evaluator, batch, keep, observe)
 
 
 def check_label_layout(meta, reader) -> None:

@@ -51,6 +51,20 @@ def best_f1(matches: list[ClassMatches]) -> dict:
     }
 
 
+def f1_at(matches: list[ClassMatches], conf: np.ndarray) -> list[float | None]:
+    """Pooled F1 of ``matches`` at each threshold of ``conf`` (None without ground truth)."""
+    npos = sum(m.npos for m in matches)
+    if not npos:
+        return [None] * len(conf)
+    scores = np.concatenate([m.scores for m in matches]) if matches else np.zeros(0)
+    tps = np.concatenate([m.tp for m in matches]).astype(np.int64) if matches else np.zeros(0)
+    order = np.argsort(scores, kind="stable")
+    s, cum = scores[order], np.r_[0, np.cumsum(tps[order][::-1])]  # TP among the top j
+    n = len(s) - np.searchsorted(s, conf, side="left")  # detections at or above each threshold
+    tp = cum[n]
+    return (2 * tp / (n + npos)).tolist()
+
+
 def precision_recall(
     gts: dict,
     dets: list[dict],
@@ -74,7 +88,8 @@ def prf_from_matches(
     curve_points: int = 101,
 ) -> dict:
     """Pooled ``precision``, ``recall``, ``F1``, ``TP``/``FP``/``FN`` at ``conf``; ``best_F1``
-    and its confidence ``best_F1_conf``; ``per_class`` counts and rates; ``pr_curves``."""
+    and its confidence ``best_F1_conf``; ``per_class`` counts and rates; ``pr_curves``;
+    ``f1_curve`` (pooled and per-class F1 at ``curve_points`` confidences from 0 to 1)."""
     per_class = {n: _prf(*_counts(m, conf)) for n, m in zip(names, matches, strict=True)}
     pooled = np.sum([[c["tp"], c["fp"], c["fn"]] for c in per_class.values()], axis=0)
     overall = _prf(*(int(v) for v in pooled))
@@ -92,6 +107,12 @@ def prf_from_matches(
             "recall": grid[idx < len(rec)].tolist(),
             "precision": env[idx[idx < len(rec)]].tolist(),
         }
+    conf_grid = np.linspace(0, 1, curve_points)
+    f1_curve = {
+        "conf": conf_grid.tolist(),
+        "overall": f1_at(matches, conf_grid),
+        "per_class": {n: f1_at([m], conf_grid) for n, m in zip(names, matches, strict=True)},
+    }
     return {
         "precision": overall["precision"],
         "recall": overall["recall"],
@@ -104,6 +125,7 @@ def prf_from_matches(
         "settings": {"conf": conf, "iou": iou},
         "per_class": per_class,
         "pr_curves": curves,
+        "f1_curve": f1_curve,
         "protocol": f"P/R/F1 at confidence >= {conf}, IoU >= {iou}, VOC devkit matching",
     }
 

@@ -178,28 +178,40 @@ def choose(table: dict, budget: float = 0.01) -> dict:
     return min(within, key=lambda r: r["p50_ms"]) if within else eager
 
 
-HEAD = ["variant", "status", "MB", "params M", "GFLOPs", "metric", "Δ", "agreement",
-        "p50 ms", "p95 ms", "img/s b8", "speed-up"]  # fmt: skip
+HEAD = [
+    "variant",
+    "status",
+    "size",
+    "params",
+    "FLOPs",
+    "metric",
+    "Δ vs eager",
+    "agreement",
+    "p50 latency",
+    "p95 latency",
+    "batch-8 throughput",
+    "speed-up",
+]
 
 
 def _cells(r: dict) -> list[str]:
-    from eval.report import fmt
+    from eval.html import fmt, status_word
 
     ok = r["status"] == "ok"
-    num = (lambda k, d=4: fmt(r.get(k), d)) if ok else (lambda k, d=4: "")
+    num = (lambda k, d=4, u="": fmt(r.get(k), d, u)) if ok else (lambda k, d=4, u="": "")
     return [
-        r["variant"] + (" ★" if r.get("chosen") else ""),
-        "✅" if ok else "❌ " + r["status"],
-        num("size_mb", 1),
-        fmt(r["params"] / 1e6, 2) if ok else "",
-        num("gflops", 2),
+        r["variant"] + (" (served)" if r.get("chosen") else ""),
+        status_word(r["status"]),
+        num("size_mb", 1, "MB"),
+        fmt(r["params"] / 1e6, 2, "M") if ok else "",
+        num("gflops", 2, "G"),
         num("metric"),
         f"{r['delta']:+.4f}" if ok and "delta" in r else "",
         num("agreement"),
-        num("p50_ms", 1),
-        num("p95_ms", 1),
-        num("b8_images_per_s", 1),
-        f"{r['speedup']:.2f}x" if ok and "speedup" in r else "",
+        num("p50_ms", 1, "ms"),
+        num("p95_ms", 1, "ms"),
+        num("b8_images_per_s", 1, "img/s"),
+        f"{r['speedup']:.2f}×" if ok and "speedup" in r else "",
     ]
 
 
@@ -209,8 +221,10 @@ def write_table(out: Path | str, table: dict, budget: float) -> dict:
     import html
     import json
 
+    from eval import plots
     from eval.base import nan_to_none
-    from eval.report import CSS, _md_table, _table, svg_lines
+    from eval.html import figure, md_table, page
+    from eval.html import table as html_table
 
     out = Path(out)
     chosen = choose(table, budget)
@@ -228,31 +242,35 @@ def write_table(out: Path | str, table: dict, budget: float) -> dict:
     notes = (
         f"{table['images']} validation images; {table['timing']}; {env['device']}, "
         f"{env['threads']} threads; int8 calibrated on {len(table['calibration']['images'])} "
-        f"training images. Chosen (★): {table['rule']}."
+        f"training images. Served: {table['rule']}."
     )
-    md = [f"# {title}", "", notes, "", _md_table(rows, HEAD), ""]
+    md = [f"# {title}", "", notes, "", md_table(rows, HEAD), ""]
     (out / "variants.md").write_text("\n".join(md))
     ok = [r for r in table["rows"] if r["status"] == "ok" and "p50_ms" in r]
-    lat = [r["p50_ms"] for r in ok] or [1.0]
-    series = {r["variant"]: ([r["p50_ms"]], [r["metric"]]) for r in ok}
-    lo = min([r["metric"] for r in ok] or [0.0])
-    y0 = max(0.0, lo - 0.05)
-    svg = svg_lines(series, "p50 ms (batch 1)", table["primary_metric"],
-                    xlim=(0, max(lat) * 1.15), ylim=(y0, 1.0))  # fmt: skip
-    dots = "".join(
-        f'<circle cx="{45 + r["p50_ms"] / (max(lat) * 1.15) * 365:.1f}" '
-        f'cy="{10 + (1 - (r["metric"] - y0) / (1 - y0)) * 255:.1f}"'
-        f' r="4" fill="#333"><title>{html.escape(r["variant"])}: {r["metric"]:.4f} at '
-        f"{r['p50_ms']:.1f} ms</title></circle>"
-        for r in ok
-    )
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p class=small>{html.escape(notes)}</p>{_table(rows, HEAD)}"
-        f"<h2>Accuracy and latency</h2>{svg.replace('</svg>', dots + '</svg>')}</body></html>"
-    )
-    (out / "variants.html").write_text(page)
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=small>{html.escape(notes)}</p>",
+        html_table(rows, HEAD, sortable=True, numeric=range(2, len(HEAD))),
+    ]
+    if ok:
+        points = [(r["variant"], r["p50_ms"], r["metric"]) for r in ok]
+        png = plots.scatter(
+            points,
+            "latency p50 (ms, batch 1, end to end)",
+            table["primary_metric"],
+            "accuracy against latency",
+            highlight=chosen["variant"],
+        )
+        body += [
+            "<h2>Accuracy and latency</h2>",
+            figure(
+                png,
+                f"accuracy–latency of the variants — {table['model']}",
+                "Each variant's metric on the validation split against its batch-1 latency; "
+                "the star is the one served.",
+            ),
+        ]
+    (out / "variants.html").write_text(page(title, body))
     return chosen
 
 

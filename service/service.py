@@ -106,11 +106,39 @@ def _reply(ctx, endpoint: str, status: int, body: dict, headers: dict | None = N
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _scalars(metrics: dict | None) -> dict:
+    """A model's metrics without their curves and matrices (numbers and per-class values)."""
+    out = {}
+    for key, d in (metrics or {}).items():
+        if isinstance(d, dict):
+            d = {m: v for m, v in d.items() if m == "per_class" or not isinstance(v, list | dict)}
+        out[key] = d
+    return out
+
+
 def _ui_app() -> Starlette:
+    """The web page, and the sample images it offers (``service/web/samples``)."""
+
     async def index(_):
         return FileResponse(WEB / "index.html", media_type="text/html")
 
-    return Starlette(routes=[Route("/", index)])
+    async def samples(_):
+        return JSONResponse(sorted(p.name for p in (WEB / "samples").glob("*.jpg")))
+
+    async def sample(request):
+        name = request.path_params["name"]
+        path = WEB / "samples" / name
+        if "/" in name or not name.endswith(".jpg") or not path.is_file():
+            return JSONResponse({"error": f"no sample named {name!r}"}, status_code=404)
+        return FileResponse(path, media_type="image/jpeg")
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/samples.json", samples),
+            Route("/samples/{name}", sample),
+        ]
+    )
 
 
 @bentoml.service(
@@ -322,7 +350,7 @@ class VisionService:
                 "version": meta.get("version"),
                 **pred.labels(),  # classes (and a segmenter's class-map layout)
                 "input_size": pred.size,
-                "metrics": pred.meta.metrics,
+                "metrics": _scalars(pred.meta.metrics),
                 "report": {
                     k: meta.get(k)
                     for k in ("report_id", "primary_metric", "primary", "latency_ms_p50", "metrics")

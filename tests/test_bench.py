@@ -85,8 +85,12 @@ def test_suite_ranks_resumes_and_promotes(suite, tmp_path):
 
     page = (out / "index.html").read_text()
     assert not re.search(r"https?://|url\(|@import", page)
-    assert not re.search(r"""(src|href)\s*=\s*(?!["']?data:)""", page)
-    assert "<svg" in page and "Pareto" in page and "dataset health" in page
+    assert not re.search(r"""src\s*=\s*(?!["']?data:)""", page)  # every image embedded
+    # links: inside the page, or to the variants pages beside it
+    assert set(re.findall(r'href="([^"#][^"]*)"', page)) <= {
+        f"variants/{t}/variants.html" for t in ("detection", "segmentation")
+    }
+    assert "<svg" not in page and "Pareto" in page and "dataset health" in page
 
     promoted = json.loads((out / "promoted.json").read_text())
     show = (

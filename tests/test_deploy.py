@@ -157,4 +157,6 @@ def test_variants_table_calibrates_on_training_images_only(shapes_cfg, tiny_chec
     assert chosen["variant"] == min(rows.values(), key=lambda r: r["p50_ms"])["variant"]
     for ext in ("json", "md", "html"):
         assert (tmp_path / f"variants.{ext}").is_file()
-    assert "<svg" in (tmp_path / "variants.html").read_text()
+    page = (tmp_path / "variants.html").read_text()
+    assert "accuracy–latency of the variants" in page and "data:image/png;base64," in page
+    assert "✓ ok" in page and f"{chosen['variant']} (served)" in page  # words, not emoji

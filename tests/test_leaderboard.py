@@ -105,23 +105,17 @@ def _full(model, primary, p50, task="detection", dataset="shapes", **kw):
     }
 
 
-SNAPSHOTS = Path(__file__).parent / "data" / "snapshots"
-
-
-def _same_as_snapshot(path: Path, name: str) -> None:
-    """The page byte for byte as reviewed once (``UPDATE_SNAPSHOTS=1`` rewrites it after a
-    deliberate change of the report; review the diff)."""
-    import os
-
-    want = SNAPSHOTS / name
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        want.parent.mkdir(parents=True, exist_ok=True)
-        want.write_text(path.read_text())
-    assert path.read_text() == want.read_text(), f"{path} differs from {want}"
-
-
 def _refuse(constant):
     raise ValueError(f"not strict JSON: {constant}")
+
+
+def _images(page: str) -> list[str]:
+    """The alt text of every image; each must be embedded."""
+    import re
+
+    alts = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert len(alts) == page.count("<img "), "an image that is not embedded"
+    return alts
 
 
 def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
@@ -135,70 +129,90 @@ def test_suite_report_tables_plot_health_and_the_previous_run(tmp_path):
     (tmp_path / "pairs").mkdir()
     torch.save([torch.full((4, 6, 3), 200, dtype=torch.uint8)],
                tmp_path / "pairs" / "shapes__a.samples.pt")  # fmt: skip
+    (tmp_path / "variants" / "detection").mkdir(parents=True)
+    (tmp_path / "variants" / "detection" / "variants.html").write_text("<html></html>")
     health = {
         "ok": False,
         "errors": ["e"],
         "warnings": ["w1", "w2"],
-        "splits": {"val": {"images": 16, "objects": 40, "size_buckets": {"small": 3},
-                           "skipped": {"total": 2}}},
+        "splits": {"detection/val": {"images": 16, "objects": 40, "size_buckets": {"small": 3},
+                                     "skipped": {"total": 2},
+                                     "objects_per_class": {"circle": 30, "square": 10},
+                                     "box_sizes": {"edges": [0, 32, None], "counts": [3, 37]}}},
     }  # fmt: skip
-    first = [_full("a", 0.5, 10.0), _full("b", 0.25, 20.0), _full("s", 0.75, 5.0, "segmentation")]
+    a = {**_full("a", 0.5, 10.0), "samples": [{"caption": "worst: 1.jpg, AP at IoU 0.5 0.100"}],
+         "legend": {"names": ["circle", "square"], "rgb": [[128, 0, 0], [0, 128, 0]]},
+         "training": [{"epoch": 1, "train_loss": 2.0, "lr": 0.01, "coco/AP": 0.25},
+                      {"epoch": 2, "train_loss": 1.0, "lr": 0.001, "coco/AP": 0.5}]}  # fmt: skip
+    first = [a, _full("b", 0.25, 20.0), _full("s", 0.75, 5.0, "segmentation")]
     data = write_suite_report(tmp_path, {"name": "unit"}, first, {"shapes": health})
-    _same_as_snapshot(tmp_path / "index.html", "leaderboard_index.html")
     assert data["comparison"] == [] and not (tmp_path / "previous.json").exists()
-    head = "| # | model | primary | p50 ms | p95 ms | img/s | params | FLOPs | Pareto |\n" + (
-        "|---" * 9 + "|\n"
+    head = (
+        "| # | model | primary | p50 latency | p95 latency | throughput | params | FLOPs | "
+        "on the Pareto front |\n" + "|---" * 9 + "|\n"
     )
     top = f"# Benchmark: unit\n\nRule: {RULE}.\n\n## detection on shapes — primary: coco/AP\n\n"
     assert (tmp_path / "leaderboard.md").read_text() == (
         f"{top}{head}"
-        "| 1 | a | 0.5000 | 10.0 | 15.0 | 100.0 | 1.50 M | 2.00 G | yes |\n"
-        "| 2 | b | 0.2500 | 20.0 | 30.0 | 50.0 | 1.50 M | 2.00 G |  |\n\n"
+        "| 1 | a | 0.5000 | 10.0 ms | 15.0 ms | 100.0 img/s | 1.50 M | 2.00 G | yes |\n"
+        "| 2 | b | 0.2500 | 20.0 ms | 30.0 ms | 50.0 img/s | 1.50 M | 2.00 G | no |\n\n"
         f"## segmentation on shapes — primary: seg/mIoU\n\n{head}"
-        "| 1 | s | 0.7500 | 5.0 | 7.5 | 200.0 | 1.50 M | 2.00 G | yes |\n"
+        "| 1 | s | 0.7500 | 5.0 ms | 7.5 ms | 200.0 img/s | 1.50 M | 2.00 G | yes |\n"
     )
     page = (tmp_path / "index.html").read_text()
-    # the health table once (under the dataset's first task), per-class tables of the best
+    assert "{" + "&#x27;" not in page and "{'" not in page  # no Python reprs in cells
+    # the health table once (under the dataset's first task), counts as numbers, status as words
     assert page.count("<th>split</th>") == 1
-    assert "<td>val</td><td>16</td><td>40</td><td>{&#x27;small&#x27;: 3}</td><td>2</td>" in page
-    assert "health: ERRORS (1 errors, 2 warnings)" in page
-    assert "<td>circle</td><td>0.5000</td><td>0.7500</td>" in page  # COCO and VOC07 of a
-    assert "<td>circle</td><td>0.1250</td>" in page  # IoU of the segmenter
-    assert page.count('src="data:image/png;base64,') == 1
-    # Pareto dots: x = 45 + p50 / (1.15 * max p50) * 365, y = 10 + (1 - primary) * 255
-    assert '<circle cx="203.7" cy="137.5" r="4"' in page  # a: 10 ms of 23, 0.5
-    assert '<circle cx="362.4" cy="201.2" r="4"' in page  # b: 20 ms of 23, 0.25
+    assert (
+        "<td>detection/val</td><td class=num>16</td><td class=num>40</td><td class=num>3</td>"
+        "<td class=num>n/a</td><td class=num>n/a</td>" in page
+    )
+    assert '<span class="bad">✗ 1 errors</span> · 1 errors, 2 warnings' in page
+    # every model's per-class table, sortable
+    assert page.count('<table class="sortable"><thead><tr><th>class</th>') == 3
+    assert "<td>circle</td><td class=num>0.5000</td><td class=num>0.7500</td>" in page
+    assert "<td>circle</td><td class=num>0.1250</td>" in page  # IoU of the segmenter
+    alts = _images(page)
+    assert "accuracy–latency — shapes" in alts  # two detectors: compared
+    assert alts.count("accuracy–latency — shapes") == 1  # one segmenter: no plot
+    assert {"per-class AP — a", "per-class AP — b", "per-class IoU — s"} <= set(alts)
+    assert {
+        "training curves — a",
+        "objects per class — shapes",
+        "box-size histogram — shapes",
+    } <= set(alts)
+    assert "sample 0 — a: worst: 1.jpg, AP at IoU 0.5 0.100" in alts
+    assert '<div class="legend"><span><i style="background:rgb(128,0,0)"></i>circle' in page
+    assert 'href="variants/detection/variants.html"' in page  # the variants page, linked
     saved = json.loads((tmp_path / "leaderboard.json").read_text())
     assert "fps" not in saved["boards"]["detection"]["shapes"][0]
     second = [_full("a", 0.375, 12.0), _full("b", float("nan"), 20.0), _full("c", 0.1, 1.0)]
     data = write_suite_report(tmp_path, {"name": "unit"}, second)
-    _same_as_snapshot(tmp_path / "index.html", "leaderboard_index_second.html")
-    assert "<title>b: n/a at 20.0 ms</title>" in (tmp_path / "index.html").read_text()
     assert json.loads((tmp_path / "previous.json").read_text()) == saved
     change = {c["pair"]: c["change"] for c in data["comparison"]}
     assert change == {"shapes × a": "worse", "shapes × b": "worse", "shapes × c": "new"}
     # an undefined primary is shown as n/a and ranked last; having lost its score is worse
     assert (tmp_path / "leaderboard.md").read_text() == (
         f"{top}{head}"
-        "| 1 | a | 0.3750 | 12.0 | 18.0 | 83.3 | 1.50 M | 2.00 G | yes |\n"
-        "| 2 | c | 0.1000 | 1.0 | 1.5 | 1000.0 | 1.50 M | 2.00 G | yes |\n"
-        "| 3 | b | n/a | 20.0 | 30.0 | 50.0 | 1.50 M | 2.00 G |  |\n\n"
+        "| 1 | a | 0.3750 | 12.0 ms | 18.0 ms | 83.3 img/s | 1.50 M | 2.00 G | yes |\n"
+        "| 2 | c | 0.1000 | 1.0 ms | 1.5 ms | 1000.0 img/s | 1.50 M | 2.00 G | yes |\n"
+        "| 3 | b | n/a | 20.0 ms | 30.0 ms | 50.0 img/s | 1.50 M | 2.00 G | no |\n\n"
         "## Compared with the previous run\n\n"
-        "| pair | change | Δ primary | Δ p50 ms |\n|---|---|---|---|\n"
-        "| shapes × a | worse | -0.1250 | 2.0 |\n"
+        "| pair | change | Δ primary | Δ p50 latency |\n|---|---|---|---|\n"
+        "| shapes × a | worse | -0.1250 | 2.0 ms |\n"
         "| shapes × c | new | n/a | n/a |\n"
-        "| shapes × b | worse | n/a | 0.0 |\n"
+        "| shapes × b | worse | n/a | 0.0 ms |\n"
     )
     page = (tmp_path / "index.html").read_text()
-    assert page.startswith("<!doctype html><html><head><meta charset=utf-8><title>Benchmark unit"
-                           "</title><style>")  # fmt: skip
-    assert page.endswith("</body></html>") and "<h1>Benchmark: unit</h1>" in page
+    assert page.startswith("<!doctype html><html lang=en><head><meta charset=utf-8>")
+    assert page.endswith("</script></body></html>") and "<h1>Benchmark: unit</h1>" in page
     assert f"<p class=small>Rule: {html.escape(RULE)}.</p>" in page
     assert (
-        "<h2>Compared with the previous run</h2><table><thead><tr><th>pair</th><th>change" in page
+        '<h2>Compared with the previous run</h2><table class="sortable"><thead><tr><th>pair' in page
     )
-    assert "<h3>shapes: per-class results</h3>" in page  # no health table this time
-    assert page.count("<h2>") == 2
+    assert "dataset health" not in page  # no health report this time
+    assert page.count("<h2") == 2
+    assert "accuracy–latency — shapes" in _images(page)  # three detectors now
     saved = json.loads((tmp_path / "leaderboard.json").read_text(), parse_constant=_refuse)
     assert saved["boards"]["detection"]["shapes"][2]["primary"] is None  # NaN as JSON null
     assert saved["comparison"][2]["primary_delta"] is None  # strict JSON: no -Infinity

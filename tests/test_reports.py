@@ -41,7 +41,14 @@ def test_eval_run_writes_a_self_contained_report(trained, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"https?://|url\(|@import", page)  # nothing fetched from elsewhere
     assert not re.search(r"""(src|href)\s*=\s*(?!["']?data:)""", page)
-    assert "<svg" in page and page.count("data:image/png;base64,") == 6
+    assert "<svg" not in page  # figures are matplotlib PNGs, embedded
+    alts = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert len(alts) == page.count("<img ")
+    model = "fcos_r18" if task == "detection" else "fcn8s_slim"
+    assert f"confusion matrix — {model}" in alts and f"training curves — {model}" in alts
+    assert len([a for a in alts if a.startswith("sample ")]) == 6  # 4 worst + 2 typical
+    assert "ground truth on the left" in page and 'class="legend"' in page
+    assert 'class="sortable"' in page
     for name in ("circle", "square", "triangle", "star", "git_commit", "dataset_hash"):
         assert name in page
     rep = json.loads((tmp_path / "report.json").read_text())
@@ -50,11 +57,15 @@ def test_eval_run_writes_a_self_contained_report(trained, tmp_path):
         m = rep["metrics"]
         assert {"coco", "voc07", "voc12", "prf"} <= set(m)
         assert 0 <= m["coco"]["AP"] <= 1 and "IoU .50:.05:.95" in page
-        assert "VOC2007 11-point" in page and "Precision–recall" in page
+        assert "VOC2007 11-point" in page
+        for kind in ("COCO IoU 0.5", "COCO IoU .50:.95", "VOC"):
+            assert f"precision–recall curves ({kind}) — {model}" in alts
+        assert f"F1–confidence curve — {model}" in alts
+        assert m["prf"]["confusion"]["labels"][-1] == "background"
     else:
         seg = rep["metrics"]["seg"]
         assert len(seg["confusion"]) == 5 and 0 <= seg["mIoU"] <= 1
-        assert "Confusion matrix" in page
+        assert f"per-class IoU — {model}" in alts
     assert "| mIoU |" in (tmp_path / "report.md").read_text() or task == "detection"
 
 
@@ -133,4 +144,5 @@ def test_suite_page_shows_a_datasets_health_once(tmp_path):
     }
     write_suite_report(tmp_path, {"name": "t"}, results, health)
     page = (tmp_path / "index.html").read_text()
-    assert page.count("dataset health") == 1 and page.count("per-class results") == 2
+    assert page.count(": dataset health</h3>") == 1  # under the dataset's first task only
+    assert page.count("Per class (click a column to sort)") == len(results)

@@ -94,7 +94,7 @@ def cmd_coco(a) -> int:
     r = coco_evaluate(a.gt, a.pred, a.iou_type, a.engine, max_dets=a.max_dets)
     print(r["protocol"])
     for k, v in r.items():
-        if k not in ("per_class", "protocol"):
+        if k not in ("per_class", "protocol", "pr_curves"):
             print(f"  {k:<8}{_fmt(v)}")
     _print_per_class(r["per_class"], "AP")
     write_json(a.out, r)
@@ -137,10 +137,11 @@ def cmd_seg(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from eval.draw import sample_images
+    from eval.bench import training_rows
     from eval.metrics import score
     from eval.provenance import provenance
-    from eval.report import headline_rows, write_model_report
+    from eval.report import write_model_report
+    from eval.samples import Quality, drawn_samples
     from vision.config import load_config
     from vision.data.build import build_dataset
     from vision.predictor import Predictor
@@ -149,25 +150,30 @@ def cmd_run(a) -> int:
     cfg = load_config(a.data)
     reader = build_dataset(cfg, p.task, a.split)
     reader.limit(a.limit)
-    metrics, kept = score(p, reader, cfg.names, batch=a.batch, keep=6)
+    quality = Quality(p.task, len(cfg.names))
+    metrics, _ = score(p, reader, cfg.names, batch=a.batch, observe=quality)
     fps = None
     if a.fps:
         from eval.fps import measure
 
         fps = measure(p, [s.path.read_bytes() for s in reader.samples[:32]], (1, 8), 3, 15)
     title = f"{p.meta.name} on {cfg.name}/{a.split} ({p.task})"
+    samples, colors = drawn_samples(p, reader, quality)
     write_model_report(
         a.out,
         title,
         p.task,
         metrics,
         cfg.names,
-        sample_images(
-            reader, kept, cfg.names, p.task, background=p.meta.background, colors=p.meta.colors
-        ),
+        samples,
         fps,
         provenance(reader, cfg.name, a.checkpoint, p),
+        model=p.meta.name,
+        training=training_rows(Path(a.checkpoint)),
+        colors=colors,
     )
+    from eval.report import headline_rows
+
     for row in headline_rows(p.task, metrics):
         print(f"  {row[0]:<20}{row[1]:>8}   {row[2]}")
     print(f"wrote {a.out}/report.html, report.md, report.json")

@@ -234,6 +234,7 @@ def cmd_main(a) -> int:
     folder = Path("reports") / suite
     if suite != MAIN_SUITES[0]:
         print(f"[main] a CUDA device is present: {suite} (the 5-minute GPU recipes)", flush=True)
+
     def log(msg: str) -> None:  # each step with the job's clock, so its time shows
         print(f"[{time.perf_counter() - t0:5.0f} s] {msg}", flush=True)
 

@@ -27,6 +27,19 @@ def size_bucket_counts(areas: np.ndarray) -> dict[str, int]:
     return {name: int(((areas >= lo) & (areas < hi)).sum()) for name, lo, hi in SIZE_BUCKETS}
 
 
+# box size = sqrt(area) in pixels; the last bin is open (None: no upper edge)
+SIZE_EDGES = (0, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def box_size_histogram(areas: np.ndarray) -> dict:
+    """Objects per box size (the square root of the area, px): ``edges`` (the last bin open,
+    its upper edge None) and ``counts``."""
+    sizes = np.sqrt(np.asarray(areas, np.float64))
+    bins = np.searchsorted(np.asarray(SIZE_EDGES, np.float64), sizes, side="right") - 1
+    counts = np.bincount(np.clip(bins, 0, None), minlength=len(SIZE_EDGES))
+    return {"edges": [*SIZE_EDGES, None], "counts": counts[: len(SIZE_EDGES)].tolist()}
+
+
 def check_dataset(cfg: DatasetConfig | str | Path, decode: bool = True) -> dict:
     """Build the health report of every task and split of a dataset config."""
     if not isinstance(cfg, DatasetConfig):
@@ -114,6 +127,7 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
         "objects_per_class": {n: per_class.get(n, 0) for n in cfg.names},
         "images_per_class": {n: images_per_class.get(n, 0) for n in cfg.names},
         "size_buckets": size_bucket_counts(all_areas),
+        "box_sizes": box_size_histogram(all_areas),
         "difficult": difficult,
         "crowd": crowd,
         "skipped": ds.skips.as_dict(),

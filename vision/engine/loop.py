@@ -118,7 +118,7 @@ def train_one_epoch(
 
 
 def evaluate(
-    predictor: Predictor, reader, evaluator, batch: int = 8, keep: int = 0
+    predictor: Predictor, reader, evaluator, batch: int = 8, keep: int = 0, observe=None
 ) -> tuple[dict, list[dict]]:
     """The one evaluation pass (training validation, ``vision eval run``, suites): this rank's
     shard of ``reader`` (items ``rank, rank + world, ...``) through ``predictor`` in batches,
@@ -139,5 +139,7 @@ def evaluate(
         outputs = predictor([s.image for s in samples])
         inputs = [{"image_id": s.image_id, **({"mask": s.mask} if seg else {})} for s in samples]
         evaluator.process(inputs, outputs)
+        if observe is not None:  # e.g. each image's own score (reports choose samples by it)
+            observe(samples, outputs)
         kept += outputs[: max(keep - len(kept), 0)]
     return evaluator.evaluate(), kept
