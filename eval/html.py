@@ -21,7 +21,8 @@ table.sortable th:after{content:" ⇅";color:#aaa;font-size:11px}h1{font-size:22
 h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:15px;margin-top:22px}.figs{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0 0 12px}figure img{max-width:560px;border:1px solid #eee}
-figcaption{font-size:12px;color:#555;max-width:560px}.samples figure img{max-width:100%}
+figcaption{font-size:12px;color:#555;max-width:560px}.samples{display:flex;flex-wrap:wrap;gap:12px}
+.samples figure img{max-width:100%}
 .small{color:#666;font-size:12px}.legend span{display:inline-block;margin:0 12px 4px 0;
 font-size:13px}.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;
 vertical-align:middle;border:1px solid #999}.ok{color:#1a7f37}.bad{color:#b42318}

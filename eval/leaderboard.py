@@ -258,7 +258,7 @@ def _health_section(dataset: str, health: dict) -> list[str]:
     return [
         f"<h3>{html.escape(dataset)}: dataset health</h3>",
         f"<p>{status} · {len(health['errors'])} errors, {len(health['warnings'])} warnings "
-        "(the report of `vision data check`)</p>",
+        "(the report of <code>vision data check</code>)</p>",
         table(rows, head, numeric=range(1, len(head))),
         '<div class="figs">',
         *health_figures(health, dataset),

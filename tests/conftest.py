@@ -113,6 +113,31 @@ def tiny_checkpoints(shapes_yaml, tmp_path_factory) -> dict[str, Path]:
 
 
 @contextmanager
+def chromium_page():
+    """A page of Debian's chromium, headless, driven by Playwright (its own browser download
+    fails here); console errors and failed requests are collected in ``page.problems``."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "Debian's chromium is required (run.sh installs it)"
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=args)
+        try:
+            page = browser.new_page()
+            page.problems = []
+            page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+            page.on("pageerror", lambda e: page.problems.append(str(e)))
+            page.on("requestfailed", lambda r: page.problems.append(f"failed: {r.url}"))
+            yield page
+        finally:
+            browser.close()
+
+
+@contextmanager
 def serving(home: Path, env: dict[str, str]):
     """A real `bentoml serve` on 127.0.0.1 with ``env`` (its log in ``home``); yields
     ``(url, process)`` and stops it afterwards. A server that never gets ready fails the test

@@ -4,8 +4,8 @@ web page in a real headless Chromium."""
 from __future__ import annotations
 
 import io
+import json
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -15,7 +15,7 @@ from PIL import Image
 
 from vision.predictor import Predictor
 
-from .conftest import serving
+from .conftest import chromium_page, serving
 
 MAX_BYTES = 2_000_000
 
@@ -137,47 +137,55 @@ def test_load_with_malformed_requests(server, shapes_dir, tiny_checkpoints):
     assert r.status_code == 200
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_web_page_in_headless_chromium(server, shapes_dir, tmp_path):
-    exe = _chromium()
-    assert exe, "Debian's chromium is required (run.sh installs it)"
-    from playwright.sync_api import sync_playwright
-
+    """The page as a user meets it: the model card, sample images, an upload drawn as boxes
+    (canvas pixels on a returned box take its class colour), one table row per detection,
+    a class toggled off taking its boxes and rows away, and a text file's upload showing the
+    API's own error message."""
     img = shapes_dir / "VOC/JPEGImages/000052.jpg"
-    expected = httpx.post(
-        server + "/detect",
-        files={"image": (img.name, img.read_bytes())},
-        data={"score_threshold": "0.05", "agnostic_nms": "true"},  # the page's defaults
-    ).json()["detections"]
-    assert expected, "the test needs an image with detections"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=exe,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        page = browser.new_page()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n" * 10)
+    api_error = httpx.post(server + "/detect", files={"image": ("notes.txt", notes.read_bytes())})
+    assert api_error.status_code == 415
+    with chromium_page() as page:
         page.goto(server + "/ui/")
-        page.set_input_files("#file", str(img))
-        page.fill("#thr", "0.05")
-        page.click("#run")
-        page.wait_for_selector("#view[data-done='1']", timeout=60_000)
-        items = page.eval_on_selector_all(
-            "li.det", "els => els.map(e => [e.dataset.label, parseFloat(e.dataset.score)])"
+        page.wait_for_function("document.querySelector('#models dl') !== null")
+        card = page.text_content("#models")
+        assert "fcos_r18" in card and "fcn8s_slim" in card and "circle" in card
+        page.wait_for_function("document.querySelectorAll('#samples img').length === 3")
+        assert page.eval_on_selector_all(
+            "#samples img", "els => els.every(e => e.complete && e.naturalWidth > 0)"
         )
-        status = page.text_content("#status")
-        page.screenshot(path=str(tmp_path / "page.png"))
-        browser.close()
-    assert status.endswith("detections by fcos_r18"), status
-    assert [lb for lb, _ in items] == [d["label"] for d in expected]
-    np.testing.assert_allclose([s for _, s in items], [d["score"] for d in expected], atol=2e-3)
+        page.fill("#thr", "0.05")  # every returned detection shown
+        with page.expect_response("**/detect") as answer:
+            page.set_input_files("#file", str(img))
+        detections = answer.value.json()["detections"]
+        assert detections, "the test needs an image with detections"
+        page.wait_for_function(f"document.querySelectorAll('#detections tbody tr').length === "
+                               f"{len(detections)}")  # fmt: skip
+        rows = page.eval_on_selector_all(
+            "#detections tbody tr", "trs => trs.map(t => t.cells[0].textContent)"
+        )
+        assert rows == [d["label"] for d in detections]
+        first = detections[0]
+        x1, y1, x2, _ = (round(v) for v in first["box"])
+        probe = f"[{(x1 + x2) // 2}, {y1 + 1}]"  # on the box's top edge
+        pixel = "([x, y]) => Array.from(document.querySelector('#canvas').getContext('2d')" \
+                ".getImageData(x, y, 1, 1).data.slice(0, 3))"  # fmt: skip
+        drawn = page.evaluate(pixel, json.loads(probe))
+        color = page.evaluate(f"voc({first['class_id']} + 1)")
+        assert drawn == color, (drawn, color)  # the box, in its class's colour
+        page.uncheck(f"#legend input[data-class='{first['class_id']}']")
+        left = [d for d in detections if d["class_id"] != first["class_id"]]
+        page.wait_for_function(f"document.querySelectorAll('#detections tbody tr').length === "
+                               f"{len(left)}")  # fmt: skip
+        assert first["label"] not in page.eval_on_selector_all(
+            "#detections tbody tr", "trs => trs.map(t => t.cells[0].textContent)"
+        )
+        assert page.evaluate(pixel, json.loads(probe)) != color  # its boxes are gone
+        page.set_input_files("#file", str(notes))
+        page.wait_for_function("document.querySelector('#error').textContent.length > 0")
+        assert page.text_content("#error") == api_error.json()["error"]
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        # the one console error is the browser's note of the 415 the test asked for
+        assert [p for p in page.problems if "status of 415" not in p] == [], page.problems
