@@ -120,3 +120,20 @@ def test_samples_are_the_worst_then_typical_ones():
     chosen = q.choose(worst=2, typical=2)
     assert chosen[:2] == [(1, "worst", 0.1), (4, "worst", 0.3)]
     assert [c[0] for c in chosen[2:]] == [2, 6] and {c[1] for c in chosen[2:]} == {"typical"}
+
+
+def test_training_curves_and_tensorboard_hold_the_same_values(tiny_checkpoints):
+    """The report's training curves read the run's metrics.jsonl; TensorBoard's epoch/ scalars
+    were written from the same rows, value for value."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from eval.bench import training_rows
+
+    run = tiny_checkpoints["detection"].parent
+    rows = training_rows(tiny_checkpoints["detection"])
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    for key in ("train_loss", "lr", "coco/AP"):
+        logged = {e.step: e.value for e in events.Scalars(f"epoch/{key}")}
+        assert logged == pytest.approx({r["epoch"]: r[key] for r in rows if key in r}), key
