@@ -78,3 +78,100 @@ def test_the_layer_test_sees_violations(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def g():\n    from service.promote import promote\n    import vision_cli.cli\n")
     assert _imports(f) == [(2, "service"), (3, "vision_cli")]
+
+
+def _module(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_imports(root: Path, packages=LAYERS) -> dict[str, list[tuple[int, str, str]]]:
+    """Per project module: (line, imported module, imported name or "") of every absolute
+    import of a project module, inside functions too; ``from pkg import mod`` counts as an
+    import of ``pkg.mod`` when that is a module."""
+    files = {_module(f, root): f for p in packages for f in sorted((root / p).rglob("*.py"))}
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for mod, f in files.items():
+        found = []
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                found += [(node.lineno, a.name, "") for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    found.append((node.lineno, sub if sub in files else node.module, a.name))
+        out[mod] = [(ln, m, n) for ln, m, n in found if m.split(".")[0] in packages]
+    return out
+
+
+def import_cycles(imports: dict[str, list[tuple[int, str, str]]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (Tarjan), as sorted lists."""
+    graph = {m: {t for _, t, _ in deps if t in imports and t != m} for m, deps in imports.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def private_imports(imports: dict[str, list[tuple[int, str, str]]]) -> list[str]:
+    """A private name (``_x``, not a dunder) imported from another project module."""
+    return [
+        f"{mod}:{line} imports {name} from {target}"
+        for mod, deps in imports.items()
+        for line, target, name in deps
+        if name.startswith("_") and not name.startswith("__") and target != mod
+    ]
+
+
+def test_no_import_cycle_inside_the_project():
+    """Imports inside functions count: a cycle hidden in function bodies is still a cycle."""
+    assert import_cycles(project_imports(REPO)) == []
+
+
+def test_no_private_name_crosses_modules():
+    assert private_imports(project_imports(REPO)) == []
+
+
+def test_the_cycle_and_private_name_checks_see_violations(tmp_path):
+    """On a copy of the library with one cycle (hidden in a function) and one private import
+    added, both checks fail, naming them."""
+    import shutil
+
+    for p in LAYERS:
+        shutil.copytree(REPO / p, tmp_path / p)
+    with open(tmp_path / "vision" / "errors.py", "a") as f:
+        f.write("\n\ndef _late():\n    from vision.config import load_config\n")
+    with open(tmp_path / "eval" / "iou.py", "a") as f:
+        f.write("\n\nfrom eval.coco import _mean  # noqa\n")
+    imports = project_imports(tmp_path)
+    cycles = import_cycles(imports)
+    assert any({"vision.errors", "vision.config"} <= set(c) for c in cycles), cycles
+    bad = private_imports(imports)
+    assert len(bad) == 1 and bad[0].startswith("eval.iou:") and "_mean from eval.coco" in bad[0]

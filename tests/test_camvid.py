@@ -11,6 +11,7 @@ from PIL import Image
 from vision.config import load_config, parse_config
 from vision.data.build import build_dataset
 from vision.data.pairs import read_pairs
+from vision.data.sample import mask_classes
 from vision.errors import DataError
 
 NAMES = ["sky", "building", "pole", "road", "pavement", "tree"]
@@ -28,7 +29,7 @@ def camvid_root(real, tmp_path, monkeypatch):
 def test_camvid_reader_counts_classes_and_void(camvid_root):
     cfg = load_config("camvid")
     assert cfg.names == NAMES and not cfg.background and cfg.void == 11
-    assert cfg.mask_classes == NAMES  # no background index added
+    assert mask_classes(cfg.names, cfg.background) == NAMES  # no background index added
     train = build_dataset(cfg, "segmentation", "train")
     val = build_dataset(cfg, "segmentation", "val")
     assert (len(train), len(val)) == (367, 101)

@@ -20,6 +20,7 @@ from vision.config import (
     parse_config,
     shipped_config_dir,
 )
+from vision.data.sample import mask_classes
 from vision.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_parse_config_reads_fields_roots_and_extras(tmp_path, monkeypatch):
     assert cfg.detection == {"train": "a.txt"} and cfg.segmentation == {}
     assert cfg.extra == {"skip_invalid": True} and cfg.source is None
     assert cfg.background is True and cfg.void is None and cfg.colors == []
-    assert cfg.mask_classes == ["background", "cat", "dog"]
+    assert mask_classes(cfg.names, cfg.background) == ["background", "cat", "dog"]
     assert parse_config(_raw(root=str(tmp_path / "abs"))).root == tmp_path / "abs"
     home = parse_config(_raw(root="~/x")).root
     assert home == Path("~/x").expanduser() and home.is_absolute()
@@ -99,7 +100,8 @@ def test_parse_config_reads_fields_roots_and_extras(tmp_path, monkeypatch):
     assert parse_config(_raw(root="{repo}/data"), source=src).root == tmp_path / "repo" / "data"
     seg = _raw(format="pairs", background=False, void=0, colors=[[1, 2, 3], [4, 5, 6]])
     seg = parse_config({**seg, "detection": None, "segmentation": {"val": "v.txt"}})
-    assert (seg.background, seg.void, seg.mask_classes) == (False, 0, ["cat", "dog"])
+    assert (seg.background, seg.void) == (False, 0)
+    assert mask_classes(seg.names, seg.background) == ["cat", "dog"]
     assert seg.colors == [[1, 2, 3], [4, 5, 6]] and seg.segmentation == {"val": "v.txt"}
     # the edges of the ranges are accepted
     parse_config({k: v for k, v in _raw(void=255, format="pairs").items() if k != "detection"})

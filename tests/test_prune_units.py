@@ -11,14 +11,13 @@ import torch
 from torch import nn
 
 from vision.models.common import ModelMeta
+from vision.models.reshape import _resized, fit_to_state_dict
 from vision.prune import (
     _copy,
     _group_norm_pruner,
     _group_size,
     _GroupAverage,
     _prune_ratio,
-    _resized,
-    fit_to_state_dict,
     hooked_forward,
     macs,
     prune_flops,

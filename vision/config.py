@@ -31,7 +31,6 @@ from pathlib import Path
 
 import yaml
 
-from vision.data.sample import mask_classes
 from vision.errors import DataError
 
 FORMATS = ("voc", "coco", "pairs")
@@ -73,11 +72,6 @@ class DatasetConfig:
     background: bool = True
     void: int | None = None
     colors: list[list[int]] = field(default_factory=list)
-
-    @property
-    def mask_classes(self) -> list[str]:
-        """The class of each index of a label map."""
-        return mask_classes(self.names, self.background)
 
     def splits(self, task: str) -> dict[str, object]:
         if task not in TASKS:

@@ -26,9 +26,9 @@ import torch
 from vision.data.colormap import mask_colors
 from vision.data.io import DecodeLimits, decode_image, read_image
 from vision.data.letterbox import Letterbox
+from vision.data.sample import mask_classes
 from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
-from vision.models.common import mask_classes
 from vision.postprocess import (
     detections_to_original,
     mask_to_original,
@@ -94,7 +94,7 @@ class Predictor:
             **{**args.get("model_kwargs", {}), "weights_backbone": None},
         )
         if meta.get("pruned"):  # the pruned shapes are the state dict's
-            from vision.prune import fit_to_state_dict
+            from vision.models.reshape import fit_to_state_dict
 
             fit_to_state_dict(model, ck["model"])
             model.meta.pruned = meta["pruned"]
@@ -179,7 +179,7 @@ class Predictor:
         of each class-map index) and ``colors`` (its RGB, the dataset's when it has them)."""
         if self.task == "detection":
             return {"classes": self.meta.class_names}
-        classes = mask_classes(self.meta)
+        classes = mask_classes(self.meta.class_names, self.meta.background)
         rgb = mask_colors(len(classes), self.meta.colors)
         return {
             "classes": self.meta.class_names,
@@ -191,7 +191,8 @@ class Predictor:
         """A result as JSON-ready data (detections, or class counts and the mask)."""
         if self.task == "detection":
             return render_detections(result, self.meta.class_names)
-        return render_mask(result, mask_classes(self.meta), mask_format, self.meta.colors)
+        classes = mask_classes(self.meta.class_names, self.meta.background)
+        return render_mask(result, classes, mask_format, self.meta.colors)
 
 
 def _label_kwargs(meta: dict) -> dict:

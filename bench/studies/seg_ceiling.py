@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from eval.seg import SegEvaluator
 from vision.config import load_config
 from vision.data.build import build_dataset
+from vision.data.sample import mask_classes
 from vision.postprocess import valid_size
 
 
@@ -49,7 +50,9 @@ def main() -> None:
     a = ap.parse_args()
     cfg = load_config(a.data)
     reader = build_dataset(cfg, "segmentation", "val")
-    classes = cfg.mask_classes  # background first unless the dataset has none (CamVid)
+    classes = mask_classes(
+        cfg.names, cfg.background
+    )  # background first unless the dataset has none (CamVid)
     k = len(classes)
     masks = [torch.from_numpy(reader[i].mask) for i in range(len(reader))]
     rows = []

@@ -7,7 +7,8 @@ merged), writing ``predictions.jsonl``, ``errors.jsonl``, ``coco_results.json``,
 overlays and ``summary.json`` under the job's folder, resumable and never half-written.
 """
 
-from vision.batch.job import ModelSpec, PredictJob, PredictOptions, run_predict
+from vision.batch.job import ModelSpec, PredictJob, PredictOptions
+from vision.batch.run import run_predict
 from vision.batch.sources import Item, collect
 
 __all__ = ["Item", "ModelSpec", "PredictJob", "PredictOptions", "collect", "run_predict"]

@@ -17,6 +17,7 @@ import numpy as np
 from vision.config import DatasetConfig, load_config
 from vision.data.build import build_dataset
 from vision.data.io import check_labels, decode_image, read_mask
+from vision.data.sample import mask_classes
 from vision.errors import DataError
 
 SIZE_BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
@@ -101,7 +102,7 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
                 unreadable += 1
                 report["errors"].append(f"{key}: {decoded[s.path]}")
         if task == "segmentation" and decode:
-            problem = _mask_problem(ds, i, s, len(cfg.mask_classes), pixels)
+            problem = _mask_problem(ds, i, s, len(mask_classes(cfg.names, cfg.background)), pixels)
             if problem:
                 bad_masks += 1
                 report["errors"].append(f"{key}: {problem}")
@@ -118,9 +119,9 @@ def _split_report(cfg, ds, task, key, decode, decoded, digests, report) -> dict:
     all_areas = np.concatenate(areas) if areas else np.zeros(0)
     extra = {}
     if task == "segmentation" and decode:  # class balance of the label maps, void apart
-        extra["pixels_per_class"] = {c: int(pixels[k]) for k, c in enumerate(cfg.mask_classes)} | {
-            "void": int(pixels[255])
-        }
+        extra["pixels_per_class"] = {
+            c: int(pixels[k]) for k, c in enumerate(mask_classes(cfg.names, cfg.background))
+        } | {"void": int(pixels[255])}
     return {
         "images": len(ds),
         "objects": int(sum(per_class.values())),

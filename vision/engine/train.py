@@ -218,7 +218,9 @@ def train(cfg: TrainConfig, make_evaluator: Callable, log: Callable = print) -> 
         resume_ck = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume)
     start_ck = resume_ck or (load_checkpoint(cfg.weights) if cfg.weights else None)
     if start_ck is not None and start_ck.get("meta", {}).get("pruned"):
-        from vision.prune import fit_to_state_dict  # a pruned model: its shapes, then weights
+        from vision.models.reshape import (
+            fit_to_state_dict,  # a pruned model: its shapes, then weights
+        )
 
         fit_to_state_dict(model, start_ck["model"])
         model.meta.pruned = start_ck["meta"]["pruned"]

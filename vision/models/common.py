@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vision.data.sample import mask_classes as label_names
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UPSAMPLE_KINDS = ("transposed", "bilinear")
@@ -37,11 +35,6 @@ class ModelMeta:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
-
-
-def mask_classes(meta: ModelMeta) -> list[str]:
-    """The class of each index of a segmenter's class map (``background`` first if it has one)."""
-    return label_names(meta.class_names, meta.background)
 
 
 def default_names(num_classes: int) -> list[str]:
