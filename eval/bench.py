@@ -38,12 +38,12 @@ from eval.metrics import PRIMARY, primary_value, score
 from eval.provenance import dataset_hash, git_commit
 from eval.samples import Quality, drawn_samples
 from vision.data.build import build_dataset
-from vision.engine.train import TrainConfig
 from vision.errors import DataError
 from vision.predictor import Predictor
+from vision.recipe import FIELDS, check_keys, check_value, read_recipe
 
 # what a suite's train recipe may set (the suite decides task, data and run folder)
-RECIPE_KEYS = set(TrainConfig.__dataclass_fields__) - {"task", "data", "out"}
+RECIPE_KEYS = sorted(set(FIELDS) - {"task", "data", "out"})
 
 
 SUITES = Path(__file__).resolve().parent / "suites"  # shipped inside the package
@@ -80,16 +80,26 @@ def load_suite(path: Path | str) -> dict:
             raise DataError(
                 f"{path} models[{i}]", "a name and a checkpoint or a train recipe", repr(m)
             )
-        unknown = sorted(set(m.get("train") or {}) - RECIPE_KEYS)
-        if unknown:
-            raise DataError(
-                f"{path} models[{i}].train",
-                f"training options among {sorted(RECIPE_KEYS)}",
-                f"unknown {unknown}",
-            )
+        if "train" in m:
+            m["train"] = suite_recipe(m["train"], f"{path} models[{i}].train")
     suite.setdefault("options", {})
     suite["source"] = str(path)
     return suite
+
+
+def suite_recipe(train, where: str) -> dict:
+    """A suite model's ``train``: a recipe's name or file, a mapping of training options, or
+    ``{recipe: NAME, key: override...}``; checked key by key (the suite decides task, data and
+    run folder)."""
+    if isinstance(train, str):
+        train = {"recipe": train}
+    if not isinstance(train, dict):
+        raise DataError(where, "a recipe name or a mapping of training options", repr(train))
+    if "recipe" in train:
+        base = read_recipe(train["recipe"])
+        train = {**base, **{k: v for k, v in train.items() if k != "recipe"}}
+    check_keys(train, where, RECIPE_KEYS)
+    return {k: check_value(k, v, where) for k, v in train.items()}
 
 
 def count_flops(predictor: Predictor) -> int:

@@ -181,7 +181,9 @@ def test_a_misspelt_recipe_option_is_an_error_not_ignored(suite):
 
     assert load_suite(suite)["models"][0]["train"]["epochs"] == 1
     suite.write_text(suite.read_text().replace("warmup_iters: 0", "seg_los: ce+dice", 1))
-    with pytest.raises(DataError, match=r"models\[0\]\.train.*unknown \['seg_los'\]"):
+    with pytest.raises(
+        DataError, match=r"models\[0\]\.train: key 'seg_los'.*did you mean 'seg_loss'"
+    ):
         load_suite(suite)
 
 

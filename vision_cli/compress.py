@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vision_cli.train import KD_DECAYS, KD_LOGIT_LOSSES, KD_MODES
+# training options compress prune takes for its fine-tuning (distillation, rates, seed)
+FINETUNE_OPTIONS = ("teacher", "kd_weight", "kd_temperature", "kd_mode", "kd_cache", "kd_stride",
+                    "kd_decay", "kd_logit_loss", "kd_box_weight", "kd_teacher_runtime", "lr",
+                    "backbone_lr_mult", "seed")  # fmt: skip
 
 
 def add_commands(sub) -> None:
+    from vision_cli.options import add_options
+
     c = sub.add_parser("compress", help="pruning, and the compression table")
     c = c.add_subparsers(dest="cmd", required=True)
     p = c.add_parser("prune", help="prune channels, fine-tune, score")
@@ -30,46 +35,14 @@ def add_commands(sub) -> None:
         help="fine-tune for this share of the checkpoint's own training iterations "
         "(e.g. 0.3; replaces --finetune-epochs)",
     )
-    p.add_argument("--teacher", default=None, help="distill from this checkpoint while fine-tuning")
-    p.add_argument("--kd-weight", type=float, default=1.0)
-    p.add_argument("--kd-temperature", type=float, default=2.0)
-    p.add_argument("--kd-mode", default="pixel", choices=KD_MODES)
-    p.add_argument("--kd-stride", type=int, default=1, help="as train's --kd-stride")
-    p.add_argument("--kd-decay", default="none", choices=KD_DECAYS, help="as train's --kd-decay")
-    p.add_argument("--kd-logit-loss", default="binary", choices=KD_LOGIT_LOSSES,
-                   help="as train's --kd-logit-loss (detectors)")  # fmt: skip
-    p.add_argument("--kd-box-weight", type=float, default=0.0,
-                   help="as train's --kd-box-weight (detectors)")  # fmt: skip
-    p.add_argument(
-        "--kd-teacher-runtime",
-        default="torch",
-        choices=["torch", "onnx", "int8"],
-        help="as train's --kd-teacher-runtime",
-    )
-    p.add_argument(
-        "--kd-cache",
-        action="store_true",
-        help="run the teacher once before fine-tuning and replay its outputs (as train's)",
-    )
-    p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: recipe's)")
-    p.add_argument(
-        "--backbone-lr-mult",
-        type=float,
-        default=None,
-        help="fine-tuning's backbone rate = lr x this (default: recipe's, which keeps a "
-        "pretrained backbone slow; the pruned default detector heals best at 4)",
-    )
+    # the fine-tuning's training options, generated from the recipe's fields (they default
+    # to the pruned checkpoint's own recipe)
+    add_options(p, FINETUNE_OPTIONS)
     p.add_argument(
         "--round-to",
         type=int,
         default=8,
         help="keep pruned widths multiples of this (SIMD channel blocks; 1: exact ratio)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="Taylor batches' augmentation, fine-tuning's data order and init",
     )
     p.add_argument("--steps", type=int, default=1, help="prune and fine-tune in this many steps")
     p.add_argument("--taylor-batches", type=int, default=4, help="batches for Taylor importance")
@@ -184,12 +157,14 @@ def cmd_prune(a) -> int:
                                ("--finetune-epochs", a.finetune_epochs, 0)):  # fmt: skip
         if value < least:
             raise ValueError(f"{name}: expected an integer ≥ {least}, got {value}")
-    if a.kd_cache and not a.teacher:
+    tuned = {k: getattr(a, k) for k in FINETUNE_OPTIONS if hasattr(a, k)}  # typed ones only
+    seed, teacher = tuned.get("seed", 0), tuned.get("teacher")
+    if tuned.get("kd_cache") and not teacher:
         raise ValueError(
             "--kd-cache: expected --teacher CKPT too (the outputs it caches), got none"
         )
     tune = a.finetune_budget is not None or a.finetune_epochs > 0  # 0 epochs: prune only
-    if a.teacher and not tune:
+    if teacher and not tune:
         raise ValueError(
             "--teacher: expected a fine-tuning to distil in (--finetune-epochs ≥ 1 or "
             "--finetune-budget), got --finetune-epochs 0 (prune only)"
@@ -206,13 +181,6 @@ def cmd_prune(a) -> int:
             f"{a.steps} step(s) ({a.finetune_budget:.0%} of the recipe's {budget['of_iters']})",
             flush=True,
         )
-    kd = {}
-    if a.teacher:
-        kd = {"teacher": a.teacher, "kd_weight": a.kd_weight,
-              "kd_temperature": a.kd_temperature, "kd_mode": a.kd_mode,
-              "kd_cache": a.kd_cache, "kd_stride": a.kd_stride, "kd_decay": a.kd_decay,
-              "kd_teacher_runtime": a.kd_teacher_runtime, "kd_logit_loss": a.kd_logit_loss,
-              "kd_box_weight": a.kd_box_weight}  # fmt: skip
     summary = []
     for ratio in a.ratio:
         run, start, first = out / f"pruned_{int(round(ratio * 100))}", a.checkpoint, None
@@ -225,7 +193,7 @@ def cmd_prune(a) -> int:
                 model,
                 1 - (1 - goal) / (1 - done),
                 a.importance,
-                _loss_batches(model, reader, recipe, a.taylor_batches, a.seed) if taylor else None,
+                _loss_batches(model, reader, recipe, a.taylor_batches, seed) if taylor else None,
                 scope=a.scope,
                 ranking=a.ranking,
                 round_to=a.round_to if a.round_to > 1 else None,
@@ -265,22 +233,15 @@ def cmd_prune(a) -> int:
                 weights=str(where / "pruned.pt"),
                 epochs=budget["epochs"],
                 **({"max_iters": budget["max_iters"]} if "max_iters" in budget else {}),
-                **kd,
-                **({"lr": a.lr} if a.lr is not None else {}),
-                **(
-                    {"backbone_lr_mult": a.backbone_lr_mult}
-                    if a.backbone_lr_mult is not None
-                    else {}
-                ),
-                seed=a.seed,
+                **{**tuned, "seed": seed},
             )
-            torch.manual_seed(a.seed)
+            torch.manual_seed(seed)
             summ = train(cfg, build_evaluator)
             start = where / "finetune/best.pt"
         summary.append({"ratio": ratio, **report, "pruned": str(where / "pruned.pt"),
                         "finetuned": str(start) if tune else None,
                         "budget": budget if tune else None,
-                        "teacher": a.teacher, "finetune_summary": summ})  # fmt: skip
+                        "teacher": teacher, "finetune_summary": summ})  # fmt: skip
     (out / "prune.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"[prune] wrote {out / 'prune.json'}")
     return 0

@@ -37,10 +37,11 @@ def main_suite() -> str:
 def train_recipe(recipe: dict) -> None:
     """Train one suite recipe (``TrainConfig`` fields) with the evaluation suite's validation."""
     from eval.metrics import build_evaluator
-    from vision.engine.train import TrainConfig, train
+    from vision.engine.train import train
     from vision.models import model_task
+    from vision.recipe import validate
 
-    train(TrainConfig(task=model_task(recipe["model"]), **recipe), build_evaluator)
+    train(validate({**recipe, "task": model_task(recipe["model"])}), build_evaluator)
 
 
 def run_suite(

@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("pixel", "channel", "channel+pixel")
-DECAYS = ("none", "linear", "cosine")
-LOGIT_LOSSES = ("binary", "focal")
+from vision.recipe import KD_DECAYS, KD_LOGIT_LOSSES, KD_MODES
+
+MODES, DECAYS, LOGIT_LOSSES = KD_MODES, KD_DECAYS, KD_LOGIT_LOSSES  # the recipe's options
 
 
 def kd_scale(decay: str, epoch: int, epochs: int) -> float:

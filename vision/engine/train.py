@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -47,66 +47,21 @@ from vision.engine.distributed import ShardSampler, init_distributed, is_main
 from vision.engine.loop import evaluate, train_one_epoch
 from vision.models import build_model, load_weights
 from vision.predictor import Predictor
+from vision.recipe import TrainConfig, validate
 
 BEST_KEYS = ("model", "epoch", "step", "best", "meta", "args")
 
 
-@dataclass
-class TrainConfig:
-    task: str  # "detection" | "segmentation"
-    data: str
-    model: str
-    out: str
-    epochs: int = 10
-    img_size: int = 192
-    batch: int = 16
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"  # or "poly"
-    warmup_iters: int = 100
-    clip: float = 0.0
-    workers: int = 2
-    seed: int = 0
-    amp: bool = True  # float16 autocast + gradient scaling, on CUDA only
-    bf16: bool = False  # bfloat16 autocast on the CPU (fast with AVX512-BF16 or AMX)
-    val_every: int = 1  # validate every N epochs (and always after the last)
-    seg_loss: str = "ce"  # or "ce+dice"
-    channels_last: bool = False
-    resume: str | None = None
-    weights: str | None = None
-    freeze_backbone: bool = False
-    freeze_backbone_epochs: int = 0  # backbone frozen for the first N epochs (pretrained)
-    backbone_lr_mult: float = 1.0  # the backbone's learning rate relative to --lr
-    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (eval mode)
-    limit_train: int | None = None
-    limit_val: int | None = None
-    max_iters: int | None = None  # per epoch, for smoke tests
-    stop_after: int | None = None  # epochs to run in this invocation (then --resume)
-    threads: int | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    teacher: str | None = None  # a checkpoint: knowledge distillation (distill.py)
-    kd_weight: float = 1.0
-    kd_temperature: float = 2.0
-    kd_mode: str = "pixel"  # segmentation: "pixel" (Hinton) or "channel" (Shu et al.)
-    kd_cache: bool = False  # the teacher's outputs computed once, before training
-    kd_stride: int = 1  # segmentation KD on logits average-pooled by this
-    kd_decay: str = "none"  # or "linear" / "cosine": the KD weight falls to 0 over the epochs
-    kd_logit_loss: str = "binary"  # detection: or "focal" (distill.focal_kd)
-    kd_box_weight: float = 0.0  # detection: > 0 adds box imitation (distill.box_kd)
-    kd_teacher_runtime: str = "torch"  # or "onnx" / "int8": a segmentation teacher in ORT
-
-
 def finetune_config(recipe: dict, **overrides) -> TrainConfig:
     """A fine-tuning run of a checkpoint's own recipe (``ck["args"]``): its options, with
-    resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``."""
+    resuming and distillation off and warm-up capped at 20 iterations, then ``overrides``
+    (checked as a recipe is)."""
     fields = TrainConfig.__dataclass_fields__
     cfg = {k: v for k, v in recipe.items() if k in fields}
     cfg.update(resume=None, stop_after=None)  # and every distillation option at its default:
     cfg.update({k: f.default for k, f in fields.items() if k.startswith(("teacher", "kd_"))})
     cfg["warmup_iters"] = min(int(cfg.get("warmup_iters", 0)), 20)
-    return TrainConfig(**{**cfg, **overrides})
+    return validate({**cfg, **overrides}, "fine-tuning recipe")
 
 
 def _loaders(cfg: TrainConfig, dcfg: DatasetConfig, log: Callable = print):
