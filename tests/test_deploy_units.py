@@ -130,7 +130,8 @@ def test_export_names_the_outputs_with_a_dynamic_batch_at_the_asked_size(tmp_pat
     x = torch.rand(3, 3, 96, 96, dtype=torch.float64)  # cast to float32 on the way in
     with torch.no_grad():
         torch.testing.assert_close(backend(x), seg(x.float()), atol=1e-4, rtol=1e-4)
-    assert backend.decoder is None and backend.path == path
+    outs = [torch.zeros(1), torch.ones(1)]
+    assert backend.decoder(outs) is outs[0] and backend.path == path  # the logits as they are
     assert backend.session.get_session_options().intra_op_num_threads == 1
     default = OrtBackend(path, seg).session.get_session_options()
     assert default.intra_op_num_threads == torch.get_num_threads()

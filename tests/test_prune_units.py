@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from vision.models.common import ModelMeta
+from vision.models.common import ModelMeta, Segmenter
 from vision.models.reshape import _resized, fit_to_state_dict
 from vision.prune import (
     _copy,
@@ -170,7 +170,11 @@ def test_fit_to_state_dict_reshapes_only_the_layers_that_differ():
     assert fit_to_state_dict(model, pruned.state_dict()) == 0  # already fits
 
 
-class _Tiny(nn.Module):
+class _SeqSegmenter(nn.Sequential, Segmenter):
+    """Layers in a row that answer what pruning asks of a segmenter (its score layers...)."""
+
+
+class _Tiny(Segmenter):
     """conv 3→8, BatchNorm, ReLU, 1x1 score conv 8→2 (background + one class): only the first
     convolution's 8 channels can go."""
 
@@ -216,7 +220,7 @@ def test_one_pruning_step_removes_the_least_important_channel(importance, gone):
     assert report["round_to"] is None and not model.training
 
 
-class _Two(nn.Module):
+class _Two(Segmenter):
     """Two prunable convolutions (a, b) of 8 channels: seven of a's are dead (zero weights in
     every layer they touch), b's differ (channel i weighs 0.5 + 0.05 i)."""
 
@@ -293,7 +297,7 @@ def test_a_global_share_of_channels_stays_under_the_layer_cap(ranking, lo, hi):
 def test_widths_stay_whole_groupnorm_groups_of_any_size():
     """Three channels a group: a quarter of 12 channels goes as one whole group (9 stay), not
     rounded to the next even width."""
-    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.GroupNorm(4, 12), nn.Conv2d(12, 2, 1))
+    model = _SeqSegmenter(nn.Conv2d(3, 12, 3, padding=1), nn.GroupNorm(4, 12), nn.Conv2d(12, 2, 1))
     model.meta = ModelMeta("g", "segmentation", ["x"], 8)
     report, kept = _prune_ratio(model, 0.25, "magnitude", "all", None, "layer")
     assert len(kept["0"]) == 9 and report["round_to"] == 3 and model[1].num_groups == 3

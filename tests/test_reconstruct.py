@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vision.models import build_model
-from vision.models.common import ModelMeta
+from vision.models.common import ModelMeta, Segmenter
 from vision.prune import _prune_ratio, prune_flops
 from vision.reconstruct import _fit, _order, _sampled, reconstruct
 
@@ -117,7 +117,7 @@ def test_kept_channels_name_the_originals_and_an_unchanged_input_refits_exactly(
     assert miss < 0.05, float(miss)
 
 
-class _Small(nn.Module):
+class _Small(Segmenter):
     """stem 3→16 (stride 2), depthwise 3x3, then 1x1 16→16 and 1x1 scores 16→2 shared by two
     scales (as a detector's head is by its FPN levels), declared out of forward order.
     Every odd channel is half the even one before it (weights and biases halved, ReLU keeps

@@ -25,95 +25,27 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.detection import FCOS, RetinaNet
-from torchvision.models.detection.image_list import ImageList
 
-ONE_STAGE = (FCOS, RetinaNet)
+from vision.models.common import Unsupported
+from vision.models.detection_export import DetectorDecoder, DetectorNetwork, padded
 
-
-class Unsupported(Exception):
-    """This model has no such deployable form (the message says why)."""
-
-
-class DetectorNetwork(nn.Module):
-    """The exportable part of a one-stage detector: [0, 1] images → head outputs."""
-
-    def __init__(self, detector: nn.Module):
-        super().__init__()
-        net = detector.net
-        if not isinstance(net, ONE_STAGE):
-            raise Unsupported(
-                f"{type(net).__name__}: only one-stage detectors (FCOS, RetinaNet) are exported "
-                "(two-stage RoI heads and SSD's NMS have data-dependent shapes)"
-            )
-        self.net = net
-        self.keys = ("cls_logits", "bbox_regression") + (
-            ("bbox_ctrness",) if isinstance(net, FCOS) else ()
-        )
-
-    def forward(self, x: torch.Tensor):
-        """As the eager model's transform does at our letterboxed input size: normalize, no
-        resize (scale 1), zero-pad to a multiple of ``size_divisible``; then backbone, head."""
-        t = self.net.transform
-        mean = torch.tensor(t.image_mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(t.image_std, dtype=x.dtype).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        # Python ints: the export is at one fixed size, and traced shape arithmetic would
-        # round -(-72 // 32) towards zero in ONNX (padding to 64, i.e. cropping 8 pixels)
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        pad_h, pad_w = padded(h, t.size_divisible) - h, padded(w, t.size_divisible) - w
-        if pad_h or pad_w:
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
-        features = list(self.net.backbone(x).values())
-        head = self.net.head(features)
-        return tuple(head[k] for k in self.keys)
-
-
-def padded(size: int, divisible: int) -> int:
-    return -(-size // divisible) * divisible
-
-
-class DetectorDecoder:
-    """Head outputs → detections with the eager model's own torchvision code."""
-
-    def __init__(self, detector: nn.Module, size: int):
-        self.net, self.offset = detector.net, detector.label_offset
-        network = DetectorNetwork(detector).eval()
-        self.keys = network.keys
-        self.padded = padded(size, self.net.transform.size_divisible)
-        with torch.inference_mode():  # the feature-map sizes at this input size, once
-            x = torch.zeros(1, 3, self.padded, self.padded)
-            feats = list(self.net.backbone(x).values())
-        self.feats = [torch.empty(0, f.shape[1], f.shape[2], f.shape[3]) for f in feats]
-        self.size = size
-        self._anchors: torch.Tensor | None = None
-
-    @torch.inference_mode()
-    def __call__(self, outputs: Iterable[torch.Tensor]) -> list[dict]:
-        head = dict(zip(self.keys, outputs, strict=True))
-        b = head["cls_logits"].shape[0]
-        sizes = [(self.size, self.size)] * b
-        if self._anchors is None:  # the same for every image at this input size: made once
-            canvas = torch.empty(1, 1, 1, 1).expand(1, 3, self.padded, self.padded)
-            self._anchors = self.net.anchor_generator(ImageList(canvas, sizes[:1]), self.feats)[0]
-        anchors = [self._anchors] * b
-        per_level = [f.shape[2] * f.shape[3] for f in self.feats]
-        hw = sum(per_level)
-        a = head["cls_logits"].shape[1] // hw
-        split_head = {k: list(v.split([n * a for n in per_level], dim=1)) for k, v in head.items()}
-        split_anchors = [list(x.split([n * a for n in per_level])) for x in anchors]
-        dets = self.net.postprocess_detections(split_head, split_anchors, sizes)
-        dets = self.net.transform.postprocess(dets, sizes, sizes)
-        for d in dets:
-            d["labels"] = d["labels"] - self.offset
-        return dets
+__all__ = [  # the export pieces live with the models, which define their export boundary
+    "DetectorDecoder",
+    "DetectorNetwork",
+    "OrtBackend",
+    "padded",
+    "Unsupported",
+    "export_onnx",
+    "exportable",
+    "quantize_int8",
+    "variant_predictor",
+]
 
 
 def exportable(model: nn.Module) -> nn.Module:
-    """The module that goes into ONNX (raises ``Unsupported``)."""
-    if model.meta.task == "detection":
-        return DetectorNetwork(model).eval()
-    return model.eval()
+    """The module that goes into ONNX: the model's own export boundary (raises
+    ``Unsupported``)."""
+    return model.export_module().eval()
 
 
 def export_onnx(
@@ -126,7 +58,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     net = exportable(model)
     size = size or model.meta.input_size
-    outputs = ["logits"] if model.meta.task == "segmentation" else list(net.keys)
+    outputs = list(model.export_outputs())
     with torch.no_grad(), warnings.catch_warnings():
         # tracing notes that shape checks become constants: true and intended (fixed size)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -206,7 +138,8 @@ def _quantize(quantize_static, pre, out, reader, QuantFormat, QuantType) -> None
 
 class OrtBackend:
     """An ONNX Runtime session as a ``Predictor`` backend: torch tensor in, the eager model's
-    raw output out (logits; or detections decoded by ``DetectorDecoder``). Intra-op threads
+    raw output out (the model's ``export_decoder`` turns the graph's outputs into it: a
+    detector's decoding, a segmenter's logits as they are). Intra-op threads
     follow torch's count, spinning is off so that it does not fight torch threads in the same
     process."""
 
@@ -220,16 +153,11 @@ class OrtBackend:
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.decoder = (
-            DetectorDecoder(model, model.meta.input_size)
-            if model.meta.task == "detection"
-            else None
-        )
+        self.decoder = model.export_decoder(model.meta.input_size)
 
     def __call__(self, x: torch.Tensor):
         outs = self.session.run(None, {"images": x.detach().float().cpu().contiguous().numpy()})
-        tensors = [torch.from_numpy(o) for o in outs]
-        return self.decoder(tensors) if self.decoder is not None else tensors[0]
+        return self.decoder([torch.from_numpy(o) for o in outs])
 
 
 def fold_batchnorm(model: nn.Module) -> int:

@@ -37,21 +37,9 @@ MAX_LAYER_CUT = 0.8  # global ranking: no layer loses more than this share of it
 
 
 def traced_network(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
-    """The module Torch-Pruning traces (tensor in, tensors out) and the layers to keep whole."""
-    k = len(model.meta.class_names) + (1 if model.meta.task == "segmentation" else 0)
-    if model.meta.task == "segmentation":
-        keep = [
-            m
-            for m in model.modules()
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels == k
-        ]
-        return model, keep
-    from vision.deploy import DetectorNetwork
-
-    net = DetectorNetwork(model).eval()
-    head = model.net.head  # the layers whose outputs are classes, box sides and centerness
-    finals = ("cls_logits", "bbox_reg", "bbox_ctrness")
-    return net, [m for n, m in head.named_modules() if n.rpartition(".")[2] in finals]
+    """The module Torch-Pruning traces (tensor in, tensors out: the model's export boundary)
+    and the layers to keep whole (its prediction layers)."""
+    return model.export_module().eval(), model.prediction_layers()
 
 
 def _group_size(model: nn.Module) -> int:

@@ -137,16 +137,16 @@ def _shapes(what: str, student, teacher) -> str:
 
 
 def _fpn_width(detector: nn.Module) -> int:
-    """Channels of the detector's FPN outputs, read from a forward pass (pruning changes them
-    without changing the ``out_channels`` attribute)."""
-    backbone = detector.net.backbone
-    was = backbone.training
-    backbone.eval()
+    """Channels of the detector's feature maps, read from a forward pass of its ``features``
+    tap (pruning changes them without changing the ``out_channels`` attribute)."""
+    features = detector.kd_taps()["features"]
+    was = features.training
+    features.eval()
     size = detector.meta.input_size
     with torch.no_grad():
         x = torch.zeros(1, 3, size, size, device=next(detector.parameters()).device)
-        width = next(iter(backbone(x).values())).shape[1]
-    backbone.train(was)
+        width = next(iter(features(x).values())).shape[1]
+    features.train(was)
     return int(width)
 
 
@@ -201,14 +201,12 @@ class Distiller(nn.Module):
         self.runtime = None  # images -> teacher logits in place of the module (ONNX Runtime)
         self.adapter: nn.Module | None = None
         self._seen: dict[str, object] = {}
-        if task == "detection":
-            net = student.net
-            net.backbone.register_forward_hook(lambda m, i, o: self._seen.__setitem__("f", o))
-            net.head.classification_head.register_forward_hook(
-                lambda m, i, o: self._seen.__setitem__("cls", o)
-            )
+        if task == "detection":  # the student's taps: features, class logits, boxes
+            taps = student.kd_taps()
+            taps["features"].register_forward_hook(lambda m, i, o: self._seen.__setitem__("f", o))
+            taps["classes"].register_forward_hook(lambda m, i, o: self._seen.__setitem__("cls", o))
             if box_weight > 0:
-                net.head.regression_head.register_forward_hook(
+                taps["boxes"].register_forward_hook(
                     lambda m, i, o: self._seen.__setitem__("box", _as_list(o))
                 )
             ws, wt = _fpn_width(student), _fpn_width(teacher)  # as built, or as pruned
@@ -235,11 +233,7 @@ class Distiller(nn.Module):
         if self.task == "segmentation":
             run = self.runtime or self.teacher[0]
             return [self._pool(run(images))]
-        net = self.teacher[0].net
-        x = net.transform(list(images))[0].tensors
-        feats = list(net.backbone(x).values())
-        box = _as_list(net.head.regression_head(feats)) if self.box_weight > 0 else []
-        return [*feats, net.head.classification_head(feats), *box]
+        return self.teacher[0].kd_outputs(images, boxes=self.box_weight > 0)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.stride) if self.stride > 1 else x

@@ -121,17 +121,17 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device, log: Callable) -> to
 
 
 def backbone_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The feature extractor's parameters: ``backbone.*`` of a segmenter, ``net.backbone.body.*``
-    of a detector (its FPN is new, like the head)."""
-    names = [n for n, _ in model.named_parameters()]
-    prefix = ".backbone.body." if any(".backbone.body." in f".{n}" for n in names) else ".backbone."
-    return [p for n, p in model.named_parameters() if prefix in f".{n}"]
+    """The feature extractor's parameters (the model's ``backbone_modules``)."""
+    return [p for m in model.backbone_modules() for p in m.parameters()]
 
 
 def backbone_batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
-    body = dict(model.named_modules())
-    root = body.get("net.backbone.body") or body.get("backbone")
-    return [m for m in root.modules() if isinstance(m, torch.nn.BatchNorm2d)] if root else []
+    return [
+        b
+        for m in model.backbone_modules()
+        for b in m.modules()
+        if isinstance(b, torch.nn.BatchNorm2d)
+    ]
 
 
 def _optimizer(cfg: TrainConfig, params):

@@ -8,6 +8,8 @@ from vision.models.registry import (
     list_models,
     load_weights,
     model_task,
+    register_model,
+    unregister_model,
 )
 
 __all__ = [
@@ -17,4 +19,6 @@ __all__ = [
     "list_models",
     "load_weights",
     "model_task",
+    "register_model",
+    "unregister_model",
 ]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vision.data.sample import mask_classes
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UPSAMPLE_KINDS = ("transposed", "bilinear")
@@ -35,6 +37,10 @@ class ModelMeta:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
+
+
+class Unsupported(Exception):
+    """This model has no such form (an export, a deployable variant): the message says why."""
 
 
 def default_names(num_classes: int) -> list[str]:
@@ -114,9 +120,44 @@ def fit(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 class Segmenter(nn.Module):
     """Base for segmenters: normalizes ``[0, 1]`` images, returns logits ``(B, K+1, H, W)`` in
-    training and evaluation alike; ``predict`` returns class-index masks."""
+    training and evaluation alike; ``predict`` returns class-index masks.
+
+    What the rest of the project needs to know of a model, it asks the model (detectors answer
+    the same questions, ``vision.models.detection.Detector``): ``prediction_layers`` (kept
+    whole by pruning), ``export_module`` / ``export_outputs`` / ``export_decoder`` (the ONNX
+    export boundary and what follows it), ``backbone_modules`` (the pretrained feature
+    extractor: its own learning rate, frozen BatchNorm), ``normalization``; a segmenter's
+    distillation reads its logits, its only output."""
 
     meta: ModelMeta
+
+    def prediction_layers(self) -> list[nn.Module]:
+        """The layers whose output channels are the class-map indices (score layers, the
+        upsampling of scores)."""
+        k = len(mask_classes(self.meta.class_names, self.meta.background))
+        return [
+            m
+            for m in self.modules()
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels == k
+        ]
+
+    def export_module(self) -> nn.Module:
+        """The network ONNX holds: the whole segmenter ([0, 1] images → logits)."""
+        return self
+
+    def export_outputs(self) -> tuple[str, ...]:
+        return ("logits",)
+
+    def export_decoder(self, size: int):
+        """Exported outputs → this model's raw output: the logits as they are."""
+        return lambda outputs: outputs[0]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The feature extractor: the first submodule named ``backbone``."""
+        return [m for n, m in self.named_modules() if n.rpartition(".")[2] == "backbone"][:1]
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(self.meta.mean), tuple(self.meta.std)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:

@@ -22,6 +22,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from vision.models.backbones import IMAGENET_NORM, NORM, resnet, stage_features
 from vision.models.common import ModelMeta, default_names
+from vision.models.detection_export import DetectorDecoder, DetectorNetwork
 
 # name → (torchvision builder, label offset, whether min_size/max_size apply)
 TV_DETECTORS = {
@@ -39,9 +40,68 @@ REG_BIAS = 1.0  # initial box side (in anchor sizes) of the small FCOS detectors
 
 
 class Detector(nn.Module):
+    """A torchvision detector with our label convention, answering what the rest of the
+    project asks of a model (as ``vision.models.common.Segmenter`` does): its prediction
+    layers, export boundary and decoder, backbone, normalization, and what distillation reads
+    (``kd_taps``, ``kd_outputs``)."""
+
+    HEAD_OUTPUTS = ("cls_logits", "bbox_reg", "bbox_ctrness")  # one-stage heads' final layers
+
     def __init__(self, net: nn.Module, label_offset: int, meta: ModelMeta):
         super().__init__()
         self.net, self.label_offset, self.meta = net, label_offset, meta
+
+    def prediction_layers(self) -> list[nn.Module]:
+        """The head's final layers (classes, box sides, centerness): pruning keeps them."""
+        head = getattr(self.net, "head", None)
+        if head is None:
+            return []
+        return [m for n, m in head.named_modules() if n.rpartition(".")[2] in self.HEAD_OUTPUTS]
+
+    def export_module(self) -> nn.Module:
+        """The network ONNX holds: a one-stage detector up to its head outputs (raises
+        ``Unsupported`` for two-stage detectors and SSD)."""
+        return DetectorNetwork(self)
+
+    def export_outputs(self) -> tuple[str, ...]:
+        return DetectorNetwork(self).keys
+
+    def export_decoder(self, size: int):
+        """Exported outputs → detections, with this model's own torchvision code."""
+        return DetectorDecoder(self, size)
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The feature extractor: the backbone's body when it has an FPN on top (the FPN is
+        new, like the head), else the whole backbone."""
+        backbone = getattr(self.net, "backbone", None)
+        if backbone is None:
+            return []
+        body = getattr(backbone, "body", None)
+        return [body] if isinstance(body, nn.Module) else [backbone]
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        t = self.net.transform
+        return tuple(t.image_mean), tuple(t.image_std)
+
+    def kd_taps(self) -> dict[str, nn.Module]:
+        """Where distillation listens (forward hooks) during the student's training step: the
+        FPN (``features``), the class logits (``classes``), the box regression (``boxes``)."""
+        head = self.net.head
+        return {
+            "features": self.net.backbone,
+            "classes": head.classification_head,
+            "boxes": head.regression_head,
+        }
+
+    def kd_outputs(self, images: torch.Tensor, boxes: bool = False) -> list:
+        """What a teacher gives distillation: every FPN level's features, the class logits,
+        then (``boxes``) the box regression's outputs, at the training transform."""
+        x = self.net.transform(list(images))[0].tensors
+        feats = list(self.net.backbone(x).values())
+        head = self.net.head
+        box = head.regression_head(feats) if boxes else []
+        box = list(box) if isinstance(box, (tuple, list)) else [box]
+        return [*feats, head.classification_head(feats), *(box if boxes else [])]
 
     def forward(self, images, targets: list[dict] | None = None):
         imgs = list(images)

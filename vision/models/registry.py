@@ -38,6 +38,31 @@ _REGISTRY: dict[str, tuple[str, object]] = {
     **{n: ("detection", b) for n, b in detector_builders().items()},
     **{n: ("segmentation", b) for n, b in _SEGMENTERS.items()},
 }
+_BUILTIN = frozenset(_REGISTRY)
+
+
+def register_model(name: str, task: str, builder) -> None:
+    """Add a model of one's own to the registry, by name. ``builder(num_classes=K,
+    class_names=..., input_size=..., **kw)`` returns a module with a ``meta``
+    (``vision.models.common.ModelMeta``) and the interface every part of the project asks of
+    a model: derive from ``Segmenter`` or ``Detector`` (``vision.models.common``,
+    ``vision.models.detection``) to have it. Training, evaluation, deployable variants,
+    pruning and distillation then take it by name, with no other change."""
+    if task not in ("detection", "segmentation"):
+        raise ValueError(f"task: expected 'detection' or 'segmentation', got {task!r}")
+    if name in _REGISTRY:
+        raise KeyError(f"model {name!r}: a name not yet registered, got one that is")
+    _REGISTRY[name] = (task, builder)
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model ``register_model`` added (the shipped ones stay)."""
+    _check(name)
+    if name in _BUILTIN:
+        raise KeyError(
+            f"model {name!r}: expected a model added by register_model, got a shipped one"
+        )
+    del _REGISTRY[name]
 
 
 def list_models(task: str | None = None) -> list[str]:
