@@ -175,3 +175,17 @@ def test_the_cycle_and_private_name_checks_see_violations(tmp_path):
     assert any({"vision.errors", "vision.config"} <= set(c) for c in cycles), cycles
     bad = private_imports(imports)
     assert len(bad) == 1 and bad[0].startswith("eval.iou:") and "_mean from eval.coco" in bad[0]
+
+
+def test_the_engine_is_small_pieces():
+    """No function of the training engine over 60 lines, no call with more than 5 positional
+    arguments (a loop with 18 positional arguments is what the Trainer replaced)."""
+    long, wide = [], []
+    for f in _files("vision/engine"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{f.name}:{node.name}")
+            positional = node.args if isinstance(node, ast.Call) else []
+            if sum(not isinstance(a, ast.Starred) for a in positional) > 5:
+                wide.append(f"{f.name}:{node.lineno}")
+    assert long == [] and wide == [], (long, wide)

@@ -62,6 +62,8 @@ class TrainConfig:
     bf16: bool = opt(False, "bfloat16 autocast on the CPU (1.4-1.6x faster steps on CPUs with "
                      "AVX512-BF16)")  # fmt: skip
     val_every: int = opt(1, "validate every N epochs and after the last", low=1)
+    patience: int | None = opt(None, "early stopping: stop after this many validations in a "
+                               "row without a new best", low=1)  # fmt: skip
     seg_loss: str = opt("ce", "segmentation loss", ("ce", "ce+dice"))
     channels_last: bool = opt(False, "channels-last memory format (fastest for Lite0 on CPUs)")
     resume: str | None = opt(None, "continue a run (auto: OUT/last.pt)", const="auto")
