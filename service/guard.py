@@ -1,9 +1,14 @@
-"""The door of the inference routes: an ASGI middleware in front of BentoML's handlers.
+"""The door of the service: an ASGI middleware in front of BentoML's handlers.
 
-Every ``POST /detect`` and ``POST /segment`` passes here before BentoML parses it:
+Every route declared in ``service.routes`` passes here before BentoML parses it, and gets
+what its policy asks for, in this order:
 
 - **shutdown**: while the worker drains after SIGTERM (:mod:`service.drain`), a new request
   gets 503 with ``Retry-After`` and ``Connection: close``; those already in flight finish;
+- **key** (when ``VISION_API_KEYS_FILE`` is set, :mod:`service.access`): 401 with
+  ``WWW-Authenticate`` without a valid key, the same answer for a missing and a wrong one;
+- **rate** (``VISION_RATE``): 429 with ``Retry-After`` over the client's token bucket (a key's
+  name, else the client's address);
 - **overload** is refused before the body is read: with ``max_pending`` requests already
   between arrival and answer, a new one gets 503 with ``Retry-After`` at once (not a 504 after
   the timeout);
@@ -25,8 +30,10 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.access import AUTH_REFUSED, RATE_LIMITED, UNAUTHORIZED, presented_key, retry_after
 from service.drain import Drain
 from service.memory import IdleTrim
+from service.routes import Policy, policies
 
 ACCEPTED = (
     "multipart/form-data with the image as a file part named 'image' (curl -F image=@photo.jpg)"
@@ -38,17 +45,21 @@ class RequestGuard:
         self,
         app,
         max_bytes: int,
-        routes: tuple[str, ...] = ("/detect", "/segment"),
+        routes: dict[str, Policy] | None = None,
         max_pending: int = 64,
         max_fields: int = 16,
         max_field_bytes: int = 1024,
         retry_after_s: int = 1,
         drain: Drain | None = None,
         idle: IdleTrim | None = None,
+        keys=None,
+        limiter=None,
     ):
-        self.app, self.max_bytes, self.routes = app, max_bytes, set(routes)
+        self.app, self.max_bytes = app, max_bytes
+        self.routes = policies() if routes is None else dict(routes)
         self.max_pending, self.max_fields = max_pending, max_fields
         self.max_field_bytes, self.retry_after_s = max_field_bytes, retry_after_s
+        self.keys, self.limiter = keys, limiter  # service.access.KeyRing / RateLimiter
         self.pending = 0
         self.refused = 0  # overload refusals since start (reported by /info)
         self.drain = drain
@@ -59,11 +70,12 @@ class RequestGuard:
             idle.in_flight = lambda: self.pending
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in self.routes:
+        policy = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if policy is None:
             return await self.app(scope, receive, send)
-        if self.idle is not None:
+        if policy.model and self.idle is not None:
             self.idle.seen()
-        if self.drain is not None and self.drain.draining:
+        if policy.model and self.drain is not None and self.drain.draining:
             return await _reply(
                 scope,
                 receive,
@@ -72,6 +84,11 @@ class RequestGuard:
                 "server shutting down: this instance takes no new requests; retry",
                 headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
             )
+        refusal = self._who(scope, policy)
+        if refusal is not None:
+            return await _reply(scope, receive, send, *refusal)
+        if not policy.model:
+            return await self.app(scope, receive, send)
         if self.pending >= self.max_pending:
             self.refused += 1
             return await _reply(
@@ -85,9 +102,37 @@ class RequestGuard:
             )
         self.pending += 1
         try:
-            await self._guarded(scope, receive, send)
+            if policy.upload:
+                await self._guarded(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
         finally:
             self.pending -= 1
+
+    def _who(self, scope, policy: Policy):
+        """None when the caller may go on, else the refusal: (status, message, field,
+        headers). The key itself never leaves this function."""
+        name = None
+        if policy.key and self.keys is not None:
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            key = presented_key(headers)
+            name = self.keys.name_of(key)
+            if name is None:
+                AUTH_REFUSED.labels(key="missing" if not key else "unknown").inc()
+                www = {"WWW-Authenticate": 'Bearer realm="vision"'}
+                return 401, UNAUTHORIZED, None, www
+            scope.setdefault("state", {})["vision_key"] = name  # for logs: the name only
+        if policy.rate and self.limiter is not None:
+            client = name or (scope.get("client") or ("unknown",))[0]
+            wait = self.limiter.take(client)
+            if wait:
+                RATE_LIMITED.labels(key=name or "address").inc()
+                return (429, f"rate limit: more than {self.limiter.rate.per_s:g} requests/s "
+                        f"(burst {self.limiter.rate.burst:g}) from this client; retry later",
+                        None, {"Retry-After": retry_after(wait)})  # fmt: skip
+        return None
 
     async def _guarded(self, scope, receive, send):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

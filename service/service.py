@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
+from service.access import from_env as access_from_env
 from service.batching import Batcher, inference_thread
 from service.drain import Drain
 from service.guard import RequestGuard
@@ -380,11 +381,25 @@ class VisionService:
         )
 
 
+CORS_ENV = "VISION_CORS_ORIGINS"  # comma-separated origins allowed to call from a browser
+if os.environ.get(CORS_ENV):  # off unless asked for; outermost, so it answers preflights
+    from starlette.middleware.cors import CORSMiddleware
+
+    VisionService.add_asgi_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in os.environ[CORS_ENV].split(",") if o.strip()],
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "x-api-key", "content-type"],
+        expose_headers=["retry-after", "www-authenticate"],
+    )
 # the image limit plus room for the multipart framing and the other fields
+KEYS, LIMITER = access_from_env()  # a malformed keys file or rate stops the start here
 VisionService.add_asgi_middleware(
     RequestGuard,
     max_bytes=Limits.from_env().max_bytes + 65536,
     max_pending=int(os.environ.get("VISION_MAX_PENDING", "64")),
     drain=DRAIN,
     idle=IDLE,
+    keys=KEYS,
+    limiter=LIMITER,
 )

@@ -10,6 +10,7 @@ vision optimize                               deployable variants (ONNX, int8...
 vision compress prune|table                    pruning + fine-tuning, the compression table
 vision promote                                a suite's best models → the BentoML store
 vision serve                                  the REST service on the promoted models
+vision keys create|revoke|list                API keys of the service
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from vision_cli import (
     compress,
     data,
     evaluate,
+    keys,
     optimize,
     orchestrate,
     predict,
@@ -31,7 +33,19 @@ from vision_cli import (
     train,
 )
 
-GROUPS = (orchestrate, data, train, evaluate, predict, bench, optimize, compress, promote, serve)
+GROUPS = (
+    orchestrate,
+    data,
+    train,
+    evaluate,
+    predict,
+    bench,
+    optimize,
+    compress,
+    promote,
+    serve,
+    keys,
+)
 
 
 def version() -> str:
