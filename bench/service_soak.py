@@ -17,6 +17,12 @@
    200, what requests sent during the drain got (503 while the worker drains, see
    ``service/drain.py``; a refused connection once it has exited), and when the server exited.
 
+With ``--access``: the server needs API keys and limits each key's rate (``--rate``); every
+soak client has a key of its own but a quarter of them send a wrong one (every request of
+theirs must get 401), and one more client sends ``/info`` as fast as it is answered with its
+own key (over the rate: 200 or 429, nothing else). Counted on top: statuses by role, wrong keys
+answered anything but 401, valid requests refused by key or rate.
+
 JSON in ``--out``; a summary on stdout.
 """
 
@@ -35,7 +41,16 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.soak_client import MAX_BYTES, cases, load, mix, send, summarize
+from bench.soak_client import (
+    MAX_BYTES,
+    cases,
+    greedy,
+    load,
+    mix,
+    send,
+    summarize,
+    summarize_roles,
+)
 from service.launch import start_server, stop_server
 
 IDLE_WAIT_S = 6  # three looks of the service's idle trim (VISION_TRIM_IDLE_S, 2 s)
@@ -147,6 +162,17 @@ def term_test(proc, url: str, good: list, clients: int) -> dict:
     }
 
 
+async def soak(url: str, jobs: list, clients: int, sample, roles, keys):
+    """The soak's load; with keys, a greedy client over its rate all along beside it."""
+    if not roles:
+        return await load(url, jobs, clients, sample), {}
+    stop = asyncio.Event()
+    over = asyncio.create_task(greedy(url, keys[-1], stop))
+    res = await load(url, jobs, clients, sample, roles=roles)
+    stop.set()
+    return res, await over
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--detector", required=True)
@@ -158,6 +184,8 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results/soak.json")
     ap.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-faults", action="store_true", help="soak only (no SIGKILL/SIGTERM)")
+    ap.add_argument("--access", action="store_true", help="keys and rate limits on (see above)")
+    ap.add_argument("--rate", default="20/s,burst=40", help="VISION_RATE with --access")
     ap.add_argument(
         "--warmup",
         type=int,
@@ -179,18 +207,36 @@ def main() -> int:
         "BENTOML_HOME": os.environ.get("BENTOML_HOME", "/tmp/vision-soak-bentoml"),
         **dict(kv.split("=", 1) for kv in a.server_env),
     }
+    keys: list[str] = []
+    if a.access:  # a key per client, and one for the greedy client
+        from service.access import create_key
+
+        path = Path(env["BENTOML_HOME"]) / "soak_keys.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        keys = [create_key(path, f"client{c}") for c in range(max(a.clients) + 1)]
+        env.update(VISION_API_KEYS_FILE=str(path), VISION_RATE=a.rate)
     log = open("/tmp/vision-soak-server.log", "w")  # noqa: SIM115 - kept open for the server
     proc, url = start_server(env, log=log, timeout=240)
     out: dict = {"env": {k: v for k, v in env.items() if "CKPT" not in k}, "soak": []}
     try:
+        warm_roles = [("valid", keys[c]) for c in range(8)] if keys else None
         for _ in range(3):  # warm-up: every kind of request, good and bad, a few times
-            asyncio.run(load(url, good + bad, 8))
+            asyncio.run(load(url, good + bad, 8, roles=warm_roles))
         time.sleep(IDLE_WAIT_S)  # the server gives freed memory back once idle
         light, parts_light = rss(proc.pid), rss_parts(proc.pid)
         warm, parts_warm = light, parts_light
         for clients in a.clients:
+            roles = None
+            if keys:  # every 4th client with a wrong key; the last key is the greedy client's
+                roles = [
+                    ("wrong", f"vk_wrong{c}") if c % 4 == 3 else ("valid", keys[c])
+                    for c in range(clients)
+                ]
             if a.warmup:  # the working set of this many connections, before the baseline
-                asyncio.run(load(url, mix(good, bad, a.warmup, a.bad, clients), clients))
+                asyncio.run(
+                    load(url, mix(good, bad, a.warmup, a.bad, clients), clients, roles=roles)
+                )
                 time.sleep(IDLE_WAIT_S)
                 warm, parts_warm = rss(proc.pid), rss_parts(proc.pid)
             t0, samples = time.perf_counter(), []
@@ -201,10 +247,11 @@ def main() -> int:
                     samples.append(round(rss(proc.pid) / 2**20))
 
             sample.n = 0
-            res = asyncio.run(
-                load(url, mix(good, bad, a.requests, a.bad, clients), clients, sample)
-            )
+            jobs = mix(good, bad, a.requests, a.bad, clients)
+            res, over = asyncio.run(soak(url, jobs, clients, sample, roles, keys))
             s = summarize(res)
+            if roles:
+                s.update(summarize_roles(res), greedy_statuses=dict(over))
             s.update(
                 clients=clients,
                 reconnects=load.reconnects,
@@ -231,6 +278,13 @@ def main() -> int:
                 f"{s['rss_idle_mb']:.0f} MB after {IDLE_WAIT_S} s idle",
                 flush=True,
             )
+            if roles:
+                print(
+                    f"[soak]   by role {s['status_by_role']}; wrong keys not 401: "
+                    f"{s['wrong_key_not_401']}; valid refused by key or rate: "
+                    f"{s['valid_refused_by_key_or_rate']}; greedy {s['greedy_statuses']}",
+                    flush=True,
+                )
         if not a.no_faults:
             out["sigkill"] = kill_test(url, proc.pid, good, 32, min(600, a.requests))
             print(f"[soak] SIGKILL: {out['sigkill']}", flush=True)

@@ -126,12 +126,29 @@ async def send(
     return None, time.perf_counter() - t0
 
 
+def with_key(raw: bytes, key: str | None) -> bytes:
+    """The request with an ``Authorization: Bearer`` header (none for ``None``)."""
+    if key is None:
+        return raw
+    return raw.replace(
+        b"Host: 127.0.0.1\r\n", f"Host: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n".encode(), 1
+    )
+
+
 async def load(
-    url: str, jobs: list, clients: int, on_progress=None, retry=True, patience: int = 60
+    url: str,
+    jobs: list,
+    clients: int,
+    on_progress=None,
+    retry=True,
+    patience: int = 60,
+    roles: list[tuple[str, str | None]] | None = None,
 ) -> list:
     """Run ``jobs`` (kind, raw, expected) from ``clients`` concurrent connections. A request
     refused for overload (503/429) is sent again after the ``Retry-After`` second (with
-    jitter), up to ``patience`` times; ``load.refusals`` counts those refusals."""
+    jitter), up to ``patience`` times; ``load.refusals`` counts those refusals. ``roles``:
+    per client (role, API key): a ``wrong`` client's every request expects 401 and is not
+    retried; results then carry the role."""
     host, port = url.split("//")[1].split(":")
     queue: asyncio.Queue = asyncio.Queue()
     for i, job in enumerate(jobs):
@@ -139,11 +156,14 @@ async def load(
     results: list = [None] * len(jobs)
     reconnects, refusals = [], []
 
-    async def client():
+    async def client(c: int):
         conn: dict = {}
         rng = np.random.default_rng(len(results))
+        role, key = roles[c] if roles else ("valid", None)
         while not queue.empty():
             i, (kind, raw, want) = queue.get_nowait()
+            want = 401 if role == "wrong" else want
+            raw = with_key(raw, key)
             t0 = time.perf_counter()
             for _ in range(patience + 1):  # a polite client: overload refusals are retried
                 status, _ = await send(host, int(port), raw, conn, retry)
@@ -151,38 +171,65 @@ async def load(
                     break
                 refusals.append(i)
                 await asyncio.sleep(rng.uniform(0.5, 1.5))  # Retry-After: 1, with jitter
-            results[i] = (kind, want, status, time.perf_counter() - t0)
+            results[i] = (kind, want, status, time.perf_counter() - t0) + ((role,) if roles else ())
             if on_progress:
                 on_progress(i, status)
         if conn.get("w") is not None:
             conn["w"].close()
         reconnects.append(conn.get("reconnects", 0))
 
-    await asyncio.gather(*[client() for _ in range(clients)])
+    await asyncio.gather(*[client(c) for c in range(clients)])
     load.reconnects = sum(reconnects)  # the last run's counts
     load.refusals = len(refusals)
     return results
 
 
+async def greedy(url: str, key: str, stop: asyncio.Event, pace_s: float = 0.0) -> Counter:
+    """A client over its rate: ``/info`` as fast as answers come, until ``stop``; the
+    statuses it got."""
+    host, port = url.split("//")[1].split(":")
+    raw, conn, got = with_key(request("/info", b"", "application/json"), key), {}, Counter()
+    while not stop.is_set():
+        status, _ = await send(host, int(port), raw, conn)
+        got[str(status)] += 1
+        await asyncio.sleep(pace_s)
+    return got
+
+
+def summarize_roles(results: list) -> dict:
+    """Per role: statuses; and what must never happen: a wrong key answered anything but 401,
+    a valid client refused by key or rate (401/429)."""
+    by_role: dict[str, Counter] = {}
+    for *_, status, _, role in results:
+        by_role.setdefault(role, Counter())[str(status)] += 1
+    return {
+        "status_by_role": {r: dict(c) for r, c in by_role.items()},
+        "wrong_key_not_401": sum(1 for _, _, s, _, r in results if r == "wrong" and s != 401),
+        "valid_refused_by_key_or_rate": sum(
+            1 for _, _, s, _, r in results if r == "valid" and s in (401, 429)
+        ),
+    }
+
+
 def summarize(results: list) -> dict:
     by_kind: dict[str, Counter] = {}
-    for kind, _, status, _ in results:
+    for kind, _, status, *_ in results:
         by_kind.setdefault(kind, Counter())[str(status)] += 1
     overload = {503, 429}
     bad_answers = [
         (k, w, s)
-        for k, w, s, _ in results
+        for k, w, s, *_ in results
         if s is not None and w != 200 and s != w and s not in overload
     ]
-    good_lat = sorted(s for k, w, st, s in results if w == 200 and st == 200)
+    good_lat = sorted(t for k, w, st, t, *_ in results if w == 200 and st == 200)
     return {
         "requests": len(results),
         "status_by_kind": {k: dict(v) for k, v in by_kind.items()},
         "server_errors": sum(
-            1 for *_, s, _ in results if s is not None and s >= 500 and s not in overload
+            1 for _, _, s, *_ in results if s is not None and s >= 500 and s not in overload
         ),
-        "overload_refusals": sum(1 for *_, s, _ in results if s in overload),
-        "dropped_connections": sum(1 for *_, s, _ in results if s is None),
+        "overload_refusals": sum(1 for _, _, s, *_ in results if s in overload),
+        "dropped_connections": sum(1 for _, _, s, *_ in results if s is None),
         "malformed_not_refused_as_expected": len(bad_answers),
         "malformed_examples": bad_answers[:5],
         "ok_latency_s_p50": float(np.percentile(good_lat, 50)) if good_lat else None,
