@@ -150,9 +150,11 @@ async def load(
     per client (role, API key): a ``wrong`` client's every request expects 401 and is not
     retried; results then carry the role."""
     host, port = url.split("//")[1].split(":")
-    queue: asyncio.Queue = asyncio.Queue()
+    # without roles the clients share one queue; with roles each has its own share (job i to
+    # client i mod clients): a wrong key's instant 401s would otherwise drain the queue
+    queues = [asyncio.Queue() for _ in range(clients if roles else 1)]
     for i, job in enumerate(jobs):
-        queue.put_nowait((i, job))
+        queues[i % len(queues)].put_nowait((i, job))
     results: list = [None] * len(jobs)
     reconnects, refusals = [], []
 
@@ -160,6 +162,7 @@ async def load(
         conn: dict = {}
         rng = np.random.default_rng(len(results))
         role, key = roles[c] if roles else ("valid", None)
+        queue = queues[c % len(queues)]
         while not queue.empty():
             i, (kind, raw, want) = queue.get_nowait()
             want = 401 if role == "wrong" else want
