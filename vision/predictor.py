@@ -80,15 +80,19 @@ class Predictor:
         self.letterbox = Letterbox(self.size)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kw) -> Predictor:
-        """A predictor for a training checkpoint (the model is rebuilt from its metadata)."""
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", input_size: int | None = None, **kw
+    ) -> Predictor:
+        """A predictor for a training checkpoint (the model is rebuilt from its metadata), or
+        for a model that ships its weights, by name (``nanodet_coco``). ``input_size``: run
+        at another size than the one it was trained at."""
         ck = load_checkpoint(path)
         meta, args = ck["meta"], ck.get("args", {})
         model = build_model(
             meta["name"],
             len(meta["class_names"]),
             class_names=meta["class_names"],
-            input_size=meta["input_size"],
+            input_size=input_size or meta["input_size"],
             **_label_kwargs(meta),
             # the checkpoint holds every weight: no pretrained backbone file to read first
             **{**args.get("model_kwargs", {}), "weights_backbone": None},

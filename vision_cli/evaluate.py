@@ -57,7 +57,11 @@ def add_commands(sub) -> None:
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_seg)
     r = p.add_parser("run", help="evaluate a checkpoint on a dataset and write a report")
-    r.add_argument("--checkpoint", required=True)
+    r.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint, or a model that ships its weights (nanodet_coco)",
+    )
     r.add_argument("--data", default="shapes")
     r.add_argument("--split", default="val")
     r.add_argument("--out", required=True, help="report folder")
@@ -65,6 +69,7 @@ def add_commands(sub) -> None:
     r.add_argument("--batch", type=int, default=8)
     r.add_argument("--fps", action="store_true", help="also run the FPS protocol")
     r.add_argument("--limit", type=int, default=None)
+    r.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     r.set_defaults(func=cmd_run)
 
 
@@ -136,6 +141,16 @@ def cmd_seg(a) -> int:
     return 0
 
 
+def check_classes(model: list[str], data: list[str], checkpoint: str, dataset: str) -> None:
+    """A model scored on a dataset must number the classes as the dataset does."""
+    if list(model) != list(data):
+        raise SystemExit(
+            f"eval run: {checkpoint} predicts {len(model)} classes {list(model)[:4]}...; "
+            f"expected the classes of {dataset} in its order ({len(data)}: "
+            f"{list(data)[:4]}...); fix: evaluate on the data the model was trained for"
+        )
+
+
 def cmd_run(a) -> int:
     from eval.bench import training_rows
     from eval.metrics import score
@@ -146,8 +161,9 @@ def cmd_run(a) -> int:
     from vision.data.build import build_dataset
     from vision.predictor import Predictor
 
-    p = Predictor.from_checkpoint(a.checkpoint, a.device)
+    p = Predictor.from_checkpoint(a.checkpoint, a.device, input_size=a.img_size)
     cfg = load_config(a.data)
+    check_classes(p.meta.class_names, cfg.names, a.checkpoint, cfg.name)
     reader = build_dataset(cfg, p.task, a.split)
     reader.limit(a.limit)
     quality = Quality(p.task, len(cfg.names))

