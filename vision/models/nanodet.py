@@ -123,6 +123,8 @@ class NanoDetNet(nn.Module):
     def __init__(self, num_classes: int, mean=MEAN, std=STD):
         super().__init__()
         self.num_classes = num_classes
+        # NanoDet's decoding, read by NanoDetDecoder (the names torchvision's detectors use)
+        self.score_thresh, self.nms_thresh, self.detections_per_img = 0.05, 0.6, 100
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.backbone = CspBackbone()
@@ -224,7 +226,6 @@ class NanoDet(Detector):
 
     def __init__(self, net: NanoDetNet, meta: ModelMeta):
         super().__init__(net, 0, meta)
-        self._decoders: dict[int, NanoDetDecoder] = {}
 
     def prediction_layers(self) -> list[nn.Module]:
         return self.net.outputs()
@@ -236,7 +237,11 @@ class NanoDet(Detector):
         return ("cls_logits", "box_dist")
 
     def export_decoder(self, size: int) -> NanoDetDecoder:
-        return NanoDetDecoder(size)
+        return self._decoder(size)
+
+    def _decoder(self, size: int) -> NanoDetDecoder:
+        n = self.net
+        return NanoDetDecoder(size, n.score_thresh, n.nms_thresh, max_det=n.detections_per_img)
 
     def backbone_modules(self) -> list[nn.Module]:
         return [self.net.backbone]
@@ -250,21 +255,14 @@ class NanoDet(Detector):
     def kd_outputs(self, images: torch.Tensor, boxes: bool = False) -> list:
         raise Unsupported("nanodet: detection distillation taps an FCOS head; not for NanoDet")
 
-    @property
-    def nms_iou(self) -> float:
-        return 0.6
-
     def forward(self, images, targets: list[dict] | None = None):
         x = images if torch.is_tensor(images) else torch.stack(list(images))
         cls_logits, box_dist = self.net(x)
         if targets is not None:
             centers, strides = cell_centers(tuple(x.shape[-2:]), x.device)
             return gfl_loss(cls_logits, box_dist, centers, strides, targets, distances)
-        size = int(max(x.shape[-2:]))
-        dec = self._decoders.get(size)
-        if dec is None or dec.centers.device != x.device:
-            dec = self._decoders[size] = NanoDetDecoder(size)
-            dec.centers, dec.strides = cell_centers(tuple(x.shape[-2:]), x.device)
+        dec = self._decoder(int(max(x.shape[-2:])))
+        dec.centers, dec.strides = cell_centers(tuple(x.shape[-2:]), x.device)
         return [dec.one(c.float(), b.float()) for c, b in zip(cls_logits, box_dist, strict=True)]
 
 

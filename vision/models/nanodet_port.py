@@ -39,6 +39,16 @@ def port_weights(net: nn.Module, graph: GraphModel, num_classes: int = NUM_CLASS
     Returns ``{"mapped": n, "structural": [names]}`` (the non-float constants: shapes, pads,
     axes)."""
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    rows = {}
+    if num_classes != NUM_CLASSES:  # each head's box rows only
+        rows = {id(m): (slice(NUM_CLASSES, None), slice(num_classes, None)) for m in net.outputs()}
+    return port_convs(convs, graph, rows, bgr_stem=True)
+
+
+def port_convs(convs: list[nn.Conv2d], graph: GraphModel, rows=None, bgr_stem=False) -> dict:
+    """The graph's convolutions, in order, into ``convs``; ``rows``: ``{id(conv): (graph
+    rows, module rows)}`` to copy part of a layer; ``bgr_stem``: the first takes BGR (its
+    input channels are reversed for RGB)."""
     nodes = conv_nodes(graph)
     if len(nodes) != len(convs):
         raise GraphModelError(
@@ -46,7 +56,6 @@ def port_weights(net: nn.Module, graph: GraphModel, num_classes: int = NUM_CLASS
             f"{len(nodes)}"
         )
     _check_activations(graph)
-    heads = {id(m) for m in net.outputs()}
     used: set[str] = set()
     for k, (node, conv) in enumerate(zip(nodes, convs, strict=True)):
         kernel, bias, names = _conv_tensors(graph, node)
@@ -54,15 +63,11 @@ def port_weights(net: nn.Module, graph: GraphModel, num_classes: int = NUM_CLASS
         _check_geometry(graph, node, conv)
         w = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
         b = torch.from_numpy(bias.copy())
-        if k == 0:
-            w = w.flip(1)  # BGR → RGB
-        if id(conv) in heads and num_classes != NUM_CLASSES:
-            w, b = w[NUM_CLASSES:], b[NUM_CLASSES:]  # the box rows only
-            target_w, target_b = conv.weight.data[num_classes:], conv.bias.data[num_classes:]
-        else:
-            target_w, target_b = conv.weight.data, conv.bias.data
-        _copy(target_w, w, f"{node.name} kernel")
-        _copy(target_b, b, f"{node.name} bias")
+        if k == 0 and bgr_stem:
+            w = w.flip(1)
+        src, dst = (rows or {}).get(id(conv), (slice(None), slice(None)))
+        _copy(conv.weight.data[dst], w[src], f"{node.name} kernel")
+        _copy(conv.bias.data[dst], b[src], f"{node.name} bias")
     unused = [
         n
         for n, a in graph.weights.items()
