@@ -220,3 +220,15 @@ def test_gfl_pieces_on_hand_cases():
     c = centers[pos]
     assert ((c > 16) & (c < 48)).all()  # every positive's centre lies inside the object
     assert (atss_assign(centers, strides, box[:0]) == -1).all()
+
+
+def test_batch_prediction_names_coco_classes(tmp_path):
+    from vision_cli.cli import main
+
+    out = tmp_path / "preds"
+    src = [str(DATA / "coco128_zebra.jpg"), str(DATA / "coco128_elephant.jpg")]
+    args = ["predict", "--model", "nanodet_coco", "--source", *src, "--out", str(out)]
+    assert main([*args, "--score-threshold", "0.3", "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    top = {Path(r["path"]).name: r["detections"][0]["label"] for r in rows}
+    assert top == {"coco128_zebra.jpg": "zebra", "coco128_elephant.jpg": "elephant"}

@@ -10,7 +10,12 @@ def add_commands(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="cmd", required=True)
     f = bench.add_parser("fps", help="the FPS protocol for a model or a checkpoint")
     f.add_argument("--model", required=True, help="a registered name or a checkpoint path")
-    f.add_argument("--img-size", type=int, default=192)
+    f.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input size (default: a checkpoint's own; 192 for a registered name)",
+    )
     f.add_argument("--num-classes", type=int, default=4)
     f.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     f.add_argument("--warmup", type=int, default=5)
@@ -53,10 +58,12 @@ def cmd_fps(a) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    if Path(a.model).suffix in (".pt", ".pth"):
-        p = Predictor.from_checkpoint(a.model, a.device, half=a.half)
+    from vision.models.zoo import is_pretrained
+
+    if Path(a.model).suffix in (".pt", ".pth") or is_pretrained(a.model):
+        p = Predictor.from_checkpoint(a.model, a.device, half=a.half, input_size=a.img_size)
     else:
-        model = build_model(a.model, a.num_classes, input_size=a.img_size)
+        model = build_model(a.model, a.num_classes, input_size=a.img_size or 192)
         p = Predictor(model, a.device, half=a.half)
     if a.data:
         from vision.data.build import build_dataset
@@ -64,7 +71,7 @@ def cmd_fps(a) -> int:
         ds = build_dataset(a.data, p.task, "val")
         images = [s.path.read_bytes() for s in ds.samples[:64]]
     else:
-        images = synthetic_jpegs(16, a.img_size)
+        images = synthetic_jpegs(16, p.size)
     r = measure(p, images, a.batch, a.warmup, a.iters)
     print(format_fps(r))
     write_json(a.out, r)

@@ -13,8 +13,9 @@ from pathlib import Path
 from vision.errors import DataError
 
 MODEL_HELP = (
-    "a checkpoint (.pt), an exported variant (.onnx written by `vision optimize`), or a "
-    "model-store tag (vision-detector:latest: served as promotion chose)"
+    "a checkpoint (.pt), an exported variant (.onnx written by `vision optimize`), a "
+    "model-store tag (vision-detector:latest: served as promotion chose), or a model that "
+    "ships its weights (nanodet_coco)"
 )
 
 
@@ -84,6 +85,11 @@ def model_spec(name: str, variant: str | None):
             kind, _, file = variant.partition(":")
             spec = ModelSpec(spec.checkpoint, kind, file or None, spec.name)
         return spec
+    from vision.models.zoo import is_pretrained
+
+    if is_pretrained(name):  # a model that ships its weights (nanodet_coco)
+        kind, _, file = (variant or "eager").partition(":")
+        return ModelSpec(name, kind, file or None, name)
     from service.store import looks_like_tag, stored_model
 
     stored = stored_model(name) if looks_like_tag(name) else None
