@@ -91,8 +91,15 @@ def run_variants(
     """Build, verify, score and time every variant; returns the table (see ``write_table``)."""
     out, checkpoint = Path(out), Path(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    if {s.image_id for s in train_reader.samples} & {s.image_id for s in val_reader.samples}:
-        raise ValueError("int8 calibration images must not overlap the scored split")
+    shared = {Path(s.path).resolve() for s in train_reader.samples} & {
+        Path(s.path).resolve() for s in val_reader.samples
+    }
+    if shared:
+        raise ValueError(
+            f"int8 calibration images must not overlap the scored split: {len(shared)} images "
+            f"are in both (e.g. {sorted(shared)[0]}); calibrate on another dataset "
+            "(vision optimize --calibration-data NAME)"
+        )
     eager = Predictor.from_checkpoint(checkpoint)
     task = eager.task
     calib_ids = [s.image_id for s in train_reader.samples[:calibration_images]]
@@ -215,6 +222,11 @@ def _cells(r: dict) -> list[str]:
     ]
 
 
+def _of(calibration_dataset: str | None, dataset: str) -> str:
+    """`` of NAME`` when int8 was calibrated on another dataset than the scored one."""
+    return f" of {calibration_dataset}" if calibration_dataset not in (None, dataset) else ""
+
+
 def write_table(out: Path | str, table: dict, budget: float) -> dict:
     """``variants.json``, ``variants.md`` and ``variants.html`` (with the accuracy-latency
     plot); marks and returns the chosen row."""
@@ -242,7 +254,8 @@ def write_table(out: Path | str, table: dict, budget: float) -> dict:
     notes = (
         f"{table['images']} validation images; {table['timing']}; {env['device']}, "
         f"{env['threads']} threads; int8 calibrated on {len(table['calibration']['images'])} "
-        f"training images. Served: {table['rule']}."
+        f"training images{_of(table['calibration'].get('dataset'), table['dataset'])}. "
+        f"Served: {table['rule']}."
     )
     md = [f"# {title}", "", notes, "", md_table(rows, HEAD), ""]
     (out / "variants.md").write_text("\n".join(md))

@@ -59,8 +59,10 @@ def add_commands(sub) -> None:
     r = p.add_parser("run", help="evaluate a checkpoint on a dataset and write a report")
     r.add_argument(
         "--checkpoint",
+        "--model",
+        dest="checkpoint",
         required=True,
-        help="a checkpoint, or a model that ships its weights (nanodet_coco)",
+        help="a checkpoint, or a model that ships its weights (--model nanodet_coco)",
     )
     r.add_argument("--data", default="shapes")
     r.add_argument("--split", default="val")

@@ -11,8 +11,10 @@ def add_commands(sub) -> None:
     o = sub.add_parser("optimize", help="export, quantize and benchmark deployable variants")
     o.add_argument(
         "--checkpoint",
+        "--model",
+        dest="checkpoint",
         required=True,
-        help="a checkpoint, or a store model (vision-detector:latest)",
+        help="a checkpoint, a store model (vision-detector:latest) or nanodet_coco",
     )
     o.add_argument(
         "--data", default="shapes", help="dataset: validation split scored, train split calibrates"
@@ -23,6 +25,12 @@ def add_commands(sub) -> None:
     )
     o.add_argument("--budget", type=float, default=0.01, help="metric loss allowed vs eager")
     o.add_argument("--calibration", type=int, default=64, help="training images for int8")
+    o.add_argument(
+        "--calibration-data",
+        default=None,
+        help="dataset whose train split calibrates int8 (default: --data; needed when the "
+        "scored split is the training images, as in coco128)",
+    )
     o.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     o.add_argument("--iters", type=int, default=10, help="timed iterations per round")
     o.add_argument("--limit", type=int, default=None, help="validation images (default all)")
@@ -33,15 +41,18 @@ def add_commands(sub) -> None:
 
 
 def resolve_checkpoint(spec: str) -> Path:
-    """A checkpoint path, or the ``model.pt`` of a BentoML store model given by tag."""
-    if Path(spec).is_file():
+    """A checkpoint path, the ``model.pt`` of a BentoML store model given by tag, or the name
+    of a model that ships its weights (``nanodet_coco``)."""
+    from vision.models.zoo import is_pretrained
+
+    if Path(spec).is_file() or is_pretrained(spec):
         return Path(spec)
     if ":" in spec or spec.startswith("vision-"):
         import bentoml
 
         return Path(bentoml.models.get(spec).path_of("model.pt"))
     raise FileNotFoundError(
-        f"--checkpoint: expected a checkpoint file or a store tag, got {spec!r}"
+        f"--checkpoint: expected a checkpoint file, a store tag or nanodet_coco, got {spec!r}"
     )
 
 
@@ -57,6 +68,7 @@ def optimize(
     iters: int = 10,
     limit: int | None = None,
     log=print,
+    calibration_data: str | None = None,
 ) -> dict:
     """The variants table of one checkpoint (written to ``out``), with its chosen row."""
     from eval.variants import VARIANTS, format_table, run_variants, write_table
@@ -68,10 +80,11 @@ def optimize(
     cfg = load_config(data)
     val = build_dataset(cfg, task, split)
     val.limit(limit)
-    train = build_dataset(cfg, task, "train")
+    train = build_dataset(load_config(calibration_data) if calibration_data else cfg, task, "train")
     table = run_variants(
         checkpoint, cfg, val, train, out, variants or VARIANTS, calibration, rounds, iters, log
     )
+    table["calibration"]["dataset"] = calibration_data or data
     chosen = write_table(out, table, budget)
     log(format_table(table))
     log(f"[optimize] chosen: {chosen['variant']} ({table['rule']}); {out}/variants.html")
@@ -86,7 +99,7 @@ def cmd_optimize(a) -> int:
     ckpt = resolve_checkpoint(a.checkpoint)
     table = optimize(
         ckpt, a.data, Path(a.out), a.split, a.variants, a.budget, a.calibration, a.rounds,
-        a.iters, a.limit,
+        a.iters, a.limit, calibration_data=a.calibration_data,
     )  # fmt: skip
     if a.promote:
         from service.promote import store
