@@ -8,7 +8,9 @@ Variants (``VARIANTS``; each built from the checkpoint, verified against eager o
 - ``bf16``: bfloat16 autocast (fast on CPUs with AVX512-BF16; float16 weights on CUDA);
 - ``onnx``: the network in ONNX Runtime, float32 (``vision.deploy``: detectors up to their
   head outputs, then torchvision's own decoding and NMS);
-- ``int8``: ONNX Runtime static QDQ int8, calibrated on training images only.
+- ``int8``: ONNX Runtime static QDQ int8, calibrated on training images only;
+- ``openvino`` / ``openvino_int8``: the same two ONNX files compiled by OpenVINO's CPU plugin
+  (``vision.deploy_openvino``).
 
 A variant that cannot be built or fails gets a row that says why; the others still run.
 Speed is measured in interleaved rounds (every variant once per round, medians over rounds):
@@ -30,25 +32,36 @@ from eval.metrics import PRIMARY, primary_value, score
 from vision.deploy import calibration_batches
 from vision.predictor import Predictor
 
-VARIANTS = ("eager", "fused", "bf16", "onnx", "int8")
+VARIANTS = ("eager", "fused", "bf16", "onnx", "int8", "openvino", "openvino_int8")
 RULE = (
     "the fastest variant (batch-1 p50 latency, end to end) whose primary metric is at most "
     "`budget` below eager's; eager when none qualifies"
 )
 
 
-def build(name: str, checkpoint: Path, out: Path, calibration) -> tuple[Predictor, Path | None]:
+def build(
+    name: str, checkpoint: Path, out: Path, calibration, files: dict | None = None
+) -> tuple[Predictor, Path | None]:
     """The predictor of one variant and its deployable file (None for torch variants);
-    ``calibration()`` gives the int8 calibration batches."""
+    ``calibration()`` gives the int8 calibration batches. ``files`` keeps the ONNX files
+    built in this run by precision: the OpenVINO variants compile the very files the ONNX
+    Runtime ones run (one export, one calibration)."""
     from vision.deploy import VARIANT_KINDS, export_onnx, quantize_int8, variant_predictor
 
     if name not in VARIANT_KINDS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {name!r}")
+    backend, precision = VARIANT_KINDS[name]
+    files = {} if files is None else files
     file = None
-    if VARIANT_KINDS[name][0] == "onnxruntime":
-        file = export_onnx(Predictor.from_checkpoint(checkpoint).model, out / "model.onnx")
-        if name == "int8":
-            file = quantize_int8(file, out / "model.int8.onnx", calibration())
+    if backend != "torch":
+        if "float32" not in files:
+            model = Predictor.from_checkpoint(checkpoint).model
+            files["float32"] = export_onnx(model, out / "model.onnx")
+        file = files["float32"]
+        if precision == "int8":
+            if "int8" not in files:
+                files["int8"] = quantize_int8(file, out / "model.int8.onnx", calibration())
+            file = files["int8"]
     return variant_predictor(checkpoint, name, file), file
 
 
@@ -103,7 +116,7 @@ def run_variants(
     eager = Predictor.from_checkpoint(checkpoint)
     task = eager.task
     calib_ids = [s.image_id for s in train_reader.samples[:calibration_images]]
-    rows, preds, built = [], {}, {}
+    rows, preds, built, files = [], {}, {}, {}
     for name in variants:
         row = {"variant": name, "status": "ok"}
         t0 = time.perf_counter()
@@ -113,6 +126,7 @@ def run_variants(
                 checkpoint,
                 out,
                 lambda: calibration_batches(eager, train_reader, calibration_images),
+                files,
             )
             metrics, kept = score(pred, val_reader, cfg.names, keep=len(val_reader))
             built[name], preds[name] = pred, kept

@@ -132,7 +132,7 @@ def test_variants_table_calibrates_on_training_images_only(shapes_cfg, tiny_chec
     val = build_dataset(shapes_cfg, "segmentation", "val")
     train = build_dataset(shapes_cfg, "segmentation", "train")
     val.limit(4)
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ValueError, match="overlap the scored split: 4 images.*--calibration-data"):
         run_variants(tiny_checkpoints["segmentation"], shapes_cfg, val, val, tmp_path)
     table = run_variants(
         tiny_checkpoints["segmentation"],
@@ -140,7 +140,7 @@ def test_variants_table_calibrates_on_training_images_only(shapes_cfg, tiny_chec
         val,
         train,
         tmp_path,
-        ("eager", "onnx", "int8"),
+        ("eager", "onnx", "int8", "openvino_int8"),
         calibration_images=8,
         rounds=1,
         iters=2,
@@ -153,10 +153,16 @@ def test_variants_table_calibrates_on_training_images_only(shapes_cfg, tiny_chec
     assert all(r["status"] == "ok" for r in rows.values()), rows
     assert rows["onnx"]["agreement"] > 0.999 and abs(rows["onnx"]["delta"]) < 1e-3
     assert rows["int8"]["size_mb"] < rows["onnx"]["size_mb"] / 2
+    assert rows["openvino_int8"]["file"] == rows["int8"]["file"]  # one calibration, one file
+    assert abs(rows["openvino_int8"]["metric"] - rows["int8"]["metric"]) < 0.01
     chosen = write_table(tmp_path, table, budget=1.0)  # any metric: the fastest wins
     assert chosen["variant"] == min(rows.values(), key=lambda r: r["p50_ms"])["variant"]
     for ext in ("json", "md", "html"):
         assert (tmp_path / f"variants.{ext}").is_file()
+    assert "training images. Served" in (tmp_path / "variants.md").read_text()
+    table["calibration"]["dataset"] = "raccoon"  # vision optimize --calibration-data raccoon
+    write_table(tmp_path, table, budget=1.0)
+    assert "8 training images of raccoon. Served" in (tmp_path / "variants.md").read_text()
     page = (tmp_path / "variants.html").read_text()
     assert "accuracy–latency of the variants" in page and "data:image/png;base64," in page
     assert "✓ ok" in page and f"{chosen['variant']} (served)" in page  # words, not emoji

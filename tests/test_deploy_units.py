@@ -302,3 +302,40 @@ def test_variant_predictor_builds_each_variant_or_says_what_it_needs(checkpoint,
     else:
         with pytest.raises(Unsupported, match=r"^this CPU has no native bfloat16 \(AVX512-BF16\)$"):
             variant_predictor(checkpoint, "bf16")
+
+
+def test_openvino_variants_compile_the_onnx_files_and_answer_as_onnx_runtime(checkpoint, tmp_path):
+    from vision.deploy_openvino import OvBackend
+
+    x = torch.rand(2, 3, 64, 64)
+    eager = variant_predictor(checkpoint)
+    with torch.no_grad():
+        want = eager.infer(x)
+    onnx_file = export_onnx(eager.model, tmp_path / "m.onnx")
+    ov = variant_predictor(checkpoint, "openvino", onnx_file)
+    assert isinstance(ov.backend, OvBackend) and ov.backend.path == onnx_file
+    assert VARIANT_KINDS["openvino"] == ("openvino", "float32")
+    torch.testing.assert_close(ov.infer(x), want, atol=1e-4, rtol=1e-4)  # float32, not bf16
+    calib = [torch.rand(4, 3, 64, 64).numpy() for _ in range(2)]
+    int8_file = quantize_int8(onnx_file, tmp_path / "m.int8.onnx", calib)
+    ort8 = variant_predictor(checkpoint, "int8", int8_file).infer(x)
+    ov8 = variant_predictor(checkpoint, "openvino_int8", int8_file).infer(x)
+    assert VARIANT_KINDS["openvino_int8"] == ("openvino", "int8")
+    # the same QDQ graph on two int8 engines (their rounding differs): OpenVINO's is the
+    # quantized model no less than ONNX Runtime's is, and far from an unrelated answer
+    err_ov, err_ort = (ov8 - want).abs(), (ort8 - want).abs()
+    assert float(err_ov.mean()) <= 1.5 * float(err_ort.mean())
+    assert float(err_ov.max()) <= 2 * float(err_ort.max())
+    assert float(err_ov.mean()) < 0.1 * float(want.abs().mean() + want.std())
+    assert float((ov8.argmax(1) == want.argmax(1)).float().mean()) > 0.9
+    with pytest.raises(ValueError, match=r"variant 'openvino_int8': expected its ONNX file"):
+        variant_predictor(checkpoint, "openvino_int8")
+
+
+def test_openvino_missing_is_a_clear_unsupported(monkeypatch, checkpoint, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    onnx_file = export_onnx(variant_predictor(checkpoint).model, tmp_path / "m.onnx")
+    with pytest.raises(Unsupported, match=r"openvino package.*pip install 'openvino>=2023.1'"):
+        variant_predictor(checkpoint, "openvino", onnx_file)

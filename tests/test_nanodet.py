@@ -232,3 +232,28 @@ def test_batch_prediction_names_coco_classes(tmp_path):
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     top = {Path(r["path"]).name: r["detections"][0]["label"] for r in rows}
     assert top == {"coco128_zebra.jpg": "zebra", "coco128_elephant.jpg": "elephant"}
+
+
+def test_eval_run_scores_the_shipped_model_by_name(tmp_path):
+    """`vision eval run --model nanodet_coco` with no checkpoint file, on the two COCO128
+    photos and their official boxes (scaled as the photos were): both animals found."""
+    import yaml
+
+    from vision.data.coco_names import COCO_NAMES
+    from vision_cli.cli import main
+
+    cfg = {
+        "name": "coco128_two",
+        "format": "coco",
+        "root": str(DATA),
+        "detection": {
+            s: {"images": ".", "annotations": "coco128_two.json"} for s in ("train", "val")
+        },
+        "names": list(COCO_NAMES),
+    }
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "report"
+    args = ["eval", "run", "--model", "nanodet_coco", "--data", str(tmp_path / "two.yaml")]
+    assert main([*args, "--out", str(out)]) == 0
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    assert metrics["coco"]["AP50"] > 0.9 and metrics["coco"]["AP"] > 0.5, metrics["coco"]

@@ -207,6 +207,8 @@ VARIANT_KINDS = {
     "bf16": ("torch", "bfloat16"),
     "onnx": ("onnxruntime", "float32"),
     "int8": ("onnxruntime", "int8"),
+    "openvino": ("openvino", "float32"),
+    "openvino_int8": ("openvino", "int8"),
 }
 
 
@@ -214,7 +216,8 @@ def variant_predictor(
     checkpoint: Path | str, variant: str = "eager", file: Path | str | None = None, **kw
 ):
     """The ``Predictor`` of a deployable variant of a checkpoint: the same stages, another
-    backend (``file``: the variant's ONNX model for ``onnx``/``int8``). Evaluation, the FPS
+    backend (``file``: the variant's ONNX model for ``onnx``/``int8`` and their OpenVINO
+    twins ``openvino``/``openvino_int8``, which compile the same files). Evaluation, the FPS
     protocol and the service all build variants here."""
     from vision.predictor import Predictor
 
@@ -231,4 +234,8 @@ def variant_predictor(
         return Predictor(base.model, base.device, autocast=torch.bfloat16)
     if file is None:
         raise ValueError(f"variant {variant!r}: expected its ONNX file, got none")
+    if VARIANT_KINDS[variant][0] == "openvino":
+        from vision.deploy_openvino import OvBackend
+
+        return Predictor(base.model, "cpu", backend=OvBackend(file, base.model))
     return Predictor(base.model, "cpu", backend=OrtBackend(file, base.model))
