@@ -49,7 +49,7 @@ def promoted(tiny_checkpoints, shapes_dir, tmp_path_factory):
     seg_onnx = export_onnx(Predictor.from_checkpoint(seg).model, work / "seg.onnx")
     plan = [
         ["detection", str(det), "int8", str(det_int8)],
-        ["segmentation", str(seg), "onnx", str(seg_onnx)],
+        ["segmentation", str(seg), "openvino", str(seg_onnx)],  # OpenVINO inside BentoML
     ]
     env = {"BENTOML_HOME": str(home), "PATH": "/usr/bin:/bin"}
     r = subprocess.run(
@@ -58,7 +58,7 @@ def promoted(tiny_checkpoints, shapes_dir, tmp_path_factory):
     assert r.returncode == 0, r.stderr[-2000:]
     refs = {
         "detection": variant_predictor(det, "int8", det_int8),
-        "segmentation": variant_predictor(seg, "onnx", seg_onnx),
+        "segmentation": variant_predictor(seg, "openvino", seg_onnx),
     }
     with serving(home, {"VISION_THREADS": "1", "VISION_ACCESS_LOG": "0"}) as (url, _):
         yield url, refs
@@ -70,7 +70,8 @@ def test_served_variants_match_in_process_inference(promoted, shapes_dir):
     assert info["detection"]["variant"]["name"] == "int8"
     assert info["detection"]["variant"]["backend"] == "onnxruntime"
     assert info["detection"]["variant"]["precision"] == "int8"
-    assert info["segmentation"]["variant"]["name"] == "onnx"
+    assert info["segmentation"]["variant"]["name"] == "openvino"
+    assert info["segmentation"]["variant"]["backend"] == "openvino"
     for p in sorted((shapes_dir / "VOC/JPEGImages").glob("*.jpg"))[-3:]:
         img = np.asarray(Image.open(p).convert("RGB"))
         r = httpx.post(url + "/detect", files={"image": (p.name, p.read_bytes())},
