@@ -41,6 +41,7 @@ def test_search_order_data_root_first(tmp_path, monkeypatch):
         load_config("nope")
 
 
+@pytest.mark.packaging
 def test_an_installed_wheel_finds_the_shipped_configs(tmp_path):
     """Built and installed elsewhere, run from a folder without the checkout."""
     wheels, target = tmp_path / "wheels", tmp_path / "site"
