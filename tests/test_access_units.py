@@ -45,6 +45,8 @@ def test_parse_keys_skips_comments_and_blanks_and_keeps_each_name():
         (f"{'n' * 65}:{H1}", None),  # a name over 64
         ("alice", "'alice'"),  # no separator
         (f"alice-with-a-long-name:{H1[:9]}", "'alice-with-a-long-na…'"),  # cut at 20
+        ("twenty-characters-ab", "'twenty-characters-ab'"),  # 20: whole
+        ("twenty-one-characters", "'twenty-one-character…'"),  # 21: cut
     ],
 )
 def test_parse_keys_names_the_line_what_was_expected_and_what_came(line, got):
@@ -63,7 +65,7 @@ def test_parse_keys_refuses_a_name_twice():
 
 
 def test_create_key_appends_a_hash_only_and_keeps_the_file_private(tmp_path):
-    path = tmp_path / "sub" / "keys.txt"  # the folder is made
+    path = tmp_path / "a" / "b" / "keys.txt"  # the folders are made
     k1 = create_key(path, "alice")
     k2 = create_key(path, "bob")
     assert k1.startswith(KEY_PREFIX) and len(k1) == len(KEY_PREFIX) + 43  # 32 bytes, base64url
@@ -92,6 +94,16 @@ def test_create_key_refuses_a_bad_or_taken_name(tmp_path):
     assert path.read_text() == before
 
 
+def test_create_and_revoke_name_a_broken_keys_file(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text("ok:nothex\n")
+    for call in (lambda: create_key(path, "alice"), lambda: revoke_key(path, "ok")):
+        with pytest.raises(DataError) as e:
+            call()
+        assert str(e.value).startswith(f"{path}:1: expected name:sha256-hex")
+    assert path.read_text() == "ok:nothex\n"
+
+
 def test_revoke_key_rewrites_the_file_without_that_line(tmp_path):
     path = tmp_path / "keys.txt"
     keys = {n: create_key(path, n) for n in ("alice", "bob", "carol")}
@@ -115,7 +127,7 @@ def test_key_ring_rereads_at_its_interval_and_refuses_all_on_a_broken_file(
     monkeypatch.setattr(access.time, "monotonic", lambda: now[0])
     path = tmp_path / "keys.txt"
     alice = create_key(path, "alice")
-    ring = KeyRing(path, check_every_s=1.0)
+    ring = KeyRing(path)  # the file looked at again at most once a second
     assert ring.name_of(alice) == "alice"
     assert ring.name_of(None) is None and ring.name_of("") is None
     assert ring.name_of(alice + "x") is None
@@ -166,6 +178,7 @@ def test_presented_key_reads_bearer_then_x_api_key(headers, key):
         ("20/s,burst=40", 20.0, 40.0),
         (" 20 / sec , burst = 5 ", 20.0, 5.0),
         ("20/s", 20.0, 20.0),  # per second: a second's worth
+        ("20/sec", 20.0, 20.0),
         ("0.5/s", 0.5, 1.0),  # at least 1
         ("600/min", 10.0, 1.0),  # per minute or hour: 1 unless given
         ("3600/h,burst=10", 1.0, 10.0),
@@ -209,16 +222,20 @@ def test_token_bucket_admits_the_burst_then_says_how_long_to_wait():
 
 def test_idle_full_buckets_are_forgotten_past_ten_thousand_clients():
     now = [0.0]
-    lim = RateLimiter(Rate(per_s=1.0, burst=2.0), clock=lambda: now[0])
-    for i in range(10_000):
+    lim = RateLimiter(Rate(per_s=2.0, burst=1.0), clock=lambda: now[0])  # full after 0.5 s
+    for i in range(9_999):
         lim.take(f"c{i}")
-    assert len(lim.buckets) == 10_000  # not over the bound: kept
-    now[0] = 1.0
-    lim.take("late")  # 10,001 buckets; the others were last seen 1 s ago (< 2 s to refill)
-    assert len(lim.buckets) == 10_001
-    now[0] = 2.5
-    lim.take("later")  # the 10,000 first are full again: forgotten; "late" is not yet
-    assert set(lim.buckets) == {"late", "later"}
+    now[0] = 10.0
+    lim.take("tenth-thousand")  # 10,000 buckets: not over the bound, nothing forgotten
+    assert len(lim.buckets) == 10_000
+    now[0] = 10.5  # "tenth-thousand" exactly full again: forgotten, as the idle ones
+    lim.take("x")  # 10,001 buckets: over the bound
+    assert set(lim.buckets) == {"x"}
+    for i in range(10_000):
+        lim.take(f"d{i}")
+    now[0] = 10.9  # 0.4 s idle: not yet full, kept
+    lim.take("y")
+    assert len(lim.buckets) == 10_002
 
 
 @pytest.mark.parametrize(("wait", "header"), [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.01, "2")])
