@@ -51,8 +51,10 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
-def run(coro):
-    return asyncio.run(coro)
+def run(coro, limit_s: float = 5.0):
+    """Run a test's coroutine; one that waits past ``limit_s`` (a guard that never answers or
+    never lets a stalled request go) fails the test instead of hanging it."""
+    return asyncio.run(asyncio.wait_for(coro, limit_s))
 
 
 def test_exactly_the_maximum_of_form_fields_passes_one_more_is_413():
