@@ -118,9 +118,7 @@ def test_revoke_key_rewrites_the_file_without_that_line(tmp_path):
         revoke_key(tmp_path / "none.txt", "x")
 
 
-def test_key_ring_rereads_at_its_interval_and_refuses_all_on_a_broken_file(
-    tmp_path, monkeypatch
-):
+def test_key_ring_rereads_at_its_interval_and_refuses_all_on_a_broken_file(tmp_path, monkeypatch):
     import service.access as access
 
     now = [100.0]
