@@ -43,14 +43,14 @@ def add_commands(sub) -> None:
 def resolve_checkpoint(spec: str) -> Path:
     """A checkpoint path, the ``model.pt`` of a BentoML store model given by tag, or the name
     of a model that ships its weights (``nanodet_coco``)."""
+    from service.store import looks_like_tag, stored_model
     from vision.models.zoo import is_pretrained
 
     if Path(spec).is_file() or is_pretrained(spec):
         return Path(spec)
-    if ":" in spec or spec.startswith("vision-"):
-        import bentoml
-
-        return Path(bentoml.models.get(spec).path_of("model.pt"))
+    stored = stored_model(spec) if looks_like_tag(spec) else None  # as vision predict reads tags
+    if stored is not None:
+        return Path(stored.checkpoint)
     raise FileNotFoundError(
         f"--checkpoint: expected a checkpoint file, a store tag or nanodet_coco, got {spec!r}"
     )
