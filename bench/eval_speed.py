@@ -1,26 +1,31 @@
 """Evaluation speed at COCO and VOC2007-test scale, against the reference tools in one run.
 
-    .venv/bin/python -m bench.eval_speed [--images 5000] [--repeats 3] [--skip-pycocotools]
+    .venv/bin/python -m bench.eval_speed [--images 5000] [--repeats 5] [--skip-pycocotools]
+        [--memory-detections 5000000]
 
 COCO: a synthetic problem shaped like val2017 (5000 images, ~37k GT boxes, 80 classes, 100
-detections per image) is written to JSON; pycocotools, faster-coco-eval and ``vision eval coco``
-(``eval.coco.coco_evaluate`` from the files, validation included) are timed end to end from
-the files, and the 12 stats must be identical. VOC: 4952 images, 20 classes; our vectorized
-devkit matcher against a literal per-detection devkit loop (the test suite's reference).
-Prints medians and ratios, writes ``bench/results/eval_speed.json``.
+detections per image) is written to JSON. ``vision eval coco`` (the command, numpy engine,
+validation included), faster-coco-eval and pycocotools each run as a whole process
+(``bench.coco_child``: interpreter, imports, reading the files, evaluation), interleaved, and
+their 12 stats must be identical (1e-12). One more run of each, timed stage by stage, shows
+where the time goes. ``--memory-detections N`` tiles the problem to N detections and reports
+our peak RSS. VOC: 4952 images, 20 classes; our vectorized devkit matcher against a
+literal per-detection devkit loop (the test suite's reference). Prints medians and ratios,
+writes ``bench/results/eval_speed.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 
 def make_coco(n_images: int, seed: int = 0) -> tuple[dict, list]:
@@ -67,35 +72,30 @@ def make_coco(n_images: int, seed: int = 0) -> tuple[dict, list]:
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
 
-def run_pycocotools(gt_path, dt_path):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_path))
-        ev = COCOeval(gt, gt.loadRes(str(dt_path)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return list(ev.stats)
-
-
-def run_faster(gt_path, dt_path):
-    from faster_coco_eval import COCO, COCOeval_faster
-
-    gt = COCO(str(gt_path))
-    ev = COCOeval_faster(gt, gt.loadRes(str(dt_path)), "bbox", print_function=lambda *a: None)
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return list(ev.stats[:12])
+def child(engine: str, gt_path: Path, dt_path: Path, stages: bool = False) -> dict:
+    """One whole-process evaluation: its wall time, stats, peak RSS (and stage times)."""
+    cmd = [sys.executable, "-m", "bench.coco_child", engine, str(gt_path), str(dt_path)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd + (["--stages"] if stages else []), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode:
+        raise SystemExit(f"{engine} failed:\n{out.stderr[-2000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["wall_s"] = wall
+    return r
 
 
-def run_ours(gt_path, dt_path):
-    from eval.coco import STAT_NAMES, coco_evaluate
-
-    r = coco_evaluate(gt_path, dt_path, "bbox", "faster")
-    return [r[k] for k in STAT_NAMES]
+def tile(gt: dict, dets: list, n_dets: int) -> tuple[dict, list]:
+    """The problem repeated (new image and annotation ids) until it holds ``n_dets``."""
+    reps = -(-n_dets // len(dets))
+    step = max(im["id"] for im in gt["images"])
+    images, anns, out = [], [], []
+    for r in range(reps):
+        images += [dict(im, id=im["id"] + r * step) for im in gt["images"]]
+        anns += [dict(a, id=a["id"] + r * len(gt["annotations"]), image_id=a["image_id"] + r * step)
+                 for a in gt["annotations"]]  # fmt: skip
+        out += [dict(d, image_id=d["image_id"] + r * step) for d in dets]
+    return {"images": images, "annotations": anns, "categories": gt["categories"]}, out[:n_dets]
 
 
 def timed(fn, *args):
@@ -135,7 +135,8 @@ def main() -> None:
     )
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--voc-images", type=int, default=4952)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--memory-detections", type=int, default=0)
     ap.add_argument("--skip-pycocotools", action="store_true")
     ap.add_argument("--out", default="bench/results/eval_speed.json")
     a = ap.parse_args()
@@ -157,27 +158,48 @@ def main() -> None:
         },
         "voc": {},
     }
-    times: dict[str, list[float]] = {"faster-coco-eval": [], "vision eval coco": []}
-    stats = {}
+    engines = ["vision", "faster-coco-eval"]
+    runs: dict[str, list[dict]] = {e: [] for e in engines}
     if not a.skip_pycocotools:
-        t, stats["pycocotools"] = timed(run_pycocotools, gt_path, dt_path)
-        times["pycocotools"] = [t]
-    for _ in range(a.repeats):  # round-robin so machine noise hits both alike
-        t, stats["faster-coco-eval"] = timed(run_faster, gt_path, dt_path)
-        times["faster-coco-eval"].append(t)
-        t, stats["vision eval coco"] = timed(run_ours, gt_path, dt_path)
-        times["vision eval coco"].append(t)
-    ref = stats.get("pycocotools", stats["faster-coco-eval"])
-    for name, s in stats.items():
-        diff = float(np.max(np.abs(np.array(s) - np.array(ref))))
-        assert diff < 1e-12, f"{name} stats differ from the reference by {diff}"
-    base = statistics.median(times["faster-coco-eval"])
-    print(f"{'COCO bbox':<22}{'median s':>10}{'runs':>6}{'vs faster-coco-eval':>22}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        res["coco"][name] = {"median_s": med, "runs": ts, "ratio_vs_faster": med / base}
-        print(f"{name:<22}{med:>10.2f}{len(ts):>6}{med / base:>21.2f}x")
+        runs["pycocotools"] = [child("pycocotools", gt_path, dt_path)]
+    for _ in range(a.repeats):  # round-robin so machine noise hits all alike
+        for e in engines:
+            runs[e].append(child(e, gt_path, dt_path))
+    ref = runs.get("pycocotools", runs["faster-coco-eval"])[0]["stats"]
+    for name, rs in runs.items():
+        for r in rs:
+            diff = float(np.max(np.abs(np.array(r["stats"]) - np.array(ref))))
+            assert diff < 1e-12, f"{name} stats differ from the reference by {diff}"
+    base = statistics.median(r["wall_s"] for r in runs["faster-coco-eval"])
+    head = f"{'COCO bbox, whole process':<26}{'median s':>10}{'runs':>6}"
+    print(f"{head}{'faster-coco-eval / it':>24}{'peak MB':>9}")
+    for name, rs in runs.items():
+        med = statistics.median(r["wall_s"] for r in rs)
+        rss = max(r["peak_rss_mb"] for r in rs)
+        res["coco"][name] = {"median_s": med, "runs_s": [r["wall_s"] for r in rs],
+                             "speedup_vs_faster": base / med, "peak_rss_mb": rss}  # fmt: skip
+        print(f"{name:<26}{med:>10.2f}{len(rs):>6}{base / med:>23.2f}x{rss:>9.0f}")
     print("stats identical across engines (max |diff| < 1e-12)")
+    print("where the time goes (one run each, seconds):")
+    res["coco"]["stages"] = {}
+    for e in engines:
+        st = child(e, gt_path, dt_path, stages=True)["stages"]
+        res["coco"]["stages"][e] = st
+        print(f"  {e:<18}" + ", ".join(f"{k} {v:.2f}" for k, v in st.items()))
+    if a.memory_detections:
+        big_gt, big_dt = tile(gt, dets, a.memory_detections)
+        bg, bd = work / "bench_gt_big.json", work / "bench_dt_big.json"
+        bg.write_bytes(orjson.dumps(big_gt))
+        bd.write_bytes(orjson.dumps(big_dt))
+        del big_gt, big_dt
+        res["coco"]["memory"] = {"detections": a.memory_detections}
+        for e in ["vision"]:  # faster-coco-eval needs ~1.3 GB per 500k (above): not run here
+            r = child(e, bg, bd)
+            res["coco"]["memory"][e] = {"peak_rss_mb": r["peak_rss_mb"], "wall_s": r["wall_s"]}
+            print(f"{a.memory_detections:,} detections: {e} peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"{r['wall_s']:.1f} s")  # fmt: skip
+        bg.unlink()
+        bd.unlink()
 
     from eval.voc import voc_evaluate
     from tests.test_eval_voc import brute_force_ap

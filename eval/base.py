@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch.distributed as dist
-
 
 class Evaluator:
     """Base class: ``reset()``, ``process(inputs, outputs)`` per batch, ``evaluate()``.
@@ -62,6 +60,8 @@ class Evaluators(Evaluator):
 
 def gather(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (a list of one element outside a distributed run)."""
+    import torch.distributed as dist  # here: scoring files needs no torch at import
+
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()

@@ -1,8 +1,10 @@
 """COCO protocol (bbox and segm): the 12 standard stats and per-class AP.
 
-Two engines compute the per-image matching and accumulation: ``faster`` (faster-coco-eval,
-C++, the default) and ``pycocotools`` (the reference). Both return identical arrays on the
-official cocoapi fake results (tests check 1e-9 against pycocotools' published numbers).
+Three engines compute the per-image matching and accumulation: ``numpy`` (the default, this
+project's vectorized engine on columns, :mod:`eval.coco_engine`), ``faster`` (faster-coco-eval,
+C++) and ``pycocotools`` (the reference). All return identical arrays on the official cocoapi
+fake results (tests check 1e-9 against pycocotools' published numbers) and on random cases
+with crowds, ties and every area range (tests compare the arrays with pycocotools').
 The summary is computed here from the accumulated ``precision``/``recall`` arrays rather than
 by ``COCOeval.summarize``: that one looks up ``maxDets=100`` literally and prints -1 when
 ``maxDets`` is changed. Here AP and the area breakdowns use the largest ``maxDets``, AR is
@@ -20,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
+from eval import coco_engine
 from eval.base import Evaluator, gather
+from eval.coco_columns import dt_columns, explain_bad_dt, gt_columns, read_json
 from vision.data.coco import load_coco_json
 from vision.errors import DataError
 
-ENGINES = ("faster", "pycocotools")
+ENGINES = ("numpy", "faster", "pycocotools")
 STAT_NAMES = (
     "AP",
     "AP50",
@@ -72,18 +75,6 @@ def summarize(
     return out
 
 
-def _read_json(path: Path) -> Any:
-    text = path.read_bytes() if path.is_file() else None
-    if text is None:
-        raise DataError(str(path), "a JSON file", "no such file")
-    if not text.strip():
-        raise DataError(str(path), "a JSON list of detections", "an empty file")
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
-
-
 def _load_gt(gt: dict | str | Path, iou_type: str) -> tuple[dict, bool]:
     """The GT dict and whether it is ours to modify (the engines add keys to annotations)."""
     if isinstance(gt, (str, Path)):
@@ -95,7 +86,7 @@ def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
     where, owned = "predictions", False
     if isinstance(dt, (str, Path)):
         where, owned = str(dt), True
-        dt = _read_json(Path(dt))
+        dt = read_json(Path(dt))
     if not isinstance(dt, list):
         raise DataError(where, "a JSON list of detections", type(dt).__name__)
     field = "bbox" if iou_type == "bbox" else "segmentation"
@@ -110,30 +101,8 @@ def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
         or img - {im["id"] for im in gt["images"]}
         or cat - {c["id"] for c in gt["categories"]}
     ):
-        _explain_bad_dt(dt, gt, field, where)
+        explain_bad_dt(dt, gt, iou_type, where, need_box=iou_type == "bbox")
     return dt if owned else [dict(d) for d in dt]  # the engines add fields in place
-
-
-def _explain_bad_dt(dt: list, gt: dict, field: str, where: str) -> None:
-    """Find the first bad detection and raise an error naming it."""
-    img_ids = {im["id"] for im in gt["images"]}
-    cat_ids = {c["id"] for c in gt["categories"]}
-    for i, d in enumerate(dt):
-        if not isinstance(d, dict):
-            raise DataError(f"{where}[{i}]", "a detection object", type(d).__name__)
-        for key in ("image_id", "category_id", "score", field):
-            if key not in d:
-                raise DataError(f"{where}[{i}]", f"field '{key}'", f"fields {sorted(d)}")
-        if d["image_id"] not in img_ids:
-            raise DataError(
-                f"{where}[{i}] image_id", "an image id of the ground truth", repr(d["image_id"])
-            )
-        if d["category_id"] not in cat_ids:
-            raise DataError(
-                f"{where}[{i}] category_id",
-                f"a category id of the ground truth {sorted(cat_ids)}",
-                repr(d["category_id"]),
-            )
 
 
 def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_dets):
@@ -153,8 +122,6 @@ def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_det
             cgt.createIndex()
             cdt = cgt.loadRes(dt) if dt else COCO()
         ev = COCOeval(cgt, cdt, iou_type)
-    else:
-        raise ValueError(f"COCO engine: expected one of {ENGINES}, got {engine!r}")
     if img_ids is not None:
         ev.params.imgIds = list(img_ids)
     if max_dets is not None:
@@ -187,7 +154,7 @@ def coco_evaluate(
     gt: dict | str | Path,
     dt: list | str | Path,
     iou_type: str = "bbox",
-    engine: str = "faster",
+    engine: str = "numpy",
     img_ids=None,
     max_dets=None,
 ) -> dict[str, Any]:
@@ -198,26 +165,49 @@ def coco_evaluate(
     """
     if iou_type not in ("bbox", "segm"):
         raise DataError("iou_type", "'bbox' or 'segm'", repr(iou_type))
+    if engine not in ENGINES:
+        raise ValueError(f"COCO engine: expected one of {ENGINES}, got {engine!r}")
     gt, owned = _load_gt(gt, iou_type)
-    if not owned:  # shallow copies are enough: the engines only add keys to annotations
-        gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
-    dt = _load_dt(dt, gt, iou_type)
-    if not dt:  # every engine chokes on an empty result set; the answer is well defined
-        return _empty_result(gt, max_dets)
-    ev = _run_engine(gt, dt, iou_type, engine, img_ids, max_dets)
-    p = ev.params
-    precision, recall = np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"])
-    stats = summarize(precision, recall, np.asarray(p.iouThrs), list(p.maxDets))
+    if engine == "numpy":
+        r = _run_numpy(gt, dt, iou_type, img_ids, max_dets)
+        if r is None:
+            return _empty_result(gt, max_dets)
+    else:
+        if not owned:  # shallow copies are enough: the engines only add keys to annotations
+            gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+        dt = _load_dt(dt, gt, iou_type)
+        if not dt:  # every engine chokes on an empty result set; the answer is well defined
+            return _empty_result(gt, max_dets)
+        ev = _run_engine(gt, dt, iou_type, engine, img_ids, max_dets)
+        p = ev.params
+        r = coco_engine.Result(np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]),
+                               np.asarray(p.iouThrs), np.asarray(p.recThrs), list(p.maxDets),
+                               list(p.catIds))  # fmt: skip
+    precision = r.precision
+    stats = summarize(precision, r.recall, r.iou_thrs, r.max_dets)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     stats["per_class"] = {
-        names[c]: _mean(precision[:, :, k, 0, -1]) for k, c in enumerate(p.catIds)
+        names[c]: _mean(precision[:, :, k, 0, -1]) for k, c in enumerate(r.cat_ids)
     }
-    stats["pr_curves"] = pr_curves(precision, np.asarray(p.iouThrs), np.asarray(p.recThrs),
-                                   [names[c] for c in p.catIds])  # fmt: skip
+    stats["pr_curves"] = pr_curves(precision, r.iou_thrs, r.rec_thrs,
+                                   [names[c] for c in r.cat_ids])  # fmt: skip
     stats["protocol"] = (
-        f"COCO {iou_type} AP@[.50:.05:.95], 101-point, maxDets={list(p.maxDets)}, engine={engine}"
+        f"COCO {iou_type} AP@[.50:.05:.95], 101-point, maxDets={r.max_dets}, engine={engine}"
     )
     return stats
+
+
+def _run_numpy(gt: dict, dt, iou_type: str, img_ids, max_dets) -> coco_engine.Result | None:
+    """The vectorized engine on columns; None for an empty result set."""
+    cols = dt_columns(dt, gt, iou_type)
+    if not len(cols.scores):
+        return None
+    if img_ids is None:
+        img_ids = [im["id"] for im in gt["images"]]
+    md = sorted(int(m) for m in max_dets) if max_dets is not None else [1, 10, 100]
+    cat_ids = [c["id"] for c in gt["categories"]]
+    return coco_engine.evaluate(gt_columns(gt, iou_type), cols, np.asarray(img_ids, np.int64),
+                                np.asarray(cat_ids, np.int64), md)  # fmt: skip
 
 
 def pr_curves(precision: np.ndarray, iou_thrs: np.ndarray, rec_thrs: np.ndarray, names) -> dict:
@@ -282,7 +272,7 @@ class COCOEvaluator(Evaluator):
         gt: dict,
         cat_ids: list[int] | None = None,
         iou_types=("bbox",),
-        engine: str = "faster",
+        engine: str = "numpy",
         max_dets=None,
         id_map: dict | None = None,
     ):

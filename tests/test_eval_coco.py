@@ -178,7 +178,7 @@ def test_coco_evaluator_options_own_ids_and_duplicate_detections():
     box = [[0.0, 40.0, 100.0, 140.0]]  # the large cat of image 1, x1y1x2y2
     twice = [{"boxes": box * 2, "scores": [0.9, 0.8], "labels": [0, 0]}]
     want = None
-    for engine in ("faster", "pycocotools"):
+    for engine in ("numpy", "faster", "pycocotools"):
         ev = COCOEvaluator(gt, engine=engine, max_dets=[1, 5, 20])
         ev.process([{"image_id": 1}], twice)
         got = ev.evaluate()["coco"]
@@ -212,7 +212,7 @@ def test_coco_files_inputs_left_untouched_quiet_and_restricted(tmp_path, capsys)
     gt0, dt0 = copy.deepcopy(gt), copy.deepcopy(dt)
     full = coco_evaluate(gt, dt, max_dets=[1, 2, 100])
     assert gt == gt0 and dt == dt0 and capsys.readouterr().out == ""
-    for engine in ("faster", "pycocotools"):
+    for engine in ("numpy", "faster", "pycocotools"):
         coco_evaluate(gt, dt, "bbox", engine)
         assert capsys.readouterr().out == "" and gt == gt0 and dt == dt0, engine
     # image 1: 3 of 4 cats (the large one missed), all at maxDets 100, 2 at maxDets 2
@@ -238,9 +238,8 @@ def test_coco_files_inputs_left_untouched_quiet_and_restricted(tmp_path, capsys)
     assert error(dt, iou_type="keypoints") == "iou_type: expected 'bbox' or 'segm', got 'keypoints'"
     with pytest.raises(ValueError) as e:
         coco_evaluate(gt, dt, engine="detectron2")
-    assert (
-        str(e.value) == "COCO engine: expected one of ('faster', 'pycocotools'), got 'detectron2'"
-    )
+    engines = "('numpy', 'faster', 'pycocotools')"
+    assert str(e.value) == f"COCO engine: expected one of {engines}, got 'detectron2'"
     odd = summarize(np.ones((2, 101, 1, 4, 3)), np.ones((2, 1, 4, 3)), np.array([0.6, 0.7]),
                     [1, 10, 100])  # fmt: skip
     assert math.isnan(odd["AP50"]) and math.isnan(odd["AP75"]) and odd["AP"] == 1.0

@@ -12,7 +12,7 @@ from .conftest import run_cli
 FAKE = "coco/cocoapi_val2014_fake100"
 
 
-@pytest.mark.parametrize("engine", ["faster", "pycocotools"])
+@pytest.mark.parametrize("engine", ["numpy", "faster", "pycocotools"])
 @pytest.mark.parametrize("iou_type,kind", [("bbox", "fakebbox"), ("segm", "fakesegm")])
 def test_cocoapi_fake_results(real, tmp_path, iou_type, kind, engine):
     expected = json.loads((real / FAKE / "expected_stats_pycocotools.json").read_text())
@@ -169,7 +169,7 @@ def test_coco_bad_predictions(real, tmp_path):
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("engine", ["faster", "pycocotools"])
+@pytest.mark.parametrize("engine", ["numpy", "faster", "pycocotools"])
 def test_coco_ground_truth_needs_only_what_evaluation_reads(real, tmp_path, engine):
     """Images without file_name (bbox: without sizes too) are evaluated as pycocotools and
     faster-coco-eval evaluate them; what evaluation truly needs is a clear error."""
@@ -193,7 +193,7 @@ def test_coco_ground_truth_needs_only_what_evaluation_reads(real, tmp_path, engi
         coco_evaluate(tmp_path / "no_area.json", dt, "bbox", engine)
 
 
-@pytest.mark.parametrize("engine", ["faster", "pycocotools"])
+@pytest.mark.parametrize("engine", ["numpy", "faster", "pycocotools"])
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 @pytest.mark.parametrize("max_dets", [None, [1, 10, 300]])
 def test_undefined_stats_are_nan_where_pycocotools_says_minus_one(real, engine, iou_type, max_dets):

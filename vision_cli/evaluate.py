@@ -15,7 +15,7 @@ def add_commands(sub) -> None:
     c.add_argument("--gt", required=True, help="COCO instances JSON")
     c.add_argument("--pred", required=True, help="COCO results JSON (list of detections)")
     c.add_argument("--iou-type", default="bbox", choices=["bbox", "segm"])
-    c.add_argument("--engine", default="faster", choices=["faster", "pycocotools"])
+    c.add_argument("--engine", default="numpy", choices=["numpy", "faster", "pycocotools"])
     c.add_argument("--max-dets", type=int, nargs="+", default=None)
     c.add_argument("--out", default=None)
     c.set_defaults(func=cmd_coco)

@@ -1,0 +1,269 @@
+"""COCO ground truth and detection results as columns for :mod:`eval.coco_engine`, with the
+checks that name the first bad detection (field, index, what was expected and found).
+
+A box results file is decoded in slices of about 32 MB (split between two top-level objects)
+by msgspec into typed, garbage-collector-free structs (every field's type checked as it is
+read), each slice turned into columns and dropped: no dict per detection, so five million
+detections fit in well under 2 GB. A file that cannot be split that way, and mask results, are
+parsed whole.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import chain
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import orjson
+
+from eval.coco_engine import Columns
+from vision.errors import DataError
+
+SLICE = 32 << 20
+_BETWEEN = re.compile(rb"\}\s*,\s*\{")
+
+
+def read_json(path: Path) -> object:
+    """A JSON file, with its error location and a clear message when missing or empty."""
+    if not path.is_file():
+        raise DataError(str(path), "a JSON file", "no such file")
+    text = path.read_bytes()
+    if not text.strip():
+        raise DataError(str(path), "a JSON list of detections", "an empty file")
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}:{e.colno}", "valid JSON", e.msg) from e
+
+
+def gt_columns(gt: dict, iou_type: str) -> Columns:
+    """The evaluated ground truth: ids, areas, crowd flags and boxes or encoded masks."""
+    anns = gt["annotations"]
+    cols = Columns(
+        image_id=np.array([a["image_id"] for a in anns], np.int64),
+        category_id=np.array([a["category_id"] for a in anns], np.int64),
+        area=np.array([a["area"] for a in anns], np.float64),
+        crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
+        ids=np.array([a["id"] for a in anns], np.int64),
+    )
+    if iou_type == "bbox":
+        cols.boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    else:
+        sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+        cols.rles = [to_rle(a["segmentation"], *sizes[a["image_id"]]) for a in anns]
+    return cols
+
+
+def to_rle(segm, h: int, w: int) -> dict:
+    """An annotation's mask (polygons, uncompressed or compressed RLE) as compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
+    if isinstance(segm.get("counts"), list):
+        return mask_utils.frPyObjects(segm, h, w)
+    return segm
+
+
+def dt_columns(dt: list | str | Path, gt: dict, iou_type: str) -> Columns:
+    """Detections (a list of COCO result objects or a results file) as columns, each field
+    checked; a bad detection raises :class:`DataError` naming it."""
+    where = "predictions"
+    if isinstance(dt, (str, Path)):
+        path, where = Path(dt), str(dt)
+        if iou_type == "bbox" and path.is_file():
+            cols = _box_file_columns(path, gt)
+            if cols is not None:
+                return cols
+        dt = read_json(path)
+    return _list_columns(dt, gt, iou_type, where)
+
+
+def _list_columns(dt: list, gt: dict, iou_type: str, where: str, first: int = 0) -> Columns:
+    if not isinstance(dt, list):
+        raise DataError(where, "a JSON list of detections", type(dt).__name__)
+    need_box = iou_type == "bbox" or (bool(dt) and _has_box(dt[0]))
+    try:
+        c = _part_columns(dt, iou_type, need_box)
+        ok = _known_ids(c, gt)
+    except _Bad:
+        ok = False
+    if not ok:
+        explain_bad_dt(dt, gt, iou_type, where, first, need_box)
+        raise DataError(where, "COCO detection results", "a detection that cannot be read")
+    sizes = (
+        {im["id"]: (im["height"], im["width"]) for im in gt["images"]} if iou_type == "segm" else {}
+    )
+    return _concat([c], iou_type, sizes)
+
+
+def _known_ids(c: Columns, gt: dict) -> bool:
+    img_ids = np.array([im["id"] for im in gt["images"]], np.int64)
+    cat_ids = np.array([c["id"] for c in gt["categories"]], np.int64)
+    return bool(np.isin(c.image_id, img_ids).all() and np.isin(c.category_id, cat_ids).all())
+
+
+def _box_file_columns(path: Path, gt: dict) -> Columns | None:
+    """A box results file decoded slice by slice into typed structs (no dict per detection);
+    None when it must be read whole (not a list, or a slice boundary fell inside a string)."""
+    data = path.read_bytes()
+    body = data.strip()
+    if not (body.startswith(b"[") and body.endswith(b"]")):
+        return None
+    parts, start, end = [], 1, len(body) - 1
+    while start < end:
+        m = _BETWEEN.search(body, min(start + SLICE, end), end)
+        stop = m.start() + 1 if m else end
+        chunk = b"[" + body[start:stop] + b"]"
+        try:
+            dets = _BOX_DECODER.decode(chunk)
+        except msgspec.ValidationError as e:
+            seen = sum(len(p.scores) for p in parts)
+            explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
+            raise DataError(str(path), "COCO detection results", str(e)) from e
+        except msgspec.DecodeError:
+            return None
+        n = len(dets)
+        c = Columns(
+            np.fromiter((d.image_id for d in dets), np.int64, n),
+            np.fromiter((d.category_id for d in dets), np.int64, n),
+            np.zeros(0),
+            boxes=np.fromiter(chain.from_iterable(d.bbox for d in dets), np.float64, 4 * n),
+            scores=np.fromiter((d.score for d in dets), np.float64, n),
+        )
+        c.boxes = c.boxes.reshape(n, 4)
+        if not _known_ids(c, gt) or not (
+            np.isfinite(c.scores).all() and np.isfinite(c.boxes).all()
+        ):
+            seen = sum(len(p.scores) for p in parts)
+            explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
+        parts.append(c)
+        start = m.end() - 1 if m else end
+    return _concat(parts, "bbox", {})
+
+
+def _box_decoder() -> msgspec.json.Decoder:
+    det = msgspec.defstruct(
+        "Det",
+        [
+            ("image_id", int),
+            ("category_id", int),
+            ("score", float),
+            ("bbox", tuple[float, float, float, float]),
+        ],  # fmt: skip
+        gc=False,
+    )
+    return msgspec.json.Decoder(list[det])
+
+
+class _Bad(Exception):
+    pass
+
+
+def _array(values: list, kinds: str) -> np.ndarray:
+    """``values`` as an array whose dtype kind is one of ``kinds`` (numpy would read True as
+    1 and "3" as 3 when asked for numbers; neither passes here)."""
+    a = np.array(values)
+    if a.size and (a.dtype.kind not in kinds or bool in set(map(type, values))):
+        raise _Bad
+    return a
+
+
+def _part_columns(dets: list, iou_type: str, need_box: bool) -> Columns:
+    n = len(dets)
+    try:
+        img = _array([d["image_id"] for d in dets], "iu").astype(np.int64)
+        cat = _array([d["category_id"] for d in dets], "iu").astype(np.int64)
+        score = _array([d["score"] for d in dets], "iuf").astype(np.float64)
+        boxes = (
+            _array([d["bbox"] for d in dets], "iuf").astype(np.float64).reshape(n, 4)
+            if need_box
+            else None
+        )
+        rles = [d["segmentation"] for d in dets] if iou_type == "segm" else None
+    except (KeyError, TypeError, ValueError) as e:
+        raise _Bad from e
+    if not np.isfinite(score).all() or (boxes is not None and not np.isfinite(boxes).all()):
+        raise _Bad
+    cols = Columns(img, cat, np.zeros(n), boxes=boxes, rles=rles, scores=score)
+    return cols
+
+
+def _has_box(d: dict) -> bool:
+    return isinstance(d, dict) and bool(d.get("bbox"))
+
+
+def _concat(parts: list[Columns], iou_type: str, sizes: dict) -> Columns:
+    """One column set; detection areas as the COCO API's ``loadRes`` sets them: the box's
+    ``w * h`` when the first result carries a box, the mask's area otherwise."""
+    cat = lambda k: np.concatenate([getattr(p, k) for p in parts]) if parts else np.zeros(0)  # noqa: E731
+    cols = Columns(cat("image_id").astype(np.int64), cat("category_id").astype(np.int64),
+                   np.zeros(0), scores=cat("scores"))  # fmt: skip
+    boxes = [p.boxes for p in parts]
+    if parts and all(b is not None for b in boxes):
+        cols.boxes = np.concatenate(boxes).reshape(-1, 4)
+    if iou_type == "segm":
+        from pycocotools import mask as mask_utils
+
+        rles = [r for p in parts for r in p.rles]
+        cols.rles = [
+            to_rle(r, *sizes[i]) for r, i in zip(rles, cols.image_id.tolist(), strict=True)
+        ]
+        if cols.boxes is not None:
+            cols.area = cols.boxes[:, 2] * cols.boxes[:, 3]
+        else:
+            cols.area = np.array([float(mask_utils.area(r)) for r in cols.rles], np.float64)
+        cols.boxes = None
+    else:
+        cols.area = cols.boxes[:, 2] * cols.boxes[:, 3] if cols.boxes is not None else cols.area
+    return cols
+
+
+def explain_bad_dt(
+    dt: list, gt: dict, iou_type: str, where: str, first: int = 0, need_box: bool = True
+) -> None:
+    """Find the first bad detection of ``dt`` (index ``first`` onwards in the file) and raise
+    an error naming it; ``need_box``: every detection must carry a box."""
+    field = "bbox" if iou_type == "bbox" else "segmentation"
+    img_ids = {im["id"] for im in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
+    for i, d in enumerate(dt, first):
+        if not isinstance(d, dict):
+            raise DataError(f"{where}[{i}]", "a detection object", type(d).__name__)
+        for key in ("image_id", "category_id", "score", field):
+            if key not in d:
+                raise DataError(f"{where}[{i}]", f"field '{key}'", f"fields {sorted(d)}")
+        if not _is_int(d["image_id"]) or d["image_id"] not in img_ids:
+            raise DataError(
+                f"{where}[{i}] image_id", "an image id of the ground truth", repr(d["image_id"])
+            )
+        if not _is_int(d["category_id"]) or d["category_id"] not in cat_ids:
+            raise DataError(
+                f"{where}[{i}] category_id",
+                f"a category id of the ground truth {sorted(cat_ids)}",
+                repr(d["category_id"]),
+            )
+        if not _is_number(d["score"]):
+            raise DataError(f"{where}[{i}] score", "a finite number", repr(d["score"]))
+        if need_box and "bbox" not in d:
+            raise DataError(f"{where}[{i}]", "field 'bbox' (the first detection has one)",
+                            f"fields {sorted(d)}")  # fmt: skip
+        box = d["bbox"] if need_box else None
+        if need_box and not (
+            isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
+        ):
+            raise DataError(f"{where}[{i}] bbox", "[x, y, width, height], finite numbers",
+                            repr(box))  # fmt: skip
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+_BOX_DECODER = _box_decoder()

@@ -1,0 +1,175 @@
+"""The numpy COCO engine against pycocotools, array for array: random problems with ties,
+crowds, an annotation id 0, boxes on the area-range ends, more than ``maxDets`` detections per
+(image, class), restricted image ids, masks; and results files read in slices."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from eval import coco_columns
+from eval.coco import _run_engine, _run_numpy, coco_evaluate
+from vision.errors import DataError
+
+
+def problem(seed: int, n_img: int = 12, n_cat: int = 4, quant: bool = False, crowd: float = 0.15):
+    """Ground truth and detections: most detections jitter a ground-truth box (some keep it
+    exactly), the rest are random; ``quant`` rounds boxes and scores so ties are frequent."""
+    rng = np.random.default_rng(seed)
+    images = [
+        {"id": 3 * i + int(rng.integers(2)), "width": 160, "height": 120} for i in range(n_img)
+    ]
+    anns, dets = [], []
+    for im in images:
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = (
+                rng.choice([32.0, 96.0, 16.0, 64.0, 100.0], 2)
+                if rng.random() < 0.3
+                else rng.uniform(2, 110, 2)
+            )
+            x, y = rng.uniform(0, 50, 2)
+            box = np.round([x, y, w, h]) if quant else np.array([x, y, w, h])
+            anns.append(
+                {
+                    "id": len(anns) + (0 if seed % 3 == 0 else 1),  # one case has id 0
+                    "image_id": im["id"],
+                    "category_id": int(rng.integers(1, n_cat + 1)),
+                    "bbox": box.tolist(),
+                    "area": float(box[2] * box[3])
+                    if rng.random() < 0.7
+                    else float(rng.uniform(500, 12000)),
+                    "iscrowd": int(rng.random() < crowd),
+                }
+            )
+        for _ in range(int(rng.integers(0, 25))):
+            if anns and rng.random() < 0.75:
+                a = anns[int(rng.integers(len(anns)))]
+                b = np.array(a["bbox"]) + rng.normal(0, 4, 4) * (rng.random() < 0.8)
+                c = a["category_id"] if rng.random() < 0.85 else int(rng.integers(1, n_cat + 1))
+                img = a["image_id"]
+            else:
+                b, c, img = (
+                    np.r_[rng.uniform(0, 80, 2), rng.uniform(1, 80, 2)],
+                    int(rng.integers(1, n_cat + 1)),
+                    im["id"],
+                )
+            b = np.round(b) if quant else b
+            score = float(rng.integers(0, 5) / 4) if quant else float(rng.random())
+            dets.append({"image_id": img, "category_id": c, "bbox": b.tolist(), "score": score})
+    cats = [{"id": c, "name": f"c{c}"} for c in range(1, n_cat + 1)]
+    return {"images": images, "annotations": anns, "categories": cats}, dets
+
+
+def assert_same_arrays(gt, dets, iou_type="bbox", img_ids=None, max_dets=(1, 10, 100)):
+    ref = _run_engine(
+        copy.deepcopy(gt), copy.deepcopy(dets), iou_type, "pycocotools", img_ids, list(max_dets)
+    )
+    got = _run_numpy(gt, dets, iou_type, img_ids, list(max_dets))
+    p_ref, r_ref = np.asarray(ref.eval["precision"]), np.asarray(ref.eval["recall"])
+    assert got.precision.shape == p_ref.shape and got.recall.shape == r_ref.shape
+    assert np.abs(got.precision - p_ref).max() <= 1e-12
+    assert np.abs(got.recall - r_ref).max() <= 1e-12
+    return got
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_box_problems_equal_pycocotools(seed):
+    gt, dets = problem(seed, quant=seed % 2 == 1, crowd=0.4 if seed % 4 == 0 else 0.15)
+    img_ids = [im["id"] for im in gt["images"]][::2] if seed % 5 == 0 else None
+    max_dets = (1, 3, 7) if seed % 3 == 1 else (1, 10, 100)
+    got = assert_same_arrays(gt, dets, img_ids=img_ids, max_dets=max_dets)
+    assert (got.precision >= 0).any(), "a problem with no defined precision proves little"
+
+
+def test_more_detections_than_max_dets_in_one_group_and_equal_scores():
+    """120 detections on one (image, class), half of them with the same score: the cut at 100
+    keeps the first by score then by file order, as the API does."""
+    gt, _ = problem(5, n_img=3)
+    a = gt["annotations"][0]
+    rng = np.random.default_rng(0)
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": (np.array(a["bbox"]) + rng.normal(0, 2, 4)).tolist(),
+            "score": 0.5 if k % 2 else float(rng.random()),
+        }
+        for k in range(120)
+    ]
+    assert_same_arrays(gt, dets)
+    assert_same_arrays(gt, dets, max_dets=(1, 5, 60))
+
+
+def _rect_mask_problem(seed: int):
+    from pycocotools import mask as mask_utils
+
+    gt, dets = problem(seed, n_img=6)
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h * 0.7]]
+    for d in dets:
+        m = np.zeros((120, 160), np.uint8)
+        x, y, w, h = (max(int(v), 0) for v in d["bbox"])
+        m[y : y + max(h, 1), x : x + max(w, 1)] = 1
+        rle = mask_utils.encode(np.asfortranarray(m))
+        d["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+    return gt, dets
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("with_boxes", [True, False])
+def test_random_mask_problems_equal_pycocotools(seed, with_boxes):
+    """Polygons against RLE masks with crowds; the detections' areas come from their boxes
+    when the first result has one (``loadRes``), from the masks otherwise."""
+    gt, dets = _rect_mask_problem(seed)
+    if not with_boxes:
+        for d in dets:
+            del d["bbox"]
+    assert_same_arrays(gt, dets, "segm")
+
+
+def test_results_file_read_in_slices_equals_one_read(tmp_path, monkeypatch):
+    gt, dets = problem(7, n_img=30)
+    gt_path, dt_path = tmp_path / "gt.json", tmp_path / "dt.json"
+    gt_path.write_text(json.dumps(gt))
+    dt_path.write_text(json.dumps(dets, indent=1))
+    whole = coco_evaluate(gt_path, dt_path)
+    monkeypatch.setattr(coco_columns, "SLICE", 300)  # about three detections a slice
+    sliced = coco_evaluate(gt_path, dt_path)
+    assert json.dumps(whole, sort_keys=True) == json.dumps(sliced, sort_keys=True)
+    # a boundary inside a string: the file is read whole and gives the same answer
+    tricky = [dict(d, note="},{") for d in dets]
+    dt_path.write_text(json.dumps(tricky))
+    assert coco_evaluate(gt_path, dt_path)["AP"] == whole["AP"]
+    # a bad detection in a later slice is named by its index in the file
+    bad = copy.deepcopy(dets)
+    bad[40]["score"] = "high"
+    dt_path.write_text(json.dumps(bad))
+    with pytest.raises(DataError) as e:
+        coco_evaluate(gt_path, dt_path)
+    assert str(e.value).startswith(f"{dt_path}[40] score: expected a finite number")
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("score", float("nan"), "[2] score: expected a finite number, got nan"),
+        ("score", True, "[2] score: expected a finite number, got True"),
+        (
+            "bbox",
+            [1, 2, 3],
+            "[2] bbox: expected [x, y, width, height], finite numbers, got [1, 2, 3]",
+        ),
+        ("bbox", [1, 2, "3", 4], "[2] bbox: expected [x, y, width, height], finite numbers"),
+        ("image_id", 1.0, "[2] image_id: expected an image id of the ground truth, got 1.0"),
+    ],
+)
+def test_bad_fields_in_lists_are_named(field, value, message):
+    gt, dets = problem(4)
+    dets[2][field] = value
+    with pytest.raises(DataError) as e:
+        coco_evaluate(gt, dets)
+    assert message in str(e.value)
