@@ -106,42 +106,69 @@ def _known_ids(c: Columns, gt: dict) -> bool:
 
 
 def _box_file_columns(path: Path, gt: dict) -> Columns | None:
-    """A box results file decoded slice by slice into typed structs (no dict per detection);
-    None when it must be read whole (not a list, or a slice boundary fell inside a string)."""
-    data = path.read_bytes()
-    body = data.strip()
-    if not (body.startswith(b"[") and body.endswith(b"]")):
-        return None
-    parts, start, end = [], 1, len(body) - 1
-    while start < end:
-        m = _BETWEEN.search(body, min(start + SLICE, end), end)
-        stop = m.start() + 1 if m else end
-        chunk = b"[" + body[start:stop] + b"]"
-        try:
-            dets = _BOX_DECODER.decode(chunk)
-        except msgspec.ValidationError as e:
-            seen = sum(len(p.scores) for p in parts)
-            explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
-            raise DataError(str(path), "COCO detection results", str(e)) from e
-        except msgspec.DecodeError:
+    """A box results file decoded slice by slice into typed structs (no dict per detection,
+    never more than two slices of the file in memory); None when it must be read whole (not
+    a list, or a slice boundary fell inside a string)."""
+    parts: list[Columns] = []
+    with open(path, "rb") as f:
+        buf = f.read(SLICE).lstrip()
+        if not buf.startswith(b"["):
             return None
-        n = len(dets)
-        c = Columns(
-            np.fromiter((d.image_id for d in dets), np.int64, n),
-            np.fromiter((d.category_id for d in dets), np.int64, n),
-            np.zeros(0),
-            boxes=np.fromiter(chain.from_iterable(d.bbox for d in dets), np.float64, 4 * n),
-            scores=np.fromiter((d.score for d in dets), np.float64, n),
-        )
-        c.boxes = c.boxes.reshape(n, 4)
-        if not _known_ids(c, gt) or not (
-            np.isfinite(c.scores).all() and np.isfinite(c.boxes).all()
-        ):
-            seen = sum(len(p.scores) for p in parts)
-            explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
-        parts.append(c)
-        start = m.end() - 1 if m else end
+        buf, eof = buf[1:], False
+        while not eof:
+            more = f.read(SLICE)
+            eof = not more
+            buf += more
+            if eof:
+                body = buf.rstrip()
+                if not body.endswith(b"]"):
+                    return None
+                chunk, buf = body[:-1], b""
+            else:
+                cut = _last_boundary(buf)
+                if cut is None:  # one object longer than a slice: read on
+                    continue
+                chunk, buf = buf[: cut[0]], buf[cut[1] :]
+            c = _decode_boxes(b"[" + chunk + b"]", gt, path, sum(len(p.scores) for p in parts))
+            if c is None:
+                return None
+            parts.append(c)
     return _concat(parts, "bbox", {})
+
+
+def _last_boundary(buf: bytes) -> tuple[int, int] | None:
+    """(end of the last complete object, start of the next) in ``buf``, between two
+    top-level objects of a results list, or None."""
+    pos = len(buf)
+    while (pos := buf.rfind(b"}", 0, pos)) >= 0:
+        m = _BETWEEN.match(buf, pos)
+        if m:
+            return pos + 1, m.end() - 1
+    return None
+
+
+def _decode_boxes(chunk: bytes, gt: dict, path: Path, seen: int) -> Columns | None:
+    """One slice (a JSON list) as columns; a bad detection raises, naming its index in the
+    file; None when the slice is not valid JSON (the caller reads the file whole)."""
+    try:
+        dets = _BOX_DECODER.decode(chunk)
+    except msgspec.ValidationError as e:
+        explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
+        raise DataError(str(path), "COCO detection results", str(e)) from e
+    except msgspec.DecodeError:
+        return None
+    n = len(dets)
+    c = Columns(
+        np.fromiter((d.image_id for d in dets), np.int64, n),
+        np.fromiter((d.category_id for d in dets), np.int64, n),
+        np.zeros(0),
+        boxes=np.fromiter(chain.from_iterable(d.bbox for d in dets), np.float64, 4 * n),
+        scores=np.fromiter((d.score for d in dets), np.float64, n),
+    )
+    c.boxes = c.boxes.reshape(n, 4)
+    if not _known_ids(c, gt) or not (np.isfinite(c.scores).all() and np.isfinite(c.boxes).all()):
+        explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
+    return c
 
 
 def _box_decoder() -> msgspec.json.Decoder:
@@ -198,12 +225,17 @@ def _has_box(d: dict) -> bool:
 def _concat(parts: list[Columns], iou_type: str, sizes: dict) -> Columns:
     """One column set; detection areas as the COCO API's ``loadRes`` sets them: the box's
     ``w * h`` when the first result carries a box, the mask's area otherwise."""
-    cat = lambda k: np.concatenate([getattr(p, k) for p in parts]) if parts else np.zeros(0)  # noqa: E731
+
+    def cat(key: str) -> np.ndarray:  # one column at a time, each part's copy released
+        arrays = [getattr(p, key) for p in parts]
+        for p in parts:
+            setattr(p, key, None)
+        return np.concatenate(arrays) if arrays else np.zeros(0)
+
     cols = Columns(cat("image_id").astype(np.int64), cat("category_id").astype(np.int64),
                    np.zeros(0), scores=cat("scores"))  # fmt: skip
-    boxes = [p.boxes for p in parts]
-    if parts and all(b is not None for b in boxes):
-        cols.boxes = np.concatenate(boxes).reshape(-1, 4)
+    if parts and all(p.boxes is not None for p in parts):
+        cols.boxes = cat("boxes").reshape(-1, 4)
     if iou_type == "segm":
         from pycocotools import mask as mask_utils
 

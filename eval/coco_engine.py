@@ -26,6 +26,9 @@ import numpy as np
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 AREA_RNGS = np.array([[0, 1e5**2], [0, 32**2], [32**2, 96**2], [96**2, 1e5**2]], np.float64)
+MATCHED, IGNORED = 1, 2  # bits of a detection's state per (area range, IoU threshold)
+PAIRS_PER_BLOCK = 1 << 20  # (detection, ground truth) pairs scored at a time
+STEP_PAIRS = 1 << 15  # candidate pairs matched in one array operation
 
 
 @dataclass
@@ -44,11 +47,12 @@ class Columns:
     ids: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> Columns:
-        pick = {
-            k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx] if v else v)
-            for k, v in vars(self).items()
-        }
-        return Columns(**pick)
+        """These columns reordered/filtered by ``idx``, in place: one column is copied at a
+        time and the old one released (the caller's object is the one changed)."""
+        for k, v in vars(self).items():
+            if v is not None:
+                setattr(self, k, v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx])
+        return self
 
 
 @dataclass
@@ -65,31 +69,39 @@ def evaluate(
     gt: Columns, dt: Columns, img_ids: np.ndarray, cat_ids: np.ndarray, max_dets: list[int]
 ) -> Result:
     """COCO ``precision``/``recall`` arrays of ``dt`` against ``gt`` over the sorted unique
-    ``img_ids`` and ``cat_ids``; ``max_dets`` ascending."""
+    ``img_ids`` and ``cat_ids``; ``max_dets`` ascending. ``gt`` and ``dt`` are reordered and
+    filtered in place (no second copy of millions of rows)."""
     img_ids, cat_ids = np.unique(img_ids), np.unique(cat_ids)
     n_img = len(img_ids)
-    gt = gt.take(np.flatnonzero(_member(gt.image_id, img_ids) & _member(gt.category_id, cat_ids)))
-    dt = dt.take(np.flatnonzero(_member(dt.image_id, img_ids) & _member(dt.category_id, cat_ids)))
-    g_grp = np.searchsorted(cat_ids, gt.category_id) * n_img + np.searchsorted(img_ids, gt.image_id)
-    d_grp = np.searchsorted(cat_ids, dt.category_id) * n_img + np.searchsorted(img_ids, dt.image_id)
     # ground truth in group order, annotation order inside a group
+    g_idx = np.flatnonzero(_member(gt.image_id, img_ids) & _member(gt.category_id, cat_ids))
+    g_grp = _group(gt, g_idx, img_ids, cat_ids)
     g_ord = np.argsort(g_grp, kind="stable")
-    gt, g_grp = gt.take(g_ord), g_grp[g_ord]
-    # detections by group, score descending (stable), cut at the largest maxDets
-    d_ord = np.lexsort((-dt.scores, d_grp))
-    dt, d_grp = dt.take(d_ord), d_grp[d_ord]
+    gt, g_grp = gt.take(g_idx[g_ord]), g_grp[g_ord]
+    # detections by group, score descending (stable), cut at the largest maxDets (one copy)
+    d_idx = np.flatnonzero(_member(dt.image_id, img_ids) & _member(dt.category_id, cat_ids))
+    d_grp = _group(dt, d_idx, img_ids, cat_ids)
+    d_ord = np.lexsort((-dt.scores[d_idx], d_grp))
+    d_grp = d_grp[d_ord]
     rank = _rank_in_group(d_grp)
-    keep = np.flatnonzero(rank < max_dets[-1])
-    dt, d_grp, rank = dt.take(keep), d_grp[keep], rank[keep]
+    keep = rank < max_dets[-1]
+    dt, d_grp, rank = dt.take(d_idx[d_ord[keep]]), d_grp[keep], rank[keep]
+    del d_idx, d_ord, keep
 
     n_grp = len(cat_ids) * n_img
     g_start = np.searchsorted(g_grp, np.arange(n_grp + 1))
     ignored = gt.crowd[:, None] | _outside(gt.area)  # (G, A)
-    matched, det_ignored = _match(gt, dt, g_grp, d_grp, g_start, ignored)
-    det_ignored |= ~matched & _outside(dt.area)[:, :, None]
-    return _accumulate(
-        dt, d_grp, rank, matched, det_ignored, g_grp, ignored, n_img, cat_ids, max_dets
-    )
+    state = _match(gt, dt, g_grp, d_grp, g_start, ignored)
+    outside = _outside(dt.area)
+    for a in range(outside.shape[1]):  # unmatched detections outside the range: ignored
+        state[:, a] |= (((state[:, a] & MATCHED) == 0) & outside[:, a, None]) * np.uint8(IGNORED)
+    return _accumulate(dt, d_grp, rank, state, g_grp, ignored, n_img, cat_ids, max_dets)
+
+
+def _group(cols: Columns, idx: np.ndarray, img_ids: np.ndarray, cat_ids: np.ndarray):
+    """The (category, image) group number of the rows ``idx``, category-major."""
+    cat = np.searchsorted(cat_ids, cols.category_id[idx])
+    return cat * len(img_ids) + np.searchsorted(img_ids, cols.image_id[idx])
 
 
 def _member(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -148,24 +160,18 @@ def _mask_iou_pairs(dt: Columns, gt: Columns, d_idx, g_idx, d_grp) -> np.ndarray
     return iou
 
 
-def _match(gt: Columns, dt: Columns, g_grp, d_grp, g_start, ignored):
-    """``matched`` and ``ignored`` flags of every detection, shaped (D, A, T)."""
+def _match(gt: Columns, dt: Columns, g_grp, d_grp, g_start, ignored) -> np.ndarray:
+    """Each detection's ``MATCHED`` / ``IGNORED`` bits, shaped (D, A, T)."""
     n_a, n_t = AREA_RNGS.shape[0], len(IOU_THRS)
-    matched = np.zeros((len(d_grp), n_a, n_t), bool)
-    det_ig = np.zeros_like(matched)
-    d_idx, g_idx = _pairs(d_grp, g_start)
-    if dt.boxes is not None:
-        iou = box_iou_pairs(dt.boxes[d_idx], gt.boxes[g_idx], gt.crowd[g_idx])
-    else:
-        iou = _mask_iou_pairs(dt, gt, d_idx, g_idx, d_grp)
+    state = np.zeros((len(d_grp), n_a, n_t), np.uint8)
     thr = np.minimum(IOU_THRS, 1 - 1e-10)
-    cand = iou >= thr.min()
-    d_idx, g_idx, iou = d_idx[cand], g_idx[cand], iou[cand]
+    d_idx, g_idx, iou = _candidates(gt, dt, d_grp, g_start, thr.min())
     if not len(d_idx):
-        return matched, det_ig
+        return state
     # order of each ground truth in its group for each area range: kept ones first (stable)
     local = np.arange(len(g_grp)) - g_start[g_grp]
-    order = local[:, None] + ignored * (g_start[g_grp + 1] - g_start[g_grp])[:, None]  # (G, A)
+    size = g_start[g_grp + 1] - g_start[g_grp]
+    order = (local[:, None] + ignored * size[:, None]).astype(np.int32)  # (G, A)
     # candidate detections, taken one rank at a time across all groups
     det_u, first = np.unique(d_idx, return_index=True)
     crank = _rank_in_group(d_grp[det_u])
@@ -176,25 +182,68 @@ def _match(gt: Columns, dt: Columns, g_grp, d_grp, g_start, ignored):
     kept = ~ignored  # (G, A)
     bounds = np.searchsorted(step, np.arange(step[-1] + 2))
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-        d, g, v = d_idx[s:e], g_idx[s:e], iou[s:e]
-        seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
-        seg_of = np.repeat(np.arange(len(seg)), np.diff(np.r_[seg, len(d)]))
-        avail = (v[:, None, None] >= thr) & (gt.crowd[g, None, None] | ~taken[g])  # (P, A, T)
-        tier = np.where(avail, kept[g][:, :, None] + 1, 0)
-        ok = avail & (tier == np.maximum.reduceat(tier, seg)[seg_of])
-        vv = np.where(ok, v[:, None, None], -1.0)
-        ok &= vv == np.maximum.reduceat(vv, seg)[seg_of]
-        pos = np.where(ok, order[g][:, :, None], -1)
-        best = np.maximum.reduceat(pos, seg)
-        chosen = ok & (pos == best[seg_of])  # one pair per (detection, A, T) at most
-        taken[g] |= chosen
-        hit = np.logical_or.reduceat(chosen & (gt.ids[g] != 0)[:, None, None], seg)
-        ig = np.logical_or.reduceat(chosen & ignored[g][:, :, None], seg)
-        matched[d[seg]], det_ig[d[seg]] = hit, ig
-    return matched, det_ig
+        # detections of one step are independent (one per group): pieces bound the memory
+        for lo, hi in _pieces(d_idx, s, e, STEP_PAIRS):
+            d, g, v = d_idx[lo:hi], g_idx[lo:hi], iou[lo:hi]
+            _take_step(d, g, v, thr, gt, taken, kept, ignored, order, state)
+    return state
 
 
-def _accumulate(dt, d_grp, rank, matched, det_ig, g_grp, ignored, n_img, cat_ids, max_dets):
+def _pieces(d_idx: np.ndarray, s: int, e: int, size: int):
+    """``[s, e)`` cut into ranges of about ``size`` pairs, never inside one detection's."""
+    lo = s
+    while lo < e:
+        hi = min(lo + size, e)
+        while hi < e and d_idx[hi] == d_idx[hi - 1]:
+            hi += 1
+        yield lo, hi
+        lo = hi
+
+
+def _take_step(d, g, v, thr, gt: Columns, taken, kept, ignored, order, state) -> None:
+    """One rank of candidate detections (one per group): each takes, per area range and IoU
+    threshold, its best available ground truth (see the module's rules)."""
+    seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+    seg_of = np.repeat(np.arange(len(seg)), np.diff(np.r_[seg, len(d)]))
+    avail = (v[:, None, None] >= thr) & (gt.crowd[g, None, None] | ~taken[g])  # (P, A, T)
+    tier = np.where(avail, kept[g][:, :, None].astype(np.int8) + 1, np.int8(0))
+    ok = avail & (tier == np.maximum.reduceat(tier, seg)[seg_of])
+    vv = np.where(ok, v[:, None, None], -1.0)
+    ok &= vv == np.maximum.reduceat(vv, seg)[seg_of]
+    del vv, tier, avail
+    pos = np.where(ok, order[g][:, :, None], np.int32(-1))
+    chosen = ok & (pos == np.maximum.reduceat(pos, seg)[seg_of])  # one per (det, A, T)
+    taken[g] |= chosen
+    hit = np.logical_or.reduceat(chosen & (gt.ids[g] != 0)[:, None, None], seg)
+    ig = np.logical_or.reduceat(chosen & ignored[g][:, :, None], seg)
+    state[d[seg]] = hit * np.uint8(MATCHED) | ig * np.uint8(IGNORED)
+
+
+def _candidates(gt: Columns, dt: Columns, d_grp, g_start, least: float):
+    """The (detection, ground truth) pairs of a group whose IoU reaches ``least``, in
+    detection order, scored a block of about ``PAIRS_PER_BLOCK`` pairs at a time."""
+    cnt = g_start[d_grp + 1] - g_start[d_grp]
+    ends = np.cumsum(cnt)
+    cuts = np.searchsorted(ends, np.arange(PAIRS_PER_BLOCK, ends[-1] if len(ends) else 0,
+                                           PAIRS_PER_BLOCK))  # fmt: skip
+    out = []
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(d_grp)], strict=True):
+        d_idx, g_idx = _pairs(d_grp[lo:hi], g_start)
+        d_idx += lo
+        if dt.boxes is not None:
+            iou = box_iou_pairs(dt.boxes[d_idx], gt.boxes[g_idx], gt.crowd[g_idx])
+        else:
+            iou = _mask_iou_pairs(dt, gt, d_idx, g_idx, d_grp)
+        c = iou >= least
+        out.append((d_idx[c], g_idx[c], iou[c]))
+    return (
+        tuple(np.concatenate([o[k] for o in out]) for k in range(3))
+        if out
+        else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    )
+
+
+def _accumulate(dt, d_grp, rank, state, g_grp, ignored, n_img, cat_ids, max_dets):
     n_t, n_r, n_k = len(IOU_THRS), len(REC_THRS), len(cat_ids)
     n_a, n_m = AREA_RNGS.shape[0], len(max_dets)
     precision = -np.ones((n_t, n_r, n_k, n_a, n_m))
@@ -208,14 +257,13 @@ def _accumulate(dt, d_grp, rank, matched, det_ig, g_grp, ignored, n_img, cat_ids
     # only its own detections
     order = np.lexsort((rank, d_grp % n_img, -dt.scores, d_cat))
     bounds = np.searchsorted(d_cat[order], np.arange(n_k + 1))
-    counted = ~det_ig
-    tp_flag, fp_flag = matched & counted, ~matched & counted  # (D, A, T)
     for k in np.flatnonzero(has_any):
         idx = order[bounds[k] : bounds[k + 1]]
         for m, cut in enumerate(max_dets):
             sel = idx[rank[idx] < cut]
-            tp = np.cumsum(tp_flag[sel], axis=0, dtype=np.int32).reshape(len(sel), n_a * n_t)
-            fp = np.cumsum(fp_flag[sel], axis=0, dtype=np.int32).reshape(len(sel), n_a * n_t)
+            st = state[sel].reshape(len(sel), n_a * n_t)
+            tp = np.cumsum(st == MATCHED, axis=0, dtype=np.int32)
+            fp = np.cumsum(st == 0, axis=0, dtype=np.int32)
             q, rc = _curve(tp, fp, np.repeat(np.maximum(npig[k], 1), n_t))  # columns (A, T)
             live = npig[k] > 0  # areas without ground truth stay -1
             precision[:, :, k, live, m] = q.reshape(n_a, n_t, n_r)[live].transpose(1, 2, 0)
