@@ -3,7 +3,8 @@ files, evaluation; prints one JSON line with the 12 stats, the seconds and the p
 
     python -m bench.coco_child ENGINE GT DT [--stages]
 
-``ENGINE``: ``vision`` (the ``vision eval coco`` command, numpy engine), ``faster-coco-eval``
+``ENGINE``: ``vision`` (``eval.coco.coco_evaluate`` on the files, numpy engine, and the result
+JSON written, as ``vision eval coco`` does), ``faster-coco-eval``
 or ``pycocotools``. ``--stages`` times each stage in the same process instead.
 """
 
@@ -25,14 +26,13 @@ STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs
 
 
 def run_vision(gt: str, dt: str, stages: dict | None) -> list[float]:
-    if stages is None:
-        from vision_cli.cli import main
+    if stages is None:  # what `vision eval coco` runs: the files scored, the result written
+        from eval.base import nan_to_none
+        from eval.coco import coco_evaluate
 
-        with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
-            out = Path(d) / "stats.json"
-            rc = main(["eval", "coco", "--gt", gt, "--pred", dt, "--out", str(out)])
-            assert rc == 0, rc
-            r = json.loads(out.read_text())
+        r = coco_evaluate(gt, dt, "bbox")
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "stats.json").write_text(json.dumps(nan_to_none(r)))
         return [r[k] for k in STATS]
     import numpy as np
 
@@ -98,6 +98,19 @@ def _lap(stages: dict | None, name: str, since: float) -> float:
     return now
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started running Python: ``VmHWM`` (per
+    address space, so not the parent's pages that a forked child counts before ``exec``, as
+    ``ru_maxrss`` does); ``ru_maxrss`` where there is no ``/proc``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 ENGINES = {"vision": run_vision, "faster-coco-eval": run_faster, "pycocotools": run_pycocotools}
 
 
@@ -112,7 +125,7 @@ def main() -> None:
                 "stats": stats,
                 "seconds_in_process": time.perf_counter() - T0,
                 "stages": stages or {},
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )
