@@ -339,3 +339,34 @@ def test_openvino_missing_is_a_clear_unsupported(monkeypatch, checkpoint, tmp_pa
     onnx_file = export_onnx(variant_predictor(checkpoint).model, tmp_path / "m.onnx")
     with pytest.raises(Unsupported, match=r"openvino package.*pip install 'openvino>=2023.1'"):
         variant_predictor(checkpoint, "openvino", onnx_file)
+
+
+def test_openvino_cache_reuses_a_compiled_model_and_never_a_stale_one(
+    checkpoint, tmp_path, monkeypatch
+):
+    """The compiled-model cache holds one blob per model; a file rewritten in place (same
+    path, same mtime) with other weights answers with the new weights, not the cached blob."""
+    import os
+
+    monkeypatch.setenv("VISION_OPENVINO_CACHE", str(tmp_path / "cache"))
+    x = torch.rand(1, 3, 64, 64)
+    eager = variant_predictor(checkpoint)
+    onnx_file = export_onnx(eager.model, tmp_path / "m.onnx")
+    first = variant_predictor(checkpoint, "openvino", onnx_file).infer(x)
+    again = variant_predictor(checkpoint, "openvino", onnx_file).infer(x)
+    torch.testing.assert_close(again, first)
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    stamp = onnx_file.stat().st_mtime_ns
+    with torch.no_grad():
+        for p in eager.model.parameters():
+            p.mul_(0.5)
+        want = eager.infer(x)
+    export_onnx(eager.model, onnx_file)
+    os.utime(onnx_file, ns=(stamp, stamp))
+    changed = variant_predictor(checkpoint, "openvino", onnx_file)
+    torch.testing.assert_close(changed.backend(x), want, atol=1e-4, rtol=1e-4)
+    assert float((changed.backend(x) - first).abs().max()) > 1e-3
+    assert len(os.listdir(tmp_path / "cache")) == 2
+    monkeypatch.setenv("VISION_OPENVINO_CACHE", "")  # off
+    variant_predictor(checkpoint, "openvino", onnx_file)
+    assert len(os.listdir(tmp_path / "cache")) == 2
