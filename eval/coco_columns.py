@@ -48,12 +48,27 @@ def gt_columns(gt: dict, iou_type: str) -> Columns:
         crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
         ids=np.array([a["id"] for a in anns], np.int64),
     )
+    _unique_ids(cols.ids)
     if iou_type == "bbox":
         cols.boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
     else:
         sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
         cols.rles = [to_rle(a["segmentation"], *sizes[a["image_id"]]) for a in anns]
     return cols
+
+
+def _unique_ids(ids: np.ndarray) -> None:
+    """Annotation ids must be unique: the COCO API keeps one annotation per id and would score
+    the last of two twice, so two ids alike are an error, not a silent difference."""
+    order = np.argsort(ids, kind="stable")
+    same = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if same.size:
+        i, j = sorted(order[same[0] : same[0] + 2].tolist())
+        raise DataError(
+            f"ground truth annotations[{i}] and annotations[{j}]",
+            "unique annotation ids (the COCO API keeps one annotation per id)",
+            f"id {int(ids[i])} twice",
+        )
 
 
 def to_rle(segm, h: int, w: int) -> dict:

@@ -173,3 +173,14 @@ def test_bad_fields_in_lists_are_named(field, value, message):
     with pytest.raises(DataError) as e:
         coco_evaluate(gt, dets)
     assert message in str(e.value)
+
+
+def test_two_annotations_with_one_id_are_an_error():
+    """pycocotools would score the later of the two twice (one annotation per id)."""
+    gt, dets = problem(2)
+    gt["annotations"][3]["id"] = gt["annotations"][1]["id"]
+    with pytest.raises(DataError) as e:
+        coco_evaluate(gt, dets)
+    assert str(e.value).startswith(
+        "ground truth annotations[1] and annotations[3]: expected unique annotation ids"
+    )
