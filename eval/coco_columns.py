@@ -167,8 +167,12 @@ def _decode_boxes(chunk: bytes, gt: dict, path: Path, seen: int) -> Columns | No
     file; None when the slice is not valid JSON (the caller reads the file whole)."""
     try:
         dets = _BOX_DECODER.decode(chunk)
-    except msgspec.ValidationError as e:
-        explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
+    except msgspec.ValidationError as e:  # a field of the wrong type: named by the checks
+        try:
+            parsed = orjson.loads(chunk)
+        except orjson.JSONDecodeError:  # e.g. 1e400: the whole read says where
+            return None
+        explain_bad_dt(parsed, gt, "bbox", str(path), seen)
         raise DataError(str(path), "COCO detection results", str(e)) from e
     except msgspec.DecodeError:
         return None
@@ -181,7 +185,7 @@ def _decode_boxes(chunk: bytes, gt: dict, path: Path, seen: int) -> Columns | No
         scores=np.fromiter((d.score for d in dets), np.float64, n),
     )
     c.boxes = c.boxes.reshape(n, 4)
-    if not _known_ids(c, gt) or not (np.isfinite(c.scores).all() and np.isfinite(c.boxes).all()):
+    if not _known_ids(c, gt):  # JSON numbers that decode are finite: ids are left to check
         explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
     return c
 

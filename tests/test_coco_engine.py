@@ -184,3 +184,42 @@ def test_two_annotations_with_one_id_are_an_error():
     assert str(e.value).startswith(
         "ground truth annotations[1] and annotations[3]: expected unique annotation ids"
     )
+
+
+def test_slices_are_cut_between_objects_with_no_fallback_and_no_slow_path(tmp_path, monkeypatch):
+    """A well-formed file is decoded slice by slice (each but the last at least ``SLICE``
+    bytes less one object, none over two slices), never read whole and never sent to the slow
+    checks."""
+    gt, dets = problem(9, n_img=30)
+    dt_path = tmp_path / "dt.json"
+    dt_path.write_text(json.dumps(dets, indent=2))
+    monkeypatch.setattr(coco_columns, "SLICE", 400)
+    sizes: list[int] = []
+    decode = coco_columns._decode_boxes
+
+    def counted(chunk, *a):
+        sizes.append(len(chunk))
+        return decode(chunk, *a)
+
+    def refuse(*a, **k):
+        raise AssertionError("the slow path ran on a well-formed file")
+
+    monkeypatch.setattr(coco_columns, "_decode_boxes", counted)
+    monkeypatch.setattr(coco_columns, "read_json", refuse)
+    monkeypatch.setattr(coco_columns, "explain_bad_dt", refuse)
+    cols = coco_columns.dt_columns(dt_path, gt, "bbox")
+    assert len(cols.scores) == len(dets) and len(sizes) >= dt_path.stat().st_size // 900
+    assert max(len(json.dumps(d, indent=2)) for d in dets) < 250
+    assert all(400 - 250 <= s <= 2 * 400 + 2 for s in sizes[:-1]), sizes
+    got = np.c_[cols.image_id, cols.category_id, cols.scores, cols.boxes]
+    want = np.array([[d["image_id"], d["category_id"], d["score"], *d["bbox"]] for d in dets])
+    assert np.array_equal(got, want)
+
+
+def test_an_out_of_range_number_names_its_place_in_the_file(tmp_path):
+    gt, dets = problem(3)
+    text = json.dumps(dets).replace(str(dets[1]["score"]), "1e400", 1)
+    (tmp_path / "dt.json").write_text(text)
+    with pytest.raises(DataError) as e:
+        coco_evaluate(gt, tmp_path / "dt.json")
+    assert "dt.json:1:" in str(e.value) and "expected valid JSON" in str(e.value)
