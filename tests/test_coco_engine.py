@@ -192,7 +192,7 @@ def test_slices_are_cut_between_objects_with_no_fallback_and_no_slow_path(tmp_pa
     checks."""
     gt, dets = problem(9, n_img=30)
     dt_path = tmp_path / "dt.json"
-    dt_path.write_text(json.dumps(dets, indent=2))
+    dt_path.write_text("\n  " + json.dumps(dets, indent=2) + "\n\n")
     monkeypatch.setattr(coco_columns, "SLICE", 400)
     sizes: list[int] = []
     decode = coco_columns._decode_boxes
@@ -223,3 +223,51 @@ def test_an_out_of_range_number_names_its_place_in_the_file(tmp_path):
     with pytest.raises(DataError) as e:
         coco_evaluate(gt, tmp_path / "dt.json")
     assert "dt.json:1:" in str(e.value) and "expected valid JSON" in str(e.value)
+
+
+def test_equal_iou_goes_to_the_later_annotation_among_many_in_one_group():
+    """Two boxes A, B of one (image, class) tie for the first detection; the second detection
+    can take only A at high thresholds. The reference gives the tie to the later annotation,
+    so the order inside a group must survive sorting 70 annotations of that group."""
+    far = [[200 + 12 * k, 300, 10, 10] for k in range(68)]
+    boxes = [*far[:30], [0, 0, 10, 10], [2, 0, 10, 10], *far[30:]]  # A then B
+    anns = [
+        {"id": n + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": 100.0, "iscrowd": 0}
+        for n, b in enumerate(boxes)
+    ]
+    anns = [{**a, "id": 100 + a["id"], "image_id": 2} for a in anns[:20]] + anns  # unsorted
+    images = [{"id": i, "width": 900, "height": 400} for i in (1, 2)]
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.9},  # ties A, B
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.8},  # A: 1, B: .67
+    ]
+    got = assert_same_arrays(gt, dets)
+    assert got.recall[6, 0, 0, 2] == pytest.approx(2 / 90)  # IoU .8: both matched
+
+
+def test_boxes_of_a_pixel_or_less_are_scored():
+    gt = {"images": [{"id": 1, "width": 10, "height": 10}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0.8, 0.6],
+                           "area": 0.48, "iscrowd": 0}]}  # fmt: skip
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [5, 5, 0.8, 0.6], "score": 0.5}]
+    assert_same_arrays(gt, dets)
+    assert coco_evaluate(gt, dets)["AP"] == pytest.approx(1.0)
+
+
+def test_a_first_detection_without_a_box_is_named():
+    gt, dets = problem(4)
+    del dets[0]["bbox"]
+    with pytest.raises(DataError) as e:
+        coco_evaluate(gt, dets)
+    assert str(e.value).startswith("predictions[0]: expected field 'bbox'")
+
+
+def test_a_bad_mask_detection_is_named_for_its_own_fault():
+    gt, dets = _rect_mask_problem(1)
+    for d in dets:
+        del d["bbox"]
+    del dets[2]["score"]
+    with pytest.raises(DataError) as e:
+        coco_evaluate(gt, dets, "segm")
+    assert str(e.value).startswith("predictions[2]: expected field 'score'")
