@@ -72,6 +72,11 @@ def evaluate(
     ``img_ids`` and ``cat_ids``; ``max_dets`` ascending. ``gt`` and ``dt`` are reordered and
     filtered in place (no second copy of millions of rows)."""
     img_ids, cat_ids = np.unique(img_ids), np.unique(cat_ids)
+    if not (len(img_ids) and len(cat_ids)):
+        raise ValueError(
+            f"COCO evaluation: expected at least one image and one category, got "
+            f"{len(img_ids)} images and {len(cat_ids)} categories"
+        )
     n_img = len(img_ids)
     # ground truth in group order, annotation order inside a group
     g_idx = np.flatnonzero(_member(gt.image_id, img_ids) & _member(gt.category_id, cat_ids))
@@ -105,8 +110,8 @@ def _group(cols: Columns, idx: np.ndarray, img_ids: np.ndarray, cat_ids: np.ndar
 
 
 def _member(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    pos = np.minimum(np.searchsorted(ids, x), len(ids) - 1) if len(ids) else None
-    return ids[pos] == x if pos is not None else np.zeros(len(x), bool)
+    """Which of ``x`` are in the sorted, non-empty ``ids``."""
+    return ids[np.minimum(np.searchsorted(ids, x), len(ids) - 1)] == x
 
 
 def _outside(area: np.ndarray) -> np.ndarray:
@@ -236,11 +241,7 @@ def _candidates(gt: Columns, dt: Columns, d_grp, g_start, least: float):
             iou = _mask_iou_pairs(dt, gt, d_idx, g_idx, d_grp)
         c = iou >= least
         out.append((d_idx[c], g_idx[c], iou[c]))
-    return (
-        tuple(np.concatenate([o[k] for o in out]) for k in range(3))
-        if out
-        else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    )
+    return tuple(np.concatenate([o[k] for o in out]) for k in range(3))  # >= 1 block
 
 
 def _accumulate(dt, d_grp, rank, state, g_grp, ignored, n_img, cat_ids, max_dets):

@@ -70,8 +70,8 @@ def assert_same_arrays(gt, dets, iou_type="bbox", img_ids=None, max_dets=(1, 10,
     got = _run_numpy(gt, dets, iou_type, img_ids, list(max_dets))
     p_ref, r_ref = np.asarray(ref.eval["precision"]), np.asarray(ref.eval["recall"])
     assert got.precision.shape == p_ref.shape and got.recall.shape == r_ref.shape
-    assert np.abs(got.precision - p_ref).max() <= 1e-12
-    assert np.abs(got.recall - r_ref).max() <= 1e-12
+    # identical, not only within the 1e-12 asked: the same float operations in the same order
+    assert np.array_equal(got.precision, p_ref) and np.array_equal(got.recall, r_ref)
     return got
 
 
@@ -271,3 +271,27 @@ def test_a_bad_mask_detection_is_named_for_its_own_fault():
     with pytest.raises(DataError) as e:
         coco_evaluate(gt, dets, "segm")
     assert str(e.value).startswith("predictions[2]: expected field 'score'")
+
+
+@pytest.mark.parametrize("seed", [0, 3, 6])
+def test_pairs_scored_and_matched_in_small_blocks_give_the_same_arrays(seed, monkeypatch):
+    """The memory bounds (pairs scored a block at a time, one rank's candidates matched a
+    piece at a time, never splitting a detection's pairs) leave every array unchanged."""
+    from eval import coco_engine
+
+    monkeypatch.setattr(coco_engine, "PAIRS_PER_BLOCK", 7)
+    monkeypatch.setattr(coco_engine, "STEP_PAIRS", 3)
+    gt, dets = problem(seed, n_img=20, quant=seed == 3)
+    assert_same_arrays(gt, dets)
+    gt, dets = _rect_mask_problem(seed)
+    assert_same_arrays(gt, dets, "segm")
+
+
+def test_the_engine_refuses_an_empty_image_or_category_list():
+    from eval import coco_engine
+
+    gt, dets = problem(1)
+    cols = coco_columns.gt_columns(gt, "bbox")
+    d = coco_columns.dt_columns(dets, gt, "bbox")
+    with pytest.raises(ValueError, match="expected at least one image and one category, got 0"):
+        coco_engine.evaluate(cols, d, np.zeros(0, np.int64), np.array([1]), [1, 10, 100])
