@@ -295,3 +295,12 @@ def test_the_engine_refuses_an_empty_image_or_category_list():
     d = coco_columns.dt_columns(dets, gt, "bbox")
     with pytest.raises(ValueError, match="expected at least one image and one category, got 0"):
         coco_engine.evaluate(cols, d, np.zeros(0, np.int64), np.array([1]), [1, 10, 100])
+
+
+def test_an_iou_of_exactly_one_half_matches_at_the_first_threshold():
+    gt = {"images": [{"id": 1, "width": 20, "height": 20}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
+                           "area": 100.0, "iscrowd": 0}]}  # fmt: skip
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 5], "score": 0.9}]  # IoU 0.5
+    got = assert_same_arrays(gt, dets)
+    assert got.recall[0, 0, 0, 2] == 1.0 and got.recall[1, 0, 0, 2] == 0.0
