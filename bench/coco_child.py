@@ -34,11 +34,8 @@ def run_vision(gt: str, dt: str, stages: dict | None) -> list[float]:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "stats.json").write_text(json.dumps(nan_to_none(r)))
         return [r[k] for k in STATS]
-    import numpy as np
-
-    from eval import coco_engine
-    from eval.coco import summarize
-    from eval.coco_columns import dt_columns, gt_columns
+    from eval.coco import evaluate_columns, summarize
+    from eval.coco_columns import dt_columns
     from vision.data.coco import load_coco_json
 
     t = _lap(stages, "import", T0)
@@ -46,10 +43,7 @@ def run_vision(gt: str, dt: str, stages: dict | None) -> list[float]:
     t = _lap(stages, "read ground truth", t)
     d = dt_columns(dt, g, "bbox")
     t = _lap(stages, "read detections", t)
-    gc = gt_columns(g, "bbox")
-    img = np.array([im["id"] for im in g["images"]])
-    cat = np.array([c["id"] for c in g["categories"]])
-    r = coco_engine.evaluate(gc, d, img, cat, [1, 10, 100])
+    r = evaluate_columns(g, d)
     _lap(stages, "match + accumulate", t)
     s = summarize(r.precision, r.recall, r.iou_thrs, r.max_dets)
     return [s[k] for k in STATS]

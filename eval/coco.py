@@ -169,9 +169,10 @@ def coco_evaluate(
         raise ValueError(f"COCO engine: expected one of {ENGINES}, got {engine!r}")
     gt, owned = _load_gt(gt, iou_type)
     if engine == "numpy":
-        r = _run_numpy(gt, dt, iou_type, img_ids, max_dets)
-        if r is None:
+        cols = dt_columns(dt, gt, iou_type)
+        if not len(cols.scores):
             return _empty_result(gt, max_dets)
+        r = evaluate_columns(gt, cols, iou_type, img_ids, max_dets)
     else:
         if not owned:  # shallow copies are enough: the engines only add keys to annotations
             gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
@@ -197,11 +198,11 @@ def coco_evaluate(
     return stats
 
 
-def _run_numpy(gt: dict, dt, iou_type: str, img_ids, max_dets) -> coco_engine.Result | None:
-    """The vectorized engine on columns; None for an empty result set."""
-    cols = dt_columns(dt, gt, iou_type)
-    if not len(cols.scores):
-        return None
+def evaluate_columns(
+    gt: dict, cols: coco_engine.Columns, iou_type: str = "bbox", img_ids=None, max_dets=None
+) -> coco_engine.Result:
+    """The numpy engine's arrays for detections already read into columns (``dt_columns``,
+    at least one detection) against the ground-truth dict ``gt``."""
     if img_ids is None:
         img_ids = [im["id"] for im in gt["images"]]
     md = sorted(int(m) for m in max_dets) if max_dets is not None else [1, 10, 100]

@@ -52,9 +52,13 @@ def gt_columns(gt: dict, iou_type: str) -> Columns:
     if iou_type == "bbox":
         cols.boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
     else:
-        sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+        sizes = _image_sizes(gt)
         cols.rles = [to_rle(a["segmentation"], *sizes[a["image_id"]]) for a in anns]
     return cols
+
+
+def _image_sizes(gt: dict) -> dict:
+    return {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
 
 
 def _unique_ids(ids: np.ndarray) -> None:
@@ -86,45 +90,52 @@ def dt_columns(dt: list | str | Path, gt: dict, iou_type: str) -> Columns:
     """Detections (a list of COCO result objects or a results file) as columns, each field
     checked; a bad detection raises :class:`DataError` naming it."""
     where = "predictions"
+    known = _KnownIds(gt)
     if isinstance(dt, (str, Path)):
         path, where = Path(dt), str(dt)
         if iou_type == "bbox" and path.is_file():
-            cols = _box_file_columns(path, gt)
+            cols = _box_file_columns(path, gt, known)
             if cols is not None:
                 return cols
         dt = read_json(path)
-    return _list_columns(dt, gt, iou_type, where)
+    return _list_columns(dt, gt, iou_type, where, known)
 
 
-def _list_columns(dt: list, gt: dict, iou_type: str, where: str, first: int = 0) -> Columns:
+def _list_columns(dt: list, gt: dict, iou_type: str, where: str, known: _KnownIds) -> Columns:
     if not isinstance(dt, list):
         raise DataError(where, "a JSON list of detections", type(dt).__name__)
     need_box = iou_type == "bbox" or (bool(dt) and _has_box(dt[0]))
     try:
         c = _part_columns(dt, iou_type, need_box)
-        ok = _known_ids(c, gt)
+        ok = known(c)
     except _Bad:
         ok = False
     if not ok:
-        explain_bad_dt(dt, gt, iou_type, where, first, need_box)
+        explain_bad_dt(dt, gt, iou_type, where, need_box=need_box)
         raise DataError(where, "COCO detection results", "a detection that cannot be read")
-    sizes = (
-        {im["id"]: (im["height"], im["width"]) for im in gt["images"]} if iou_type == "segm" else {}
-    )
-    return _concat([c], iou_type, sizes)
+    return _concat([c], iou_type, _image_sizes(gt) if iou_type == "segm" else {})
 
 
-def _known_ids(c: Columns, gt: dict) -> bool:
-    img_ids = np.array([im["id"] for im in gt["images"]], np.int64)
-    cat_ids = np.array([c["id"] for c in gt["categories"]], np.int64)
-    return bool(np.isin(c.image_id, img_ids).all() and np.isin(c.category_id, cat_ids).all())
+class _KnownIds:
+    """The ground truth's image and category ids, read once: ``known(cols)`` says whether
+    every detection names ids of the ground truth."""
+
+    def __init__(self, gt: dict):
+        self.images = np.array([im["id"] for im in gt["images"]], np.int64)
+        self.categories = np.array([c["id"] for c in gt["categories"]], np.int64)
+
+    def __call__(self, c: Columns) -> bool:
+        return bool(
+            np.isin(c.image_id, self.images).all() and np.isin(c.category_id, self.categories).all()
+        )
 
 
-def _box_file_columns(path: Path, gt: dict) -> Columns | None:
+def _box_file_columns(path: Path, gt: dict, known: _KnownIds) -> Columns | None:
     """A box results file decoded slice by slice into typed structs (no dict per detection,
     never more than two slices of the file in memory); None when it must be read whole (not
     a list, or a slice boundary fell inside a string)."""
     parts: list[Columns] = []
+    seen = 0  # detections decoded so far: a bad one is named by its index in the file
     with open(path, "rb") as f:
         buf = f.read(SLICE).lstrip()
         if not buf.startswith(b"["):
@@ -144,10 +155,11 @@ def _box_file_columns(path: Path, gt: dict) -> Columns | None:
                 if cut is None:  # one object longer than a slice: read on
                     continue
                 chunk, buf = buf[: cut[0]], buf[cut[1] :]
-            c = _decode_boxes(b"[" + chunk + b"]", gt, path, sum(len(p.scores) for p in parts))
+            c = _decode_boxes(b"[" + chunk + b"]", gt, known, path, seen)
             if c is None:
                 return None
             parts.append(c)
+            seen += len(c.scores)
     return _concat(parts, "bbox", {})
 
 
@@ -162,7 +174,9 @@ def _last_boundary(buf: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _decode_boxes(chunk: bytes, gt: dict, path: Path, seen: int) -> Columns | None:
+def _decode_boxes(
+    chunk: bytes, gt: dict, known: _KnownIds, path: Path, seen: int
+) -> Columns | None:
     """One slice (a JSON list) as columns; a bad detection raises, naming its index in the
     file; None when the slice is not valid JSON (the caller reads the file whole)."""
     try:
@@ -185,7 +199,7 @@ def _decode_boxes(chunk: bytes, gt: dict, path: Path, seen: int) -> Columns | No
         scores=np.fromiter((d.score for d in dets), np.float64, n),
     )
     c.boxes = c.boxes.reshape(n, 4)
-    if not _known_ids(c, gt):  # JSON numbers that decode are finite: ids are left to check
+    if not known(c):  # JSON numbers that decode are finite: ids are left to check
         explain_bad_dt(orjson.loads(chunk), gt, "bbox", str(path), seen)
     return c
 
@@ -233,8 +247,7 @@ def _part_columns(dets: list, iou_type: str, need_box: bool) -> Columns:
         raise _Bad from e
     if not np.isfinite(score).all() or (boxes is not None and not np.isfinite(boxes).all()):
         raise _Bad
-    cols = Columns(img, cat, np.zeros(n), boxes=boxes, rles=rles, scores=score)
-    return cols
+    return Columns(img, cat, np.zeros(n), boxes=boxes, rles=rles, scores=score)
 
 
 def _has_box(d: dict) -> bool:
@@ -246,14 +259,13 @@ def _concat(parts: list[Columns], iou_type: str, sizes: dict) -> Columns:
     ``w * h`` when the first result carries a box, the mask's area otherwise."""
 
     def cat(key: str) -> np.ndarray:  # one column at a time, each part's copy released
-        arrays = [getattr(p, key) for p in parts]
+        arrays = [getattr(p, key) for p in parts]  # >= 1 part, its ids already int64
         for p in parts:
             setattr(p, key, None)
-        return np.concatenate(arrays) if arrays else np.zeros(0)
+        return np.concatenate(arrays)
 
-    cols = Columns(cat("image_id").astype(np.int64), cat("category_id").astype(np.int64),
-                   np.zeros(0), scores=cat("scores"))  # fmt: skip
-    if parts and all(p.boxes is not None for p in parts):
+    cols = Columns(cat("image_id"), cat("category_id"), np.zeros(0), scores=cat("scores"))
+    if all(p.boxes is not None for p in parts):
         cols.boxes = cat("boxes").reshape(-1, 4)
     if iou_type == "segm":
         from pycocotools import mask as mask_utils

@@ -118,12 +118,17 @@ def _outside(area: np.ndarray) -> np.ndarray:
     return (area[:, None] < AREA_RNGS[:, 0]) | (area[:, None] > AREA_RNGS[:, 1])
 
 
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal consecutive ``keys`` begins (``keys`` non-empty)."""
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+
+
 def _rank_in_group(grp: np.ndarray) -> np.ndarray:
     """Position of each element inside its run of equal (sorted) group keys."""
     n = len(grp)
     if not n:
         return np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+    starts = _run_starts(grp)
     return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
 
 
@@ -156,7 +161,7 @@ def _mask_iou_pairs(dt: Columns, gt: Columns, d_idx, g_idx, d_grp) -> np.ndarray
 
     iou = np.zeros(len(d_idx))
     grp = d_grp[d_idx]
-    bounds = np.r_[np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]]), len(d_idx)]
+    bounds = np.r_[_run_starts(grp), len(d_idx)]
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
         ds, gs = np.unique(d_idx[s:e]), np.unique(g_idx[s:e])
         m = mask_utils.iou([dt.rles[i] for i in ds], [gt.rles[j] for j in gs],
@@ -208,7 +213,7 @@ def _pieces(d_idx: np.ndarray, s: int, e: int, size: int):
 def _take_step(d, g, v, thr, gt: Columns, taken, kept, ignored, order, state) -> None:
     """One rank of candidate detections (one per group): each takes, per area range and IoU
     threshold, its best available ground truth (see the module's rules)."""
-    seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+    seg = _run_starts(d)
     seg_of = np.repeat(np.arange(len(seg)), np.diff(np.r_[seg, len(d)]))
     avail = (v[:, None, None] >= thr) & (gt.crowd[g, None, None] | ~taken[g])  # (P, A, T)
     tier = np.where(avail, kept[g][:, :, None].astype(np.int8) + 1, np.int8(0))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from vision.models.common import Unsupported
+from vision.models.npm_weights import weights_root
 
 
 def openvino_core():
@@ -44,8 +45,7 @@ def cache_dir() -> str:
     """Where compiled models are cached ('' = no cache)."""
     if "VISION_OPENVINO_CACHE" in os.environ:
         return os.environ["VISION_OPENVINO_CACHE"]
-    root = os.environ.get("VISION_WEIGHTS") or Path.home() / ".cache" / "vision"
-    return str(Path(root) / "openvino")
+    return str(weights_root() / "openvino")
 
 
 class OvBackend:
