@@ -1,6 +1,7 @@
 """A one-stage detector's export boundary: the network ONNX holds ([0, 1] images → head
-outputs) and the decoder that turns those outputs back into detections with the eager
-model's own torchvision code (anchors, box decoding, score filtering, NMS)."""
+outputs) and the decoder that turns those outputs back into detections by the eager model's
+rules: torchvision's own code (anchors, box decoding, score filtering, NMS), or for FCOS the
+same steps on all levels at once (``fcos_detections``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import boxes as box_ops
 
 from vision.models.common import Unsupported
 
@@ -68,6 +70,7 @@ class DetectorDecoder:
         self.feats = [torch.empty(0, f.shape[1], f.shape[2], f.shape[3]) for f in feats]
         self.size = size
         self._anchors: torch.Tensor | None = None
+        self.per_level = [f.shape[2] * f.shape[3] for f in self.feats]
 
     @torch.inference_mode()
     def __call__(self, outputs: Iterable[torch.Tensor]) -> list[dict]:
@@ -77,14 +80,71 @@ class DetectorDecoder:
         if self._anchors is None:  # the same for every image at this input size: made once
             canvas = torch.empty(1, 1, 1, 1).expand(1, 3, self.padded, self.padded)
             self._anchors = self.net.anchor_generator(ImageList(canvas, sizes[:1]), self.feats)[0]
-        anchors = [self._anchors] * b
-        per_level = [f.shape[2] * f.shape[3] for f in self.feats]
-        hw = sum(per_level)
-        a = head["cls_logits"].shape[1] // hw
-        split_head = {k: list(v.split([n * a for n in per_level], dim=1)) for k, v in head.items()}
-        split_anchors = [list(x.split([n * a for n in per_level])) for x in anchors]
-        dets = self.net.postprocess_detections(split_head, split_anchors, sizes)
-        dets = self.net.transform.postprocess(dets, sizes, sizes)
+        if isinstance(self.net, FCOS):
+            parts = [[head[k][i] for k in self.keys] for i in range(b)]
+            dets = [
+                fcos_detections(self.net, *p, self._anchors, self.per_level, self.size)
+                for p in parts
+            ]
+        else:
+            dets = self._torchvision(head, b, sizes)
         for d in dets:
             d["labels"] = d["labels"] - self.offset
         return dets
+
+    def _torchvision(self, head: dict, b: int, sizes: list) -> list[dict]:
+        """torchvision's own per-level decoding (RetinaNet)."""
+        anchors = [self._anchors] * b
+        hw = sum(self.per_level)
+        a = head["cls_logits"].shape[1] // hw
+        split_head = {
+            k: list(v.split([n * a for n in self.per_level], dim=1)) for k, v in head.items()
+        }
+        split_anchors = [list(x.split([n * a for n in self.per_level])) for x in anchors]
+        dets = self.net.postprocess_detections(split_head, split_anchors, sizes)
+        return self.net.transform.postprocess(dets, sizes, sizes)
+
+
+def fcos_detections(
+    net: FCOS,
+    logits: torch.Tensor,
+    regression: torch.Tensor,
+    ctrness: torch.Tensor,
+    anchors: torch.Tensor,
+    per_level: list[int],
+    size: int,
+) -> dict:
+    """One image's detections from its FCOS head outputs ``(N, K)``, ``(N, 4)``, ``(N, 1)``
+    over all ``N`` locations, by ``FCOS.postprocess_detections``' rules with the levels'
+    candidates decoded and suppressed together (about 40 tensor operations instead of 80):
+    scores ``sqrt(sigmoid(cls) * sigmoid(ctr))`` above ``score_thresh``; the
+    ``topk_candidates`` best of each level; boxes decoded and clipped to the ``size`` square
+    input, as the eager model does (the letterbox's ``scale`` maps them back later);
+    per-class NMS; the ``detections_per_img`` best. Scores and each level's ``topk`` are
+    computed on the same slices as torchvision's and candidates go to NMS in its order, so
+    the answers are equal bit for bit, equal scores included."""
+    k = logits.shape[1]
+    # scored level by level as torchvision does: the vectorized sigmoid and sqrt round the
+    # last bit differently by array length, and these are the same slices of the same outputs
+    scores = torch.cat(
+        [
+            torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(ctr)).flatten()
+            for cls, ctr in zip(logits.split(per_level), ctrness.split(per_level), strict=True)
+        ]
+    )
+    idx = torch.where(scores > net.score_thresh)[0]  # ascending: grouped by level
+    ends = torch.searchsorted(idx, torch.tensor(per_level).cumsum(0) * k).tolist()
+    order, start = [], 0
+    for end in ends:  # each level's best first, by the same topk call on the same scores
+        if end > start:
+            top = scores[idx[start:end]].topk(min(net.topk_candidates, end - start)).indices
+            order.append(top + start)
+        start = end
+    idx = idx[torch.cat(order)] if order else idx
+    scores = scores[idx]
+    at = torch.div(idx, k, rounding_mode="floor")
+    labels = idx % k
+    boxes = net.box_coder.decode(regression[at], anchors[at])
+    boxes = box_ops.clip_boxes_to_image(boxes, (size, size))
+    keep = box_ops.batched_nms(boxes, scores, labels, net.nms_thresh)[: net.detections_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
