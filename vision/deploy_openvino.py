@@ -19,6 +19,8 @@ rewritten in place is compiled again.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Iterable
@@ -67,8 +69,9 @@ def quantize_openvino_int8(
     and 56 Reorder nodes unfused in the FCOS-Lite0 detector, 7.8 ms a frame against 4.1 ms
     for this one (2 threads, 160 px). ONNX Runtime runs this file slowly (17 ms): the ``int8``
     variant keeps its own quantizer."""
-    try:
-        import nncf
+    try:  # its import makes torch note on stderr that there is no CUDA: not the caller's news
+        with contextlib.redirect_stderr(io.StringIO()):
+            import nncf
         import onnx
     except ImportError as e:
         raise Unsupported(
@@ -82,12 +85,14 @@ def quantize_openvino_int8(
     logging.getLogger("nncf").setLevel(logging.WARNING)  # progress bars and per-step notes
     model = onnx.load(str(onnx_path))
     name = model.graph.input[0].name
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(images, lambda x: {name: x}),
-        subset_size=max(1, len(images)),
-        ignored_scope=nncf.IgnoredScope(names=output_layers(model)),
-    )
+    # NNCF draws progress bars on stdout (rich): kept out of the caller's log
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(images, lambda x: {name: x}),
+            subset_size=max(1, len(images)),
+            ignored_scope=nncf.IgnoredScope(names=output_layers(model)),
+        )
     out = Path(out)
     onnx.save(quantized, str(out))
     return out
