@@ -31,7 +31,7 @@ from service.batching import Batcher, inference_thread
 from service.drain import Drain
 from service.guard import RequestGuard
 from service.launch import CKPT_ENV, STORE, TAG_ENV, VARIANT_ENV, half_precision
-from service.memory import IdleTrim, pin_mmap_threshold
+from service.memory import IdleTrim, mmap_threshold_kib, pin_mmap_threshold
 from service.store import stored_model
 from service.timeout import install as install_request_timeout
 from service.uploads import ClientError, Limits, image_error, parse_bool, parse_number
@@ -61,9 +61,6 @@ DRAIN = Drain.from_env()
 # once idle (VISION_TRIM_IDLE_S, default 2 s), freed memory goes back to the OS: the RSS
 # high-water mark of a load peak does not stay (service/memory.py)
 IDLE = IdleTrim.from_env()
-# request bodies and decoded images in their own mmaps (VISION_MMAP_THRESHOLD_KB, default 128;
-# 0 leaves glibc's sliding threshold), so they go back to the OS when freed
-pin_mmap_threshold(int(os.environ.get("VISION_MMAP_THRESHOLD_KB", "128")))
 # traffic.timeout through service/timeout.py: BentoML's own middleware keeps every request's
 # context (and its tracing span) alive for the whole timeout after the answer
 install_request_timeout()
@@ -193,6 +190,13 @@ class VisionService:
             warm = [np.zeros((pred.size, pred.size, 3), np.uint8)] * 2
             # warm-up before we report ready: allocations and the OpenMP team are made now
             self.infer_pool.submit(pred, warm).result()
+        # request bodies and decoded images in their own mmaps, so they go back to the OS when
+        # freed; not when torch runs a model on the CPU (service/memory.py)
+        torch_on_cpu = any(
+            p.device.type == "cpu" and not p.runtime_backend for p in self.models.values()
+        )
+        self.mmap_threshold_kib = mmap_threshold_kib(os.environ, torch_on_cpu)
+        pin_mmap_threshold(self.mmap_threshold_kib)
         if not self.models:
             raise RuntimeError(
                 "no model to serve: expected vision-detector/vision-segmenter in"

@@ -256,3 +256,18 @@ def test_idle_trim_counts_reads_its_setting_and_logs(monkeypatch, caplog):
             time.sleep(0.02)
         time.sleep(0.1)
     assert "idle: freed memory given back to the OS (trim 1)" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("env", "torch_on_cpu", "want"),
+    [
+        ({}, False, 128),  # runtime backends or CUDA: bodies and images in their own mmaps
+        ({}, True, 0),  # torch on the CPU: its activations would each be a fresh mmap
+        ({"VISION_MMAP_THRESHOLD_KB": "256"}, True, 256),  # an explicit setting wins
+        ({"VISION_MMAP_THRESHOLD_KB": "0"}, False, 0),
+    ],
+)
+def test_mmap_threshold_is_pinned_unless_torch_runs_a_model_on_the_cpu(env, torch_on_cpu, want):
+    from service.memory import mmap_threshold_kib
+
+    assert mmap_threshold_kib(env, torch_on_cpu) == want
