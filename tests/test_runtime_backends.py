@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vision.deploy import DetectorDecoder, DetectorNetwork, export_onnx, variant_predictor
-from vision.deploy_openvino import output_layers, quantize_openvino_int8
+from vision.deploy_openvino import output_layers, quantize_openvino_int8, single_images
 from vision.engine.checkpoint import save_checkpoint
 from vision.models import build_model
 from vision.models.common import Unsupported
@@ -36,28 +36,47 @@ def seg_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("topk", [1000, 9, 1])
-def test_fcos_decoding_all_levels_at_once_equals_torchvision_bit_for_bit(fcos, topk):
+@pytest.mark.parametrize(("topk", "threshold"), [(1000, None), (9, None), (1, None), (1000, 1.0)])
+def test_fcos_decoding_all_levels_at_once_equals_torchvision_bit_for_bit(fcos, topk, threshold):
     decode = DetectorDecoder(fcos, SIZE)
     torch.manual_seed(1)
     x = torch.rand(3, 3, SIZE, SIZE)
     with torch.no_grad():
         head = list(DetectorNetwork(fcos).eval()(x))
-    # equal scores across and within levels: the order into NMS decides which box stays
-    head[0][:, ::5] = 0.25
-    head[2][:, ::7] = 0.5
-    old = fcos.net.topk_candidates
-    fcos.net.topk_candidates = topk
+    # high scores, and equal scores across and within levels (the order into NMS decides
+    # which of them stays)
+    head[0][:, ::3] = 1.0
+    head[0][:, ::5] = -2.0
+    head[2][:, ::7] = -1.0
+    # a score that several locations share, taken from the scores as computed, as the
+    # threshold: kept above it, not at it, as torchvision keeps
+    scores = torch.cat(
+        [
+            torch.sqrt(torch.sigmoid(c) * torch.sigmoid(t)).flatten()
+            for c, t in zip(
+                head[0][0].split(decode.per_level), head[2][0].split(decode.per_level), strict=True
+            )
+        ]
+    )
+    values, counts = scores.unique(return_counts=True)
+    tied = float(values[counts > 1].median())
+    assert int((scores == tied).sum()) > 1 and bool((scores > tied).any())
+    old = fcos.net.topk_candidates, fcos.net.score_thresh
+    fcos.net.topk_candidates, fcos.net.score_thresh = topk, tied if threshold is None else threshold
     try:
         got = decode(head)
         with torch.inference_mode():
             sizes = [(SIZE, SIZE)] * 3
             want = decode._torchvision(dict(zip(decode.keys, head, strict=True)), 3, sizes)
     finally:
-        fcos.net.topk_candidates = old
+        fcos.net.topk_candidates, fcos.net.score_thresh = old
     assert len(got) == 3
     for a, b in zip(got, want, strict=True):
-        assert 0 < len(a["boxes"]) <= fcos.net.detections_per_img
+        if threshold == 1.0:  # no score above it: no detection, no error
+            assert len(a["boxes"]) == 0 and a["boxes"].shape == (0, 4)
+        else:
+            assert 0 < len(a["boxes"]) <= fcos.net.detections_per_img
+            assert float(a["scores"].min()) > tied
         for k in ("boxes", "scores", "labels"):
             assert torch.equal(a[k], b[k]), k
     if topk == 1:  # one candidate per level at most
@@ -124,6 +143,52 @@ def test_openvino_int8_is_quantized_by_nncf_with_float_output_layers(seg_checkpo
         want = eager.infer(x)
     got = variant_predictor(seg_checkpoint, "openvino_int8", out).infer(x)
     assert float((got.argmax(1) == want.argmax(1)).float().mean()) > 0.9
+
+
+def test_calibration_batches_become_float32_single_images():
+    rng = np.random.default_rng(0)
+    batches = [rng.random((3, 3, 8, 8)), rng.random((1, 3, 8, 8))]  # float64 in
+    images = single_images(batches)
+    assert len(images) == 4 and all(x.shape == (1, 3, 8, 8) for x in images)
+    assert all(x.dtype == np.float32 for x in images)
+    np.testing.assert_array_equal(images[2][0], batches[0][2].astype(np.float32))
+    np.testing.assert_array_equal(images[3][0], batches[1][0].astype(np.float32))
+
+
+def test_quantizing_prints_nothing(seg_checkpoint, tmp_path, capfd):
+    import logging
+
+    path = export_onnx(variant_predictor(seg_checkpoint).model, tmp_path / "m.onnx")
+    capfd.readouterr()
+    calib = [np.random.default_rng(0).random((2, 3, 64, 64))]  # float64: converted
+    quantize_openvino_int8(path, tmp_path / "q.onnx", calib)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert logging.getLogger("nncf").level == logging.WARNING
+
+
+def test_openvino_cache_defaults_to_the_weights_folder(monkeypatch, tmp_path):
+    from vision.deploy_openvino import cache_dir
+
+    monkeypatch.delenv("VISION_OPENVINO_CACHE", raising=False)
+    monkeypatch.setenv("VISION_WEIGHTS", str(tmp_path))
+    assert cache_dir() == str(tmp_path / "openvino")
+    monkeypatch.setenv("VISION_OPENVINO_CACHE", "")
+    assert cache_dir() == ""
+
+
+def test_openvino_detector_decodes_at_its_input_size(fcos, tmp_path):
+    from vision.deploy_openvino import OvBackend
+
+    path = export_onnx(fcos, tmp_path / "det.onnx")
+    backend = OvBackend(path, fcos, threads=1)
+    assert backend.decoder.size == SIZE
+    x = torch.rand(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        want = fcos(x)[0]
+    got = backend(x)[0]
+    assert len(got["boxes"]) == len(want["boxes"]) > 0
+    torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-2, rtol=1e-3)
 
 
 def test_nncf_missing_is_a_clear_unsupported(monkeypatch, tmp_path):

@@ -78,10 +78,7 @@ def quantize_openvino_int8(
             f"the openvino_int8 variant is quantized by NNCF, got {type(e).__name__}: {e}; "
             "pip install 'nncf>=2.14'"
         ) from e
-    # one image per item: NNCF's statistics and bias correction assume batch 1
-    images = [
-        np.asarray(b[i : i + 1], dtype=np.float32) for b in calibration for i in range(len(b))
-    ]
+    images = single_images(calibration)
     logging.getLogger("nncf").setLevel(logging.WARNING)  # progress bars and per-step notes
     model = onnx.load(str(onnx_path))
     name = model.graph.input[0].name
@@ -96,6 +93,12 @@ def quantize_openvino_int8(
     out = Path(out)
     onnx.save(quantized, str(out))
     return out
+
+
+def single_images(calibration: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """Calibration batches ``(B, 3, S, S)`` as float32 items of one image each: NNCF's
+    statistics and bias correction assume batch 1."""
+    return [np.asarray(b[i : i + 1], dtype=np.float32) for b in calibration for i in range(len(b))]
 
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
