@@ -195,3 +195,22 @@ def test_nncf_missing_is_a_clear_unsupported(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nncf", None)  # as if not installed
     with pytest.raises(Unsupported, match=r"quantized by NNCF.*pip install 'nncf>=2.14'"):
         quantize_openvino_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", [])
+
+
+def test_runtime_backend_answers_with_the_caller_s_options(fcos):
+    eager = Predictor(fcos)
+    runtime = Predictor(fcos, backend=lambda x: fcos(x))  # a non-torch backend's path
+    assert runtime.runtime_backend
+    x = torch.rand(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        raw = fcos(x)[0]
+    info = {"orig_size": (SIZE, SIZE), "scale": 1.0}
+    every = runtime.finish(raw, info)
+    few = runtime.finish(raw, info, max_detections=3)
+    agnostic = runtime.finish(raw, info, agnostic_nms=True)
+    assert len(few["boxes"]) == 3 < len(every["boxes"])
+    assert len(agnostic["boxes"]) < len(every["boxes"])  # overlaps across classes dropped
+    for opts, got in (({"max_detections": 3}, few), ({"agnostic_nms": True}, agnostic)):
+        want = eager.finish(raw, info, **opts)
+        for k in ("boxes", "scores", "labels"):
+            assert torch.equal(got[k], want[k]), (opts, k)
