@@ -305,3 +305,39 @@ def test_an_iou_of_exactly_one_half_matches_at_the_first_threshold():
     dets = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 5], "score": 0.9}]  # IoU 0.5
     got = assert_same_arrays(gt, dets)
     assert got.recall[0, 0, 0, 2] == 1.0 and got.recall[1, 0, 0, 2] == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_detection_overlapping_more_boxes_than_one_piece_holds(seed, monkeypatch):
+    """A crowded group (nine boxes a few pixels apart, a crowd region on them): each detection
+    overlaps every box by more than 0.5, so its pairs outnumber a piece of ``STEP_PAIRS``;
+    a piece is then widened to hold them all and the detection still takes one box."""
+    from eval import coco_engine
+
+    monkeypatch.setattr(coco_engine, "STEP_PAIRS", 4)
+    rng = np.random.default_rng(seed)
+    base = np.array([20.0, 20.0, 60.0, 50.0])
+    images = [{"id": 1, "width": 160, "height": 120}]
+    anns = [
+        {
+            "id": k + 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": (base + rng.uniform(-3, 3, 4)).tolist(),
+            "area": 3000.0,
+            "iscrowd": int(k == 8),
+        }
+        for k in range(9)
+    ]
+    dets = [
+        {
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": (base + rng.uniform(-4, 4, 4)).tolist(),
+            "score": float(rng.uniform(0.1, 1.0)),
+        }
+        for _ in range(14)
+    ]
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}
+    got = assert_same_arrays(gt, dets)
+    assert (got.precision[0, :, 0, 0, -1] > 0).any()
