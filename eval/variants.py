@@ -47,7 +47,7 @@ def build(
     ``calibration()`` gives the int8 calibration batches. ``files`` keeps the ONNX files
     built in this run: one float32 export (run by ONNX Runtime and OpenVINO alike) and each
     runtime's own int8 quantization of it."""
-    from vision.deploy import VARIANT_KINDS, export_onnx, quantize_int8, variant_predictor
+    from vision.deploy import VARIANT_KINDS, export_onnx, variant_predictor
 
     if name not in VARIANT_KINDS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {name!r}")
@@ -59,19 +59,23 @@ def build(
             model = Predictor.from_checkpoint(checkpoint).model
             files["float32"] = export_onnx(model, out / "model.onnx")
         file = files["float32"]
-        if precision == "int8" and backend == "openvino":
-            if "openvino_int8" not in files:
-                from vision.deploy_openvino import quantize_openvino_int8
-
-                files["openvino_int8"] = quantize_openvino_int8(
-                    file, out / "model.openvino_int8.onnx", calibration()
-                )
-            file = files["openvino_int8"]
-        elif precision == "int8":
-            if "int8" not in files:
-                files["int8"] = quantize_int8(file, out / "model.int8.onnx", calibration())
-            file = files["int8"]
+        if precision == "int8":  # each runtime's own quantization, made once per run
+            if name not in files:
+                files[name] = _quantizer(backend)(file, out / f"model.{name}.onnx", calibration())
+            file = files[name]
     return variant_predictor(checkpoint, name, file), file
+
+
+def _quantizer(backend: str):
+    """The int8 quantization of a float32 ONNX file for a runtime: ONNX Runtime's static QDQ,
+    or NNCF's for OpenVINO."""
+    if backend == "openvino":
+        from vision.deploy_openvino import quantize_openvino_int8
+
+        return quantize_openvino_int8
+    from vision.deploy import quantize_int8
+
+    return quantize_int8
 
 
 def agreement(task: str, ref: list[dict], preds: list[dict]) -> float:

@@ -195,8 +195,7 @@ class VisionService:
         torch_on_cpu = any(
             p.device.type == "cpu" and not p.runtime_backend for p in self.models.values()
         )
-        self.mmap_threshold_kib = mmap_threshold_kib(os.environ, torch_on_cpu)
-        pin_mmap_threshold(self.mmap_threshold_kib)
+        pin_mmap_threshold(mmap_threshold_kib(os.environ, torch_on_cpu))
         if not self.models:
             raise RuntimeError(
                 "no model to serve: expected vision-detector/vision-segmenter in"

@@ -18,7 +18,7 @@ torch, ONNX Runtime) plug in there and return the same raw outputs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -146,13 +146,16 @@ class Predictor:
     @torch.inference_mode()
     def infer(self, x: torch.Tensor):
         """The model call (torchvision detectors run their NMS inside it)."""
-        if self.runtime_backend:
-            with quiet_torch():
+        with self.torch_scope():
+            if self.autocast is None:
                 return self.backend(x)
-        if self.autocast is None:
-            return self.backend(x)
-        with torch.autocast(self.device.type, dtype=self.autocast):
-            return self.backend(x)
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                return self.backend(x)
+
+    def torch_scope(self):
+        """Where torch's own work around the backend runs: on one thread around a runtime
+        backend (``quiet_torch``), as configured otherwise."""
+        return quiet_torch() if self.runtime_backend else nullcontext()
 
     def split(self, raw) -> list:
         """A batch's raw output → one raw output per image."""
@@ -186,16 +189,11 @@ class Predictor:
         ``score_threshold``, ``max_detections``, ``agnostic_nms`` (one label per object: boxes
         of any class overlapping a higher-scoring one beyond the model's NMS IoU are dropped;
         off by default, since per-class NMS scores higher on COCO AP)."""
-        if self.runtime_backend:
-            with quiet_torch():
-                return self._finish(raw, info, score_threshold, max_detections, agnostic_nms)
-        return self._finish(raw, info, score_threshold, max_detections, agnostic_nms)
-
-    def _finish(self, raw, info, score_threshold, max_detections, agnostic_nms) -> dict:
-        if self.task == "detection":
-            iou = self.model.nms_iou if agnostic_nms else None
-            return detections_to_original(raw, info, score_threshold, max_detections, iou)
-        return mask_to_original(raw, info)
+        with self.torch_scope():
+            if self.task == "detection":
+                iou = self.model.nms_iou if agnostic_nms else None
+                return detections_to_original(raw, info, score_threshold, max_detections, iou)
+            return mask_to_original(raw, info)
 
     def labels(self) -> dict:
         """What the answers index: ``classes``; for a segmenter also ``mask_classes`` (the class
@@ -227,9 +225,6 @@ def quiet_torch():
     next inference: 2.5 ms more per image for the OpenVINO detector on two cores. Setting
     and restoring the count costs about 3 µs."""
     before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
     torch.set_num_threads(1)
     try:
         yield
