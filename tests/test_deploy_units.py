@@ -132,8 +132,8 @@ def test_export_names_the_outputs_with_a_dynamic_batch_at_the_asked_size(tmp_pat
         torch.testing.assert_close(backend(x), seg(x.float()), atol=1e-4, rtol=1e-4)
     outs = [torch.zeros(1), torch.ones(1)]
     assert backend.decoder(outs) is outs[0] and backend.path == path  # the logits as they are
-    assert backend.session.get_session_options().intra_op_num_threads == 1
-    default = OrtBackend(path, seg).session.get_session_options()
+    assert backend.session.session.get_session_options().intra_op_num_threads == 1
+    default = OrtBackend(path, seg).session.session.get_session_options()
     assert default.intra_op_num_threads == torch.get_num_threads()
     assert default.inter_op_num_threads == 1
     for pool in ("intra", "inter"):  # no spinning against torch's threads in the same process

@@ -30,10 +30,29 @@ def cluster():
     c.shutdown()
 
 
+@pytest.fixture(scope="module")
+def onnx_variant(tiny_checkpoints, tmp_path_factory):
+    """The tiny detector's float32 ONNX variant, as `vision optimize` leaves it (with its
+    variants.json): both engines run it on NumPy, the Ray actors without torch."""
+    from vision.deploy import export_onnx
+    from vision.predictor import Predictor
+
+    ck = tiny_checkpoints["detection"]
+    folder = tmp_path_factory.mktemp("variant")
+    path = export_onnx(Predictor.from_checkpoint(ck).model, folder / "model.onnx")
+    rows = [{"variant": "onnx", "file": str(path)}]
+    (folder / "variants.json").write_text(json.dumps({"checkpoint": str(ck), "rows": rows}))
+    return path
+
+
+@pytest.mark.parametrize("model", ["checkpoint", "onnx_variant"])
 def test_two_nodes_same_files_as_local_and_a_killed_actor_loses_nothing(
-    cluster, photos, tiny_checkpoints, tmp_path, monkeypatch
+    cluster, photos, tiny_checkpoints, tmp_path, monkeypatch, request, model
 ):
-    args = ["predict", "--model", tiny_checkpoints["detection"], "--source", photos,
+    model = (
+        tiny_checkpoints["detection"] if model == "checkpoint" else request.getfixturevalue(model)
+    )
+    args = ["predict", "--model", model, "--source", photos,
             "--score-threshold", "0", "--batch", "2", "--threads", "1", "--quiet"]  # fmt: skip
     local = tmp_path / "local"
     assert run_cli([*args, "--out", local]).returncode == 1

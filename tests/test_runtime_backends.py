@@ -168,7 +168,7 @@ def test_quantizing_prints_nothing(seg_checkpoint, tmp_path, capfd):
 
 
 def test_openvino_cache_defaults_to_the_weights_folder(monkeypatch, tmp_path):
-    from vision.deploy_openvino import cache_dir
+    from vision.runtime_predictor import cache_dir
 
     monkeypatch.delenv("VISION_OPENVINO_CACHE", raising=False)
     monkeypatch.setenv("VISION_WEIGHTS", str(tmp_path))

@@ -178,3 +178,9 @@ def parse_config(raw: dict, source: Path | None = None) -> DatasetConfig:
         void=void,
         colors=[list(c) for c in colors],
     )
+
+
+def weights_root() -> Path:
+    """Where fetched weights and compiled models live: ``$VISION_WEIGHTS``, else
+    ``~/.cache/vision``."""
+    return Path(os.environ.get("VISION_WEIGHTS") or Path.home() / ".cache" / "vision")

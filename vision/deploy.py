@@ -28,6 +28,7 @@ from torch import nn
 
 from vision.models.common import Unsupported
 from vision.models.detection_export import DetectorDecoder, DetectorNetwork, padded
+from vision.runtime_predictor import RUNTIMES, OrtSession
 
 __all__ = [  # the export pieces live with the models, which define their export boundary
     "DetectorDecoder",
@@ -137,26 +138,18 @@ def _quantize(quantize_static, pre, out, reader, QuantFormat, QuantType) -> None
 
 
 class OrtBackend:
-    """An ONNX Runtime session as a ``Predictor`` backend: torch tensor in, the eager model's
-    raw output out (the model's ``export_decoder`` turns the graph's outputs into it: a
-    detector's decoding, a segmenter's logits as they are). Intra-op threads
-    follow torch's count, spinning is off so that it does not fight torch threads in the same
-    process."""
+    """An ONNX Runtime session (``OrtSession``) as a ``Predictor`` backend: torch tensor in,
+    the eager model's raw output out (the model's ``export_decoder`` turns the graph's
+    outputs into it: a detector's decoding, a segmenter's logits as they are). Intra-op
+    threads follow torch's count."""
 
     def __init__(self, path: Path | str, model: nn.Module, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = OrtSession(path, threads or torch.get_num_threads())
+        self.path = self.session.path
         self.decoder = model.export_decoder(model.meta.input_size)
 
     def __call__(self, x: torch.Tensor):
-        outs = self.session.run(None, {"images": x.detach().float().cpu().contiguous().numpy()})
+        outs = self.session(x.detach().float().cpu().contiguous().numpy())
         return self.decoder([torch.from_numpy(o) for o in outs])
 
 
@@ -210,6 +203,32 @@ VARIANT_KINDS = {
     "openvino": ("openvino", "float32"),
     "openvino_int8": ("openvino", "int8"),
 }
+
+
+def runtime_spec(checkpoint: Path | str, variant: str) -> dict | None:
+    """What ``vision.runtime_predictor.RuntimePredictor`` needs to run an exported variant
+    without torch (JSON-ready: it travels to Ray actors), or None where the variant has no
+    NumPy decoding (the torch kinds; detectors other than FCOS)."""
+    from vision.predictor import Predictor
+
+    if variant not in RUNTIMES:
+        return None
+    model = Predictor.from_checkpoint(checkpoint).model
+    meta = model.meta
+    spec = {
+        "task": meta.task,
+        "size": int(meta.input_size),
+        "class_names": list(meta.class_names),
+        "background": bool(getattr(meta, "background", True)),
+        "colors": [list(c) for c in (getattr(meta, "colors", None) or [])],
+    }
+    if meta.task == "segmentation":
+        return spec
+    decoder = model.export_decoder(meta.input_size)
+    numpy_spec = getattr(decoder, "numpy_spec", lambda: None)()
+    if numpy_spec is None:
+        return None
+    return {**spec, "decoder": numpy_spec, "nms_iou": float(model.nms_iou)}
 
 
 def variant_predictor(

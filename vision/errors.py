@@ -51,3 +51,7 @@ def handle(err: DataError, strict: bool, skips: SkipLog | None, reason: str) -> 
     if strict or skips is None:
         raise err
     skips.add(reason, str(err))
+
+
+class Unsupported(Exception):
+    """This model has no such form (an export, a deployable variant): the message says why."""

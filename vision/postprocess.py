@@ -14,11 +14,10 @@ import io
 from functools import lru_cache
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.ops import nms
 
 from vision.data.colormap import mask_colors
+from vision.data.sample import mask_classes
 
 MASK_FORMATS = ("png", "rle")
 
@@ -35,6 +34,8 @@ def detections_to_original(
     h, w = info["orig_size"]
     keep = (out["scores"] >= score_threshold).nonzero().flatten()
     if agnostic_iou is not None and len(keep):
+        from torchvision.ops import nms
+
         kept = nms(out["boxes"][keep].float(), out["scores"][keep].float(), agnostic_iou)
         keep = keep[kept]
     boxes = (out["boxes"][keep].float() / info["scale"]).cpu()
@@ -51,8 +52,10 @@ def valid_size(info: dict) -> tuple[int, int]:
     return max(1, round(h * info["scale"])), max(1, round(w * info["scale"]))
 
 
-def mask_to_original(logits: torch.Tensor, info: dict) -> dict:
+def mask_to_original(logits, info: dict) -> dict:
     """The class map at the original size from one image's ``(K, S, S)`` padded logits."""
+    import torch
+
     h, w = info["orig_size"]
     rh, rw = valid_size(info)
     crop = np.ascontiguousarray(logits[:, :rh, :rw].float().cpu().numpy())
@@ -152,7 +155,7 @@ def render_mask(
     class map as a PNG (base64) or per-class COCO RLE."""
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask_format: expected one of {MASK_FORMATS}, got {mask_format!r}")
-    mask = res["mask"].numpy()
+    mask = np.asarray(res["mask"])  # a CPU tensor or an array
     counts = np.bincount(mask.ravel(), minlength=len(classes))
     if len(counts) > len(classes):
         raise ValueError(
@@ -181,3 +184,21 @@ def render_mask(
         rles[classes[k]] = {"size": rle["size"], "counts": rle["counts"].decode()}
     out["mask"] = {"format": "rle", "per_class": rles}
     return out
+
+
+def result_labels(meta) -> dict:
+    """What a model's answers index: ``classes``; for a segmenter also ``mask_classes`` (the
+    class of each class-map index) and ``colors`` (its RGB, the dataset's when it has them)."""
+    if meta.task == "detection":
+        return {"classes": meta.class_names}
+    classes = mask_classes(meta.class_names, meta.background)
+    rgb = mask_colors(len(classes), meta.colors)
+    return {"classes": meta.class_names, "mask_classes": classes, "colors": [list(c) for c in rgb]}
+
+
+def render_result(meta, result: dict, mask_format: str = "png") -> dict:
+    """A result as JSON-ready data (detections, or class counts and the mask)."""
+    if meta.task == "detection":
+        return render_detections(result, meta.class_names)
+    classes = mask_classes(meta.class_names, meta.background)
+    return render_mask(result, classes, mask_format, meta.colors)

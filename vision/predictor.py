@@ -24,18 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vision.data.colormap import mask_colors
 from vision.data.io import DecodeLimits, decode_image, read_image
 from vision.data.letterbox import Letterbox
-from vision.data.sample import mask_classes
 from vision.engine.checkpoint import load_checkpoint
 from vision.models import build_model
 from vision.postprocess import (
     detections_to_original,
     mask_to_original,
-    render_detections,
-    render_mask,
+    render_result,
+    result_labels,
 )
+from vision.runtime_predictor import input_batch
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -132,9 +131,7 @@ class Predictor:
         its inference thread, so only one thread's OpenMP team ever works). For a runtime
         backend on the CPU the same float32 values are made by NumPy, in this thread."""
         if self.runtime_backend:
-            x = np.stack(resized).transpose(0, 3, 1, 2).astype(np.float32, order="C")
-            x /= np.float32(255.0)  # float32 division, as torch's div_: the same values
-            return torch.from_numpy(x)
+            return torch.from_numpy(input_batch(resized))
         batch = [torch.from_numpy(a).permute(2, 0, 1) for a in resized]
         x = torch.stack(batch).to(self.device, non_blocking=True)
         x = x.half() if self.half else x.float()
@@ -196,24 +193,12 @@ class Predictor:
             return mask_to_original(raw, info)
 
     def labels(self) -> dict:
-        """What the answers index: ``classes``; for a segmenter also ``mask_classes`` (the class
-        of each class-map index) and ``colors`` (its RGB, the dataset's when it has them)."""
-        if self.task == "detection":
-            return {"classes": self.meta.class_names}
-        classes = mask_classes(self.meta.class_names, self.meta.background)
-        rgb = mask_colors(len(classes), self.meta.colors)
-        return {
-            "classes": self.meta.class_names,
-            "mask_classes": classes,
-            "colors": [list(c) for c in rgb],
-        }
+        """What the answers index (``vision.postprocess.result_labels``)."""
+        return result_labels(self.meta)
 
     def render(self, result: dict, mask_format: str = "png") -> dict:
         """A result as JSON-ready data (detections, or class counts and the mask)."""
-        if self.task == "detection":
-            return render_detections(result, self.meta.class_names)
-        classes = mask_classes(self.meta.class_names, self.meta.background)
-        return render_mask(result, classes, mask_format, self.meta.colors)
+        return render_result(self.meta, result, mask_format)
 
 
 @contextmanager

@@ -35,9 +35,26 @@ class ModelSpec:
     name: str = ""
 
     def load(self, device: str = "auto"):
+        """The predictor: for an exported variant with NumPy decoding, a torch-free
+        ``RuntimePredictor`` (on both engines, so their answers are the same), else the
+        ``Predictor`` the service builds."""
+        runtime = self.runtime()
+        if runtime is not None:
+            import torch
+
+            return runtime_predictor(self, runtime, torch.get_num_threads())
         from vision.deploy import variant_predictor
 
         return variant_predictor(self.checkpoint, self.variant, self.file, device=device)
+
+    def runtime(self) -> dict | None:
+        """The torch-free predictor's spec (``vision.deploy.runtime_spec``; made with torch,
+        once per job), or None when this model runs on torch."""
+        if self.file is None:
+            return None
+        from vision.deploy import runtime_spec
+
+        return runtime_spec(self.checkpoint, self.variant)
 
     def describe(self) -> dict:
         """What the outputs need of the model, read from its checkpoint without building it:
@@ -72,6 +89,13 @@ class ModelSpec:
         kind = rows[0]["variant"] if rows and "variant" in rows[0] else None
         kind = kind or ("int8" if path.name.endswith(".int8.onnx") else "onnx")
         return cls(str(data["checkpoint"]), kind, str(path), str(path))
+
+
+def runtime_predictor(spec: ModelSpec, runtime: dict, threads: int):
+    """``spec``'s exported variant on NumPy (no torch import): ``threads`` runtime threads."""
+    from vision.runtime_predictor import RuntimePredictor
+
+    return RuntimePredictor(runtime, str(spec.file), spec.variant, threads)
 
 
 @dataclass(frozen=True)
@@ -181,7 +205,7 @@ class Recorder:
         return line
 
     def _mask(self, item: Item, result: dict) -> dict:
-        mask = result["mask"].numpy().astype(np.uint8)
+        mask = np.asarray(result["mask"], np.uint8)  # a CPU tensor or an array
         counts = np.bincount(mask.ravel(), minlength=len(self.classes))
         out: dict = {"pixel_counts": {c: int(n) for c, n in zip(self.classes, counts, strict=True)}}
         if self.options.mask_format == "rle":

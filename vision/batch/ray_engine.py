@@ -7,6 +7,10 @@ or overlays beside them, so ``--out`` must be on a filesystem every node sees). 
 only counts what comes back, then merges the shards into the job's files, sorted by path,
 each image once: a batch retried after an actor died may have been written twice. An
 interrupted job's shards are merged by the next run before it decides what is left.
+
+An exported variant with NumPy decoding (``vision.runtime_predictor``) runs in the actors
+without torch: the driver makes its small spec once and passes it in, and an actor starts in
+about half a second instead of four (torch, torchvision and the model to build).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from vision.batch.job import (
     PredictOptions,
     Recorder,
     error_line,
+    runtime_predictor,
 )
 from vision.batch.outputs import JobFolder
 from vision.batch.sources import Item
@@ -34,6 +39,10 @@ from vision.errors import DataError
 
 EXTRA = "pip install 'vision-suite[ray]'"
 DECODE_CPUS = 0.25  # what a decode task reserves: reading and resizing a batch is light
+# a Ray started here keeps idle workers this long: Ray's default (one second, beyond one
+# worker per CPU) ended every decode worker between jobs on two cores, and each job then
+# paid a worker's start (~1.5 s) again. A cluster keeps its own settings.
+IDLE_WORKER_MS = 600_000
 
 
 def import_ray():
@@ -52,7 +61,10 @@ def ensure_ray(address: str | None):
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
-    ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+    kw = {"include_dashboard": False, "logging_level": "WARNING"}
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # a new local Ray
+        kw["_system_config"] = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS}
+    ray.init(address=address, **kw)
     return ray, True
 
 
@@ -98,13 +110,18 @@ class PredictActor:
         device: str,
         threads: int,
         kill_after: int = 0,
+        runtime: dict | None = None,
     ):
         import ray
-        import torch
 
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.pred = spec.load(device)
+        if runtime is not None:  # an exported variant on NumPy: torch is never imported
+            self.pred = runtime_predictor(spec, runtime, int(threads))
+        else:
+            import torch
+
+            if threads:
+                torch.set_num_threads(int(threads))
+            self.pred = spec.load(device)
         self.recorder = Recorder(self.pred, options, Path(out))
         self.keep = options.save_drawn
         self.node = ray.get_runtime_context().get_node_id()
@@ -227,6 +244,11 @@ def _run(ray, job, size, chunks, folder, progress, workers, gpus, cpus) -> dict:
             batch_size=None,
             fn_kwargs={"size": size, "limits": job.limits, "chunk": job.batch},
             num_cpus=DECODE_CPUS,
+            # two decode tasks per model actor at a time (four for GPU actors): decoding an
+            # image costs a sixth of a CPU model call; unbounded, Ray Data started a decode
+            # worker per free quarter CPU, each taking a core while the actors start. Their
+            # workers stay warm between jobs (IDLE_WORKER_MS)
+            concurrency=workers * (4 if gpus else 2),
             memory=512 * 2**20,
         )
         device = "cuda" if gpus else ("cpu" if job.device == "auto" else job.device)
@@ -240,6 +262,7 @@ def _run(ray, job, size, chunks, folder, progress, workers, gpus, cpus) -> dict:
                 "device": device,
                 "threads": job.threads or max(1, int(cpus)),
                 "kill_after": int(os.environ.get(KILL_ENV, "0")),  # the fault drill (tests)
+                "runtime": job.model.runtime(),  # made here, once: actors need no torch
             },
             # actors spread over the nodes (Ray Data's default); two chunks queued per actor
             compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),

