@@ -10,9 +10,9 @@ The engines run the same model with the same options (the service's defaults) on
 images, batch 8, two decode threads (the local engine with torch's own threads); Ray runs
 on this machine (started once, before the rounds: its start-up is reported apart) with
 ``--ray-workers`` model actors of ``--ray-cpus`` CPUs and ``--ray-threads`` threads each (by
-default one of two threads: each actor pays its own start, about 4 s here for torch,
-torchvision and the model, so on two cores one two-thread actor beats two one-thread ones:
-0.68 against 0.54 of the local engine with the OpenVINO int8 detector, 2026-12-06).
+default one of two threads: each actor pays its own start, so on two cores one two-thread
+actor beat two one-thread ones, 0.68 against 0.54 of the local engine, when an actor still
+imported torch; an exported variant's actor now starts in about half a second).
 Every engine's images/s counts the whole job, writing included. Needs the main job's store
 models (``bash run.sh``) and its dataset (``datasets/shapes``).
 """
