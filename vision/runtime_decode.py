@@ -26,7 +26,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = N
         return np.zeros(0, np.int64)
     x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, i], F32) for i in range(4))
     areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores.astype(np.float64), kind="stable")
+    order = np.argsort(-scores, kind="stable")
     suppressed = np.zeros(len(boxes), bool)
     keep = []
     for n, i in enumerate(order):
@@ -49,8 +49,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = N
 
 
 def batched_nms(boxes, scores, labels, iou: float, limit: int | None = None) -> np.ndarray:
-    """Per-class NMS: each class's boxes moved apart by ``label * (max coordinate + 1)``
-    (torchvision's offsets), then one ``nms``."""
+    """Per-class NMS: each class's boxes moved apart by ``label * (max coordinate + 1)`` in
+    float32 (torchvision's offsets, which it uses up to 1,000 boxes; above that it runs NMS
+    class by class, and an answer can differ from this one where an offset rounds a
+    coordinate), then one ``nms``."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
     offsets = labels.astype(F32) * (boxes.max() + F32(1))
@@ -99,7 +101,7 @@ class FcosDecoder:
             level = scores[start * k : (start + n) * k]
             idx = np.flatnonzero(level > self.score_thresh)
             if len(idx) > self.topk:
-                idx = idx[np.argsort(-level[idx].astype(np.float64), kind="stable")[: self.topk]]
+                idx = idx[np.argsort(-level[idx], kind="stable")[: self.topk]]
             chosen.append(idx + start * k)
             start += n
         idx = np.concatenate(chosen)
@@ -108,7 +110,7 @@ class FcosDecoder:
         cx, cy = self.ctr[0][at], self.ctr[1][at]
         boxes = np.stack([cx - rel[:, 0], cy - rel[:, 1], cx + rel[:, 2], cy + rel[:, 3]], 1)
         np.clip(boxes, F32(0), F32(self.size), out=boxes)
-        return {"boxes": boxes, "scores": scores[idx], "labels": labels.astype(np.int64)}
+        return {"boxes": boxes, "scores": scores[idx], "labels": labels}  # int64, as idx
 
     def select(self, candidates: dict, score_threshold: float = 0.0) -> dict:
         """One image's detections: the candidates at or above ``score_threshold``, per-class

@@ -115,23 +115,23 @@ def input_batch(resized: list[np.ndarray]) -> np.ndarray:
 class RuntimePredictor:
     """An exported variant's serving stages on NumPy: ``prepare(bytes)`` → ``forward(arrays)``
     → ``finish(raw, info, **options)`` → ``render(result)``, as ``Predictor``'s; results hold
-    NumPy arrays instead of CPU tensors. ``spec``: from ``vision.deploy.runtime_spec``."""
+    NumPy arrays instead of CPU tensors. ``spec``: from ``vision.deploy.runtime_spec``;
+    ``threads``: the runtime's inference threads."""
 
     runtime_backend = True
     half = False
 
-    def __init__(self, spec: dict, file: Path | str, variant: str, threads: int | None = None):
+    def __init__(self, spec: dict, file: Path | str, variant: str, threads: int):
         self.spec = spec
         self.task, self.size = spec["task"], int(spec["size"])
         self.meta = SimpleNamespace(
             task=self.task,
-            input_size=self.size,
             class_names=list(spec["class_names"]),
-            background=bool(spec.get("background", True)),
-            colors=spec.get("colors") or [],
+            background=spec["background"],
+            colors=spec["colors"],
         )
         self.letterbox = Letterbox(self.size)
-        self.session = session(variant, file, threads or os.cpu_count() or 1)
+        self.session = session(variant, file, threads)
         self.decoder = FcosDecoder(spec["decoder"], self.size) if self.task == "detection" else None
 
     def prepare(self, data: bytes, limits=None) -> tuple[np.ndarray, dict]:
