@@ -298,3 +298,19 @@ def test_a_variant_without_numpy_decoding_or_a_torch_kind_loads_the_predictor(ex
     assert ModelSpec(str(ck), "eager").runtime() is None
     with pytest.raises(ValueError, match="expected one of"):
         RuntimePredictor(runtime_spec(ck, "onnx"), onnx_file, "bf16", 1)
+
+
+def test_runtime_predictor_prepares_bytes_as_the_predictor(exported):
+    import io
+
+    from PIL import Image
+
+    from vision.deploy import variant_predictor
+
+    ck, onnx_file = exported["segmentation"]
+    runtime = ModelSpec(str(ck), "onnx", str(onnx_file)).load("cpu")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((30, 50, 3), 200, np.uint8)).save(buf, "PNG")
+    got, info = runtime.prepare(buf.getvalue())
+    want, want_info = variant_predictor(ck, "onnx", onnx_file).prepare(buf.getvalue())
+    assert np.array_equal(got, want) and info == want_info and got.shape == (64, 64, 3)
