@@ -314,3 +314,8 @@ def test_runtime_predictor_prepares_bytes_as_the_predictor(exported):
     got, info = runtime.prepare(buf.getvalue())
     want, want_info = variant_predictor(ck, "onnx", onnx_file).prepare(buf.getvalue())
     assert np.array_equal(got, want) and info == want_info and got.shape == (64, 64, 3)
+    from vision.data.io import DecodeLimits, ImageError
+
+    with pytest.raises(ImageError) as e:  # the caller's limits apply
+        runtime.prepare(buf.getvalue(), DecodeLimits(max_pixels=1000))
+    assert e.value.reason == "too_large"
