@@ -28,7 +28,8 @@ from torch import nn
 
 from vision.models.common import Unsupported
 from vision.models.detection_export import DetectorDecoder, DetectorNetwork, padded
-from vision.runtime_predictor import RUNTIMES, OrtSession
+from vision.runtime_backend import SessionBackend
+from vision.runtime_predictor import RUNTIMES
 
 __all__ = [  # the export pieces live with the models, which define their export boundary
     "DetectorDecoder",
@@ -137,20 +138,8 @@ def _quantize(quantize_static, pre, out, reader, QuantFormat, QuantType) -> None
     )
 
 
-class OrtBackend:
-    """An ONNX Runtime session (``OrtSession``) as a ``Predictor`` backend: torch tensor in,
-    the eager model's raw output out (the model's ``export_decoder`` turns the graph's
-    outputs into it: a detector's decoding, a segmenter's logits as they are). Intra-op
-    threads follow torch's count."""
-
-    def __init__(self, path: Path | str, model: nn.Module, threads: int | None = None):
-        self.session = OrtSession(path, threads or torch.get_num_threads())
-        self.path = self.session.path
-        self.decoder = model.export_decoder(model.meta.input_size)
-
-    def __call__(self, x: torch.Tensor):
-        outs = self.session(x.detach().float().cpu().contiguous().numpy())
-        return self.decoder([torch.from_numpy(o) for o in outs])
+class OrtBackend(SessionBackend):
+    """ONNX Runtime (``OrtSession``: CPU provider, spinning off) as a ``Predictor`` backend."""
 
 
 def fold_batchnorm(model: nn.Module) -> int:

@@ -15,10 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from vision.models.common import Unsupported
+from vision.runtime_backend import SessionBackend
 from vision.runtime_predictor import OpenVinoSession
 
 
@@ -92,16 +91,8 @@ def output_layers(model) -> list[str]:
     return sorted(found)
 
 
-class OvBackend:
-    """An ONNX file compiled by OpenVINO for the CPU (``OpenVinoSession``), ``threads``
-    inference threads (default: torch's count): torch tensor in, the eager model's raw
-    output out."""
+class OvBackend(SessionBackend):
+    """An ONNX file compiled by OpenVINO for the CPU (``OpenVinoSession``) as a
+    ``Predictor`` backend."""
 
-    def __init__(self, path: Path | str, model: nn.Module, threads: int | None = None):
-        self.session = OpenVinoSession(path, threads or torch.get_num_threads())
-        self.path, self.compiled = self.session.path, self.session.compiled
-        self.decoder = model.export_decoder(model.meta.input_size)
-
-    def __call__(self, x: torch.Tensor):
-        outs = self.session(x.detach().float().cpu().contiguous().numpy())
-        return self.decoder([torch.from_numpy(o) for o in outs])
+    SESSION = OpenVinoSession
