@@ -1,0 +1,145 @@
+"""The synthetic shapes set: its VOC and COCO trees agree with each other and with the rendered
+pixels, and the set is the same from one version to the next (its figures are in the docs:
+a change to the generator must change this test's digest on purpose)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from vision.data.shapes import CLASSES, ShapesSpec, _box, _polygon, generate, render
+
+SPEC = ShapesSpec(train=3, val=2, min_size=48, max_size=64, max_objects=4, seed=5)
+# sha256 over the annotation files, the label PNGs' pixels and the spec of SPEC: the geometry.
+# The pixels are pinned by their mean and spread (NumPy's vectorized sin may differ in its last
+# bit on another CPU, which can move a pixel by one level; any change to the generator moves
+# these by far more than the tolerance)
+PIXELS = [
+    (113.264, 50.984),
+    (118.822, 46.128),
+    (121.781, 51.748),
+    (120.763, 61.666),
+    (107.358, 46.829),
+]
+DIGEST = "5f72b5e030f3c6690eb72d10ab2e0113b7c5c15d51a8d7532b33c2463a7d1290"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    counts = generate(out, SPEC, workers=1)
+    return out, counts
+
+
+def _objects(xml_path):
+    root = ET.parse(xml_path).getroot()
+    objs = []
+    for o in root.iter("object"):
+        b = o.find("bndbox")
+        box = tuple(int(b.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
+        objs.append((o.find("name").text, box, int(o.find("truncated").text)))
+    size = root.find("size")
+    return objs, (int(size.find("width").text), int(size.find("height").text))
+
+
+def test_the_set_is_the_same_as_before(tree):
+    out, _ = tree
+    h = hashlib.sha256()
+    for p in sorted((out / "VOC" / "Annotations").iterdir()):
+        h.update(p.read_bytes())
+    for p in sorted((out / "VOC" / "SegmentationClass").iterdir()):
+        h.update(np.asarray(Image.open(p)).tobytes())
+    for p in sorted((out / "COCO" / "annotations").iterdir()):
+        h.update(p.read_bytes())
+    h.update((out / "spec.json").read_bytes())
+    assert h.hexdigest() == DIGEST
+    for i, (mean, std) in enumerate(PIXELS):
+        img = render(i, SPEC)[0].astype(np.float64)
+        assert abs(img.mean() - mean) < 0.01 and abs(img.std() - std) < 0.01, i
+
+
+def test_counts_splits_and_files(tree):
+    out, counts = tree
+    voc, coco = out / "VOC", out / "COCO"
+    assert (voc / "ImageSets/Main/train.txt").read_text() == "000000\n000001\n000002\n"
+    assert (voc / "ImageSets/Main/val.txt").read_text() == "000003\n000004\n"
+    assert (voc / "ImageSets/Segmentation/val.txt").read_text() == "000003\n000004\n"
+    assert json.loads((out / "spec.json").read_text()) == SPEC.__dict__
+    for split, n in (("train", 3), ("val", 2)):
+        data = json.loads((coco / "annotations" / f"instances_{split}.json").read_text())
+        assert data["info"] == {"description": "vision synthetic shapes", "seed": 5}
+        assert data["categories"] == [
+            {"id": k + 1, "name": c, "supercategory": "shape"} for k, c in enumerate(CLASSES)
+        ]
+        assert counts[split] == {"images": n, "objects": len(data["annotations"])}
+        assert [a["id"] for a in data["annotations"]] == list(
+            range(1, len(data["annotations"]) + 1)
+        )
+        first = 1 if split == "train" else 4
+        assert [im["id"] for im in data["images"]] == list(range(first, first + n))
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_voc_coco_and_pixels_agree(tree, index):
+    out, _ = tree
+    stem = f"{index:06d}"
+    img, masks, labels = render(index, SPEC)
+    h, w = img.shape[:2]
+    assert SPEC.min_size <= min(h, w) and max(h, w) <= SPEC.max_size
+    assert 1 <= len(labels) <= SPEC.max_objects and masks.shape == (len(labels), h, w)
+    jpg = out / "VOC" / "JPEGImages" / f"{stem}.jpg"
+    enc = io.BytesIO()
+    Image.fromarray(img).save(enc, "JPEG", quality=SPEC.jpeg_quality)
+    assert jpg.read_bytes() == enc.getvalue()
+    assert (out / "COCO" / "images" / f"{stem}.jpg").read_bytes() == enc.getvalue()
+    sem = np.asarray(Image.open(out / "VOC" / "SegmentationClass" / f"{stem}.png"))
+    assert sem.shape == (h, w) and not (masks.sum(0) > 1).any()  # visible parts are disjoint
+    for m, k in zip(masks, labels, strict=True):
+        assert (sem[m] == k + 1).all() and m.sum() > 0
+    assert (sem[~masks.any(0)] == 0).all()
+    objs, size = _objects(out / "VOC" / "Annotations" / f"{stem}.xml")
+    assert size == (w, h)
+    split = "train" if index < 3 else "val"
+    data = json.loads((out / "COCO" / "annotations" / f"instances_{split}.json").read_text())
+    image = next(im for im in data["images"] if im["id"] == index + 1)
+    assert image == {"id": index + 1, "file_name": f"{stem}.jpg", "width": w, "height": h}
+    anns = [a for a in data["annotations"] if a["image_id"] == index + 1]
+    assert len(objs) == len(anns) == len(labels)
+    for (name, box, trunc), a, m, k in zip(objs, anns, masks, labels, strict=True):
+        x1, y1, x2, y2 = _box(m)
+        assert name == CLASSES[k] and box == (x1 + 1, y1 + 1, x2, y2)
+        assert a["bbox"] == [x1, y1, x2 - x1, y2 - y1] and a["category_id"] == k + 1
+        assert a["area"] == int(m.sum()) and a["iscrowd"] == 0
+        rle = {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}
+        assert a["segmentation"]["size"] == [h, w]
+        assert np.array_equal(mask_utils.decode(rle).astype(bool), m)
+        full = 0.785 if k == 0 else 0.5
+        assert trunc == int(a["area"] < 0.9 * (x2 - x1) * (y2 - y1) * full)
+
+
+def test_render_is_seeded_and_tight_boxes():
+    a, b = render(2, SPEC), render(2, SPEC)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    other = render(2, ShapesSpec(**{**SPEC.__dict__, "seed": 6}))
+    assert a[0].shape != other[0].shape or not np.array_equal(a[0], other[0])
+    m = np.zeros((6, 8), bool)
+    m[2:4, 1:6] = True
+    assert _box(m) == (1, 2, 6, 4)
+
+
+def test_polygons():
+    sq = np.array(_polygon("square", 10, 20, 5, 0.0))
+    assert sq.shape == (4, 2) and np.allclose(sq[0], (15, 20)) and np.allclose(sq[1], (10, 25))
+    tri = np.array(_polygon("triangle", 0, 0, 2, np.pi / 2))
+    assert tri.shape == (3, 2) and np.allclose(tri[0], (0, 2))
+    star = np.array(_polygon("star", 0, 0, 10, 0.0))
+    radii = np.hypot(star[:, 0], star[:, 1])
+    assert star.shape == (10, 2) and np.allclose(radii[::2], 10) and np.allclose(radii[1::2], 4.5)
+    assert np.allclose(np.arctan2(star[1, 1], star[1, 0]), 2 * np.pi / 10)
