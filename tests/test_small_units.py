@@ -225,7 +225,8 @@ def test_build_dataset_voc_from_a_path_and_the_config_strictness(tmp_path):
 
 
 def test_build_dataset_check_bounds_goes_to_the_reader(tmp_path):
-    write_voc(tmp_path, {"a": obj("cat", box=(2, 3, 30, 8))})  # past the 20-pixel width
+    # a: past the 20-pixel width; c: not in the split
+    write_voc(tmp_path, {"a": obj("cat", box=(2, 3, 30, 8)), "c": obj("dog")})
     (tmp_path / "ImageSets/Main/val.txt").write_text("a\n")
     p = _config(tmp_path, detection={"val": "ImageSets/Main/val.txt"})
     with pytest.raises(DataError, match="a.xml"):

@@ -1,0 +1,595 @@
+"""The report's figures, read back from matplotlib's objects instead of pixels: what each plot
+draws (lines, points, bars, texts, ticks, legends, limits, colours) and which plot each report
+section asks for with which data. The PNG step itself is checked once, on a real figure."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from eval import figures, plots
+from eval.html import figure
+
+
+def _num(v):
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else round(float(v), 6)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_num(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
+    return v
+
+
+def _text(t) -> dict:
+    out = {
+        "text": t.get_text(),
+        "pos": _num(t.get_position()),
+        "size": t.get_fontsize(),
+        "color": str(t.get_color()),
+        "ha": t.get_ha(),
+        "va": t.get_va(),
+        "rotation": t.get_rotation(),
+    }
+    if hasattr(t, "xyann"):
+        out |= {"xy": _num(t.xy), "xytext": _num(t.xyann), "coords": str(t.anncoords)}
+    return out
+
+
+def describe(fig: Figure) -> dict:
+    """What a figure shows, as plain data."""
+    axes = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        grid = [ax.xaxis.get_gridlines(), ax.yaxis.get_gridlines()]
+        axes.append(
+            {
+                "title": ax.get_title(),
+                "xlabel": ax.get_xlabel(),
+                "ylabel": ax.get_ylabel(),
+                "xlim": _num(ax.get_xlim()),
+                "ylim": _num(ax.get_ylim()),
+                "y_inverted": bool(ax.yaxis_inverted()),
+                "lines": [
+                    {
+                        "x": _num(np.asarray(ln.get_xdata(), float)),
+                        "y": _num(np.asarray(ln.get_ydata(), float)),
+                        "color": str(ln.get_color()),
+                        "lw": ln.get_linewidth(),
+                        "ls": ln.get_linestyle(),
+                        "alpha": ln.get_alpha(),
+                        "marker": str(ln.get_marker()),
+                        "label": ln.get_label(),
+                    }
+                    for ln in ax.get_lines()
+                ],
+                "texts": [_text(t) for t in ax.texts],
+                "points": [
+                    {
+                        "xy": _num(c.get_offsets()),
+                        "sizes": _num(c.get_sizes()) if hasattr(c, "get_sizes") else None,
+                        "color": _num(c.get_facecolor()),
+                        "z": c.get_zorder(),
+                        "label": c.get_label(),
+                        "marker": len(c.get_paths()[0].vertices) if c.get_paths() else 0,
+                    }
+                    for c in ax.collections
+                ],
+                "bars": [
+                    {
+                        "x": _num(p.get_x()),
+                        "y": _num(p.get_y()),
+                        "w": _num(p.get_width()),
+                        "h": _num(p.get_height()),
+                        "color": _num(p.get_facecolor()),
+                    }
+                    for p in ax.patches
+                ],
+                "images": [
+                    {
+                        "data": _num(np.asarray(im.get_array())),
+                        "cmap": im.get_cmap().name,
+                        "clim": _num(im.get_clim()),
+                    }
+                    for im in ax.get_images()
+                ],
+                "xticks": [_num(ax.get_xticks()), [_text(t) for t in ax.get_xticklabels()]],
+                "yticks": [_num(ax.get_yticks()), [_text(t) for t in ax.get_yticklabels()]],
+                "grid": [[bool(g.get_visible()), g.get_alpha()] for gs in grid for g in gs[:1]],
+                "legend": None
+                if legend is None
+                else {
+                    "texts": [t.get_text() for t in legend.get_texts()],
+                    "size": [t.get_fontsize() for t in legend.get_texts()],
+                    "loc": legend._loc,
+                    "ncols": legend._ncols,
+                    "anchor": _num(
+                        legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted()).bounds
+                    ),
+                },
+            }
+        )
+    sup = fig._suptitle
+    return {
+        "size": _num(fig.get_size_inches()),
+        "suptitle": None if sup is None else [sup.get_text(), sup.get_fontsize()],
+        "axes": axes,
+    }
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """Plots return their figure's description (as JSON bytes) instead of PNG bytes."""
+    monkeypatch.setattr(plots, "_png", lambda fig: json.dumps(describe(fig)).encode())
+    return lambda png: json.loads(png)
+
+
+def test_png_is_tight_at_the_report_dpi():
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [0, 1])
+    im = Image.open(io.BytesIO(plots._png(fig)))
+    assert im.format == "PNG" and plots.DPI == 100
+    assert [round(v) for v in im.info["dpi"]] == [100, 100]
+    assert im.size != (200, 100) and abs(im.size[0] - 200) < 40  # trimmed to the drawing
+
+
+def test_class_colors_cycle():
+    assert plots.class_color(0) == "#1f77b4" and plots.class_color(19) == "#9edae5"
+    assert plots.class_color(20) == "#1f77b4" and len(plots.CLASS_COLORS) == 20
+
+
+def test_finite():
+    assert plots._finite([1.0, None, float("nan"), 2, 0.0]) == [1.0, 2, 0.0]
+
+
+def test_pr_curves(seen):
+    curves = {"a": ([0.0, 0.5, 1.0], [1.0, None, 0.5]), "b": ([0.0, 1.0], [-1, -1])}
+    d = seen(plots.pr_curves(curves, "T", {"a": 0.75, "b": None}, ([0.0, 1.0], [0.9, -1])))
+    ax = d["axes"][0]
+    assert d["size"] == [5.6, 4.2] and ax["title"] == "T"
+    assert (ax["xlabel"], ax["ylabel"], ax["xlim"], ax["ylim"]) == (
+        "recall",
+        "precision",
+        [0, 1],
+        [0, 1.02],
+    )
+    a, mean = ax["lines"]  # b has no point with a precision: no line
+    assert (a["x"], a["y"], a["color"], a["lw"], a["label"]) == (
+        [0, 1],
+        [1, 0.5],
+        "#1f77b4",
+        1.2,
+        "a 0.750",
+    )
+    assert (mean["x"], mean["y"], mean["color"], mean["lw"]) == ([0], [0.9], "black", 2.6)
+    assert mean["label"] == "all classes" and ax["grid"] == [[True, 0.3], [True, 0.3]]
+    assert ax["legend"]["texts"] == ["a 0.750", "all classes"] and ax["legend"]["loc"] == 3
+    assert ax["legend"]["size"] == [8, 8]
+    plain = seen(plots.pr_curves({"a": ([0, 1], [1, 1])}, "T"))["axes"][0]
+    assert plain["lines"][0]["label"] == "a" and plain["legend"]["texts"] == ["a"]
+    none = seen(plots.pr_curves({"a": ([0.0], [None])}, "T", mean=([0.0], [-1])))["axes"][0]
+    assert none["lines"] == [] and none["legend"]["texts"] == []
+
+
+def test_legend_beside_many_entries(seen):
+    many = {f"c{k}": ([0, 1], [1, 1]) for k in range(31)}
+    leg = seen(plots.pr_curves(many, "T"))["axes"][0]["legend"]
+    assert leg["loc"] == 2 and leg["ncols"] == 2 and leg["size"][0] == 7
+    ten = {f"c{k}": ([0, 1], [1, 1]) for k in range(10)}
+    assert seen(plots.pr_curves(ten, "T"))["axes"][0]["legend"]["loc"] == 3
+    eleven = seen(plots.pr_curves(ten, "T", mean=([0, 1], [1, 1])))["axes"][0]["legend"]
+    assert eleven["loc"] == 2 and eleven["ncols"] == 1 and eleven["anchor"][:2] == [1.01, 1]
+
+
+def test_f1_confidence(seen):
+    d = seen(
+        plots.f1_confidence([0.1, 0.5, 0.9], [0.2, 0.8, None], {"a": [0.1, None, 0.3]}, 0.5, "F")
+    )
+    ax = d["axes"][0]
+    a, overall, mark = ax["lines"]
+    assert (a["x"], a["y"], a["color"], a["lw"], a["alpha"], a["label"]) == (
+        [0.1, 0.5, 0.9],
+        [0.1, None, 0.3],
+        "#1f77b4",
+        1,
+        0.7,
+        "a",
+    )
+    assert (overall["y"], overall["color"], overall["lw"], overall["label"]) == (
+        [0.2, 0.8, None],
+        "black",
+        2.6,
+        "all classes",
+    )
+    assert (mark["x"], mark["color"], mark["ls"], mark["lw"]) == ([0.5, 0.5], "#d62728", "--", 1.5)
+    (note,) = ax["texts"]
+    assert note["text"] == "best F1 0.800\nat 0.50" and note["xy"] == [0.5, 0.8]
+    assert (note["xytext"], note["coords"], note["size"], note["color"]) == (
+        [8, -28],
+        "offset points",
+        8,
+        "#d62728",
+    )
+    assert (ax["xlabel"], ax["ylabel"], ax["xlim"], ax["ylim"], ax["title"]) == (
+        "confidence threshold",
+        "F1",
+        [0, 1],
+        [0, 1.02],
+        "F",
+    )
+    assert ax["legend"]["texts"] == ["a", "all classes"] and ax["grid"][0] == [True, 0.3]
+    for chosen in (None, float("nan")):
+        ax = seen(plots.f1_confidence([0, 1], [0.1, 0.2], {}, chosen, "F"))["axes"][0]
+        assert len(ax["lines"]) == 1 and ax["texts"] == []
+    ax = seen(plots.f1_confidence([0, 1], [None, None], {}, 0.5, "F"))["axes"][0]
+    assert ax["texts"][0]["text"] == "best F1 0.000\nat 0.50"
+
+
+def test_confusion(seen):
+    d = seen(plots.confusion([[3, 1], [0, 0]], ["a", "b"], "C"))
+    ax, bar = d["axes"]
+    assert d["size"] == [pytest.approx(3.4), pytest.approx(3.4 * 0.85)]
+    assert ax["images"][0] == {"data": [[0.75, 0.25], [0, 0]], "cmap": "Blues", "clim": [0, 1]}
+    assert [t["text"] for t in ax["texts"]] == ["0.75", "0.25"]  # empty cells unwritten
+    t0, t1 = ax["texts"]
+    assert (t0["pos"], t0["color"], t0["size"], t0["ha"], t0["va"]) == (
+        [0, 0],
+        "white",
+        7,
+        "center",
+        "center",
+    )
+    assert (t1["pos"], t1["color"]) == ([1, 0], "black")
+    assert [t["text"] for t in ax["xticks"][1]] == ["a", "b"] and ax["xticks"][0] == [0, 1]
+    assert (
+        ax["xticks"][1][0]["rotation"],
+        ax["xticks"][1][0]["ha"],
+        ax["xticks"][1][0]["size"],
+    ) == (60, "right", 8)
+    assert [t["text"] for t in ax["yticks"][1]] == ["a", "b"] and ax["yticks"][1][0]["size"] == 8
+    assert (ax["xlabel"], ax["ylabel"], ax["title"]) == ("predicted", "true", "C")
+    assert bar["ylim"] == [0, 1]
+    six = seen(plots.confusion([[6, 4]] * 2, ["a", "b"], "C", "p", "t"))
+    assert [t["color"] for t in six["axes"][0]["texts"]] == ["black", "black", "black", "black"]
+    assert (six["axes"][0]["xlabel"], six["axes"][0]["ylabel"]) == ("p", "t")
+    assert (
+        seen(plots.confusion([[0.61, 0.39], [0, 1]], ["a", "b"], "C"))["axes"][0]["texts"][0][
+            "color"
+        ]
+        == "white"
+    )
+    big = seen(plots.confusion(np.eye(26), [str(k) for k in range(26)], "C"))
+    assert big["axes"][0]["texts"] == [] and big["size"][0] == 12.0
+    at25 = seen(plots.confusion(np.eye(25), [str(k) for k in range(25)], "C"))
+    assert len(at25["axes"][0]["texts"]) == 25 and at25["size"][0] == 12.0
+
+
+def test_training_curves(seen):
+    rows = [
+        {"epoch": 1, "train_loss": 2.0, "lr": 0.1},
+        {"epoch": 2, "train_loss": 1.0, "lr": 0.05, "mAP": 0.4},
+    ]
+    d = seen(plots.training_curves(rows, "mAP", "run"))
+    assert d["size"] == [10.5, 3.0] and d["suptitle"] == ["run", 10]
+    loss, lr, val = d["axes"]
+    assert (loss["lines"][0]["x"], loss["lines"][0]["y"], loss["lines"][0]["color"]) == (
+        [1, 2],
+        [2, 1],
+        "#1f77b4",
+    )
+    assert loss["lines"][0]["marker"] == "o" and loss["lines"][0]["ls"] == "-"
+    assert (loss["xlabel"], loss["ylabel"], loss["title"]) == ("epoch", "training loss", "loss")
+    assert (lr["lines"][0]["y"], lr["lines"][0]["color"], lr["title"]) == (
+        [0.1, 0.05],
+        "#ff7f0e",
+        "learning rate",
+    )
+    assert lr["ylabel"] == "learning rate (end of epoch)" and lr["xlabel"] == "epoch"
+    assert (val["lines"][0]["x"], val["lines"][0]["y"], val["lines"][0]["color"]) == (
+        [2],
+        [0.4],
+        "#2ca02c",
+    )
+    assert (val["xlabel"], val["ylabel"], val["title"]) == ("epoch", "mAP", "validation mAP")
+    assert all(a["grid"][0] == [True, 0.3] for a in d["axes"])
+    none = seen(plots.training_curves(rows[:1], "mAP", "run"))
+    assert none["axes"][2]["lines"] == [] and none["axes"][2]["title"] == "validation mAP"
+
+
+def test_scatter(seen):
+    pts = [("eager", 10.0, 0.6), ("onnx", 5.0, 0.59), ("int8", 2.0, 0.5)]
+    d = seen(plots.scatter(pts, "ms", "AP", "S", front=["int8", "onnx"], highlight="onnx"))
+    ax = d["axes"][0]
+    assert d["size"] == [5.6, 4.0]
+    eager, onnx, int8 = ax["points"]
+    assert eager["xy"] == [[10, 0.6]] and eager["sizes"] == [45] and onnx["sizes"] == [120]
+    assert eager["marker"] != onnx["marker"] and eager["marker"] == int8["marker"]
+    assert eager["z"] == 3 and eager["label"] == "eager"
+    assert eager["color"][0][:3] == pytest.approx([0x1F / 255, 0x77 / 255, 0xB4 / 255], abs=1e-6)
+    assert [t["text"] for t in ax["texts"]] == ["eager", "onnx", "int8"]
+    t = ax["texts"][1]
+    assert (t["xy"], t["xytext"], t["coords"], t["size"]) == ([5, 0.59], [6, 5], "offset points", 8)
+    (front,) = ax["lines"]
+    assert (front["x"], front["y"], front["ls"], front["color"], front["lw"]) == (
+        [2, 5],
+        [0.5, 0.59],
+        "--",
+        "gray",
+        1,
+    )
+    assert front["label"] == "Pareto front" and ax["xlim"] == [0, 12.5]
+    assert (ax["xlabel"], ax["ylabel"], ax["title"], ax["grid"][0]) == (
+        "ms",
+        "AP",
+        "S",
+        [True, 0.3],
+    )
+    assert ax["legend"]["loc"] == 4 and ax["legend"]["size"][0] == 8
+    assert ax["legend"]["texts"] == ["eager", "onnx", "int8", "Pareto front"]
+    plain = seen(plots.scatter(pts[:1], "x", "y", "S"))["axes"][0]
+    assert plain["lines"] == [] and plain["points"][0]["sizes"] == [45]
+    assert seen(plots.scatter([], "x", "y", "S"))["axes"][0]["xlim"] == [0, 1]
+
+
+def test_bars(seen):
+    d = seen(plots.bars({"a": 0.5, "b": float("nan"), "c": None, "d": 0.25}, "B", "AP"))
+    ax = d["axes"][0]
+    assert d["size"] == [6.0, pytest.approx(0.8 + 0.28 * 4)]
+    assert [b["w"] for b in ax["bars"]] == [0.5, 0, 0, 0.25] and [b["y"] for b in ax["bars"]][
+        0
+    ] == -0.4
+    assert ax["bars"][1]["color"][:3] == pytest.approx([1, 0x7F / 255, 0x0E / 255], abs=1e-6)
+    assert [t["text"] for t in ax["texts"]] == ["0.500", "n/a", "n/a", "0.250"]
+    assert ax["texts"][0]["pos"] == [0.505, 0] and ax["texts"][3]["pos"] == [0.255, 3]
+    assert (ax["texts"][0]["va"], ax["texts"][0]["size"]) == ("center", 7)
+    assert [t["text"] for t in ax["yticks"][1]] == ["a", "b", "c", "d"] and ax["yticks"][1][0][
+        "size"
+    ] == 8
+    assert ax["y_inverted"] and ax["xlim"] == [0, 0.575]
+    assert (ax["xlabel"], ax["title"], ax["grid"]) == ("AP", "B", [[True, 0.3], [False, 1.0]])
+    one = seen(plots.bars({"a": 3.0}, "B", "n", "{:.0f}"))
+    assert (
+        one["size"][1] == pytest.approx(0.8 + 0.28 * 2)
+        and one["axes"][0]["texts"][0]["text"] == "3"
+    )
+    zero = seen(plots.bars({"a": 0.0}, "B", "n"))["axes"][0]
+    assert zero["xlim"] == [0, 1.15] and zero["texts"][0]["pos"] == [0.01, 0]
+    assert seen(plots.bars({}, "B", "n"))["axes"][0]["xlim"] == [0, 1.15]
+
+
+def test_histogram(seen):
+    d = seen(plots.histogram([3, 5, 1], [0, 32, 96, None], "H", "size"))
+    ax = d["axes"][0]
+    assert d["size"] == [6.0, 3.0] and [b["h"] for b in ax["bars"]] == [3, 5, 1]
+    assert ax["bars"][0]["color"][:3] == pytest.approx(
+        [0x1F / 255, 0x77 / 255, 0xB4 / 255], abs=1e-6
+    )
+    ticks = ax["xticks"][1]
+    assert [t["text"] for t in ticks] == ["0–32", "32–96", "≥ 96"]
+    assert (ticks[0]["rotation"], ticks[0]["ha"], ticks[0]["size"]) == (45, "right", 8)
+    assert (ax["xlabel"], ax["ylabel"], ax["title"]) == ("size", "objects", "H")
+    assert ax["grid"] == [[False, 1.0], [True, 0.3]]
+    inf = seen(plots.histogram([1, 2], [0.5, 1.5, float("inf")], "H", "s"))["axes"][0]
+    assert [t["text"] for t in inf["xticks"][1]] == ["0.5–1.5", "≥ 1.5"]
+
+
+# ---- eval.figures: which plot, with which data, under which words ---------------------------
+
+
+PR = "Precision at each recall, per class (AP in the legend), 101-point interpolation, "
+VOC = "Interpolated precision envelope, VOC devkit matching at IoU 0.5 (VOC12 AP in the legend)."
+F1 = (
+    "F1 at IoU 0.5 for each confidence threshold; the dashed line is the threshold of the best "
+    "pooled F1."
+)
+SIZES = (
+    "Objects by the square root of their box area; COCO's small/medium/large split at 32 and 96 px."
+)
+
+
+def _fig(png, alt, caption):
+    return figure(png, alt, caption)
+
+
+def test_detection_figures(seen):
+    per = {"a": [1.0, 0.5], "b": [None, 0.25]}
+    metrics = {
+        "coco": {
+            "pr_curves": {"recall": [0.0, 1.0], "iou50": per, "iou50_95": per},
+            "per_class": {"a": 0.5, "b": 0.25},
+        },
+        "prf": {
+            "pr_curves": {"a": {"recall": [0, 1], "precision": [1, 0.5]}},
+            "f1_curve": {"conf": [0.1, 0.9], "overall": [0.5, 0.7], "per_class": {"a": [0.5, 0.7]}},
+            "best_F1_conf": 0.9,
+            "confusion": {
+                "matrix": [[1, 0], [0, 0]],
+                "labels": ["a", "background"],
+                "protocol": "P",
+            },
+        },
+        "voc12": {"per_class": {"a": 0.8}},
+    }
+    got = figures.detection_figures(metrics, "M")
+    ap = {"a": 0.75, "b": 0.25}
+    mean = [1.0, 0.375]
+    want = [
+        _fig(
+            plots.pr_curves(
+                {n: ([0.0, 1.0], c) for n, c in per.items()}, "COCO IoU 0.5", ap, ([0.0, 1.0], mean)
+            ),
+            "precision–recall curves (COCO IoU 0.5) — M",
+            PR + "COCO IoU 0.5.",
+        ),
+        _fig(
+            plots.pr_curves(
+                {n: ([0.0, 1.0], c) for n, c in per.items()},
+                "COCO IoU .50:.95",
+                ap,
+                ([0.0, 1.0], mean),
+            ),
+            "precision–recall curves (COCO IoU .50:.95) — M",
+            PR + "COCO IoU .50:.95.",
+        ),
+        _fig(
+            plots.pr_curves({"a": ([0, 1], [1, 0.5])}, "VOC, IoU 0.5", {"a": 0.8}),
+            "precision–recall curves (VOC) — M",
+            VOC,
+        ),
+        _fig(
+            plots.f1_confidence(
+                [0.1, 0.9], [0.5, 0.7], {"a": [0.5, 0.7]}, 0.9, "F1 against confidence"
+            ),
+            "F1–confidence curve — M",
+            F1,
+        ),
+        _fig(
+            plots.confusion([[1, 0], [0, 0]], ["a", "background"], "objects: true × predicted"),
+            "confusion matrix — M",
+            "P; each row normalized.",
+        ),
+        _fig(
+            plots.bars({"a": 0.5, "b": 0.25}, "COCO AP per class", "AP @[.50:.95]"),
+            "per-class AP — M",
+            "COCO AP per class.",
+        ),
+    ]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g == w
+    assert figures.detection_figures({}, "M") == []
+    only_rec = {"coco": {"pr_curves": {"recall": [0, 1]}}, "prf": {}}
+    assert figures.detection_figures(only_rec, "M") == []
+    no_rec = {"coco": {"pr_curves": {"iou50": per}}}
+    assert figures.detection_figures(no_rec, "M") == []
+    no_voc = {"prf": {"pr_curves": {"a": {"recall": [0], "precision": [1]}}}}
+    assert figures.detection_figures(no_voc, "M") == [
+        _fig(
+            plots.pr_curves({"a": ([0], [1])}, "VOC, IoU 0.5", None),
+            "precision–recall curves (VOC) — M",
+            VOC,
+        )
+    ]
+    no_best = {"prf": {"f1_curve": {"conf": [0.1], "overall": [0.5], "per_class": {}}}}
+    assert figures.detection_figures(no_best, "M")[0] == _fig(
+        plots.f1_confidence([0.1], [0.5], {}, None, "F1 against confidence"),
+        "F1–confidence curve — M",
+        F1,
+    )
+
+
+def test_mean_skips_missing():
+    assert figures._mean([1.0, None, 0.5]) == 0.75 and math.isnan(figures._mean([None]))
+    assert math.isnan(figures._mean([]))
+
+
+def test_segmentation_training_and_model_figures(seen):
+    seg = {"seg": {"confusion": [[2, 0], [1, 1]], "per_class_iou": {"bg": 0.9, "a": 0.5}}}
+    want = [
+        _fig(
+            plots.confusion([[2, 0], [1, 1]], ["bg", "a"], "pixels: true × predicted"),
+            "confusion matrix — M",
+            "Pixels by true (rows) and predicted class, each row normalized; void pixels left out.",
+        ),
+        _fig(
+            plots.bars({"bg": 0.9, "a": 0.5}, "IoU per class", "IoU"),
+            "per-class IoU — M",
+            "Intersection over union per class.",
+        ),
+    ]
+    assert figures.segmentation_figures(seg, "M") == want
+    assert figures.segmentation_figures({}, "M") == []
+    rows = [{"epoch": 1, "train_loss": 1.0, "lr": 0.1, "mIoU": 0.5}]
+    train = _fig(
+        plots.training_curves(rows, "mIoU", "training of M"),
+        "training curves — M",
+        "Per epoch: mean training loss, the learning rate at the epoch's end, and the "
+        "validation mIoU (epochs that validated).",
+    )
+    assert figures.training_figure(rows, "mIoU", "M") == [train]
+    assert figures.training_figure([], "mIoU", "M") == []
+    assert figures.model_figures("segmentation", seg, "M", rows, "mIoU") == want + [train]
+    assert figures.model_figures("segmentation", seg, "M") == want
+    det = {"coco": {"per_class": {"a": 0.5}}}
+    assert figures.model_figures("detection", det, "M") == figures.detection_figures(det, "M")
+
+
+def test_health_figures(seen):
+    health = {
+        "splits": {
+            "detection/val": {"objects_per_class": {"a": 1}},
+            "detection/train": {
+                "objects_per_class": {"a": 5, "b": 2},
+                "box_sizes": {"counts": [1, 2], "edges": [0, 32, None]},
+            },
+            "segmentation/val": {"pixels_per_class": {"bg": 30, "a": 10, "void": 99}},
+        }
+    }
+    got = figures.health_figures(health, "D")
+    want = [
+        _fig(
+            plots.bars(
+                {"a": 5, "b": 2}, "objects per class (detection/train)", "objects", "{:.0f}"
+            ),
+            "objects per class — D",
+            "D, detection/train.",
+        ),
+        _fig(
+            plots.histogram(
+                [1, 2], [0, 32, None], "box sizes (detection/train)", "box size: √area (px)"
+            ),
+            "box-size histogram — D",
+            SIZES,
+        ),
+        _fig(
+            plots.bars(
+                {"bg": 75.0, "a": 25.0},
+                "label pixels per class (segmentation/val)",
+                "% of labelled pixels",
+                "{:.2f}%",
+            ),
+            "label pixel share — D",
+            "Share of the split's labelled pixels per class (void apart).",
+        ),
+    ]
+    assert got == want
+    first = {"splits": {"detection/val": {"objects_per_class": {"a": 1}}}}
+    assert figures.health_figures(first, "D") == [
+        _fig(
+            plots.bars({"a": 1}, "objects per class (detection/val)", "objects", "{:.0f}"),
+            "objects per class — D",
+            "D, detection/val.",
+        )
+    ]
+    empty_px = {"splits": {"segmentation/train": {"pixels_per_class": {"void": 3, "a": 0}}}}
+    assert figures.health_figures(empty_px, "D")[0] == _fig(
+        plots.bars(
+            {"a": 0.0},
+            "label pixels per class (segmentation/train)",
+            "% of labelled pixels",
+            "{:.2f}%",
+        ),
+        "label pixel share — D",
+        "Share of the split's labelled pixels per class (void apart).",
+    )
+    assert figures.health_figures({"splits": {"segmentation/train": {}}}, "D") == []
+    assert figures.health_figures({}, "D") == []
+
+
+def test_descriptions_differ_when_the_data_does(seen):
+    """The description is sensitive enough to tell figures apart (the checks above rely on it)."""
+    a = plots.bars({"a": 0.5}, "B", "AP")
+    assert a == plots.bars({"a": 0.5}, "B", "AP") and a != plots.bars({"a": 0.6}, "B", "AP")
+    assert (
+        hashlib.sha256(a).hexdigest()
+        != hashlib.sha256(plots.bars({"a": 0.5}, "C", "AP")).hexdigest()
+    )
