@@ -121,6 +121,14 @@ def _box(m: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def _occluded(area: int, box: tuple[int, int, int, int], label: int) -> bool:
+    """VOC's "truncated" flag here: an object partly hidden by others, its visible area under
+    90 % of what the shape fills of its box (a circle π/4 of it, a square, triangle or star
+    about half: a rotated square's tight box is up to twice its area)."""
+    full = 0.785 if label == 0 else 0.5
+    return area < 0.9 * (box[2] - box[0]) * (box[3] - box[1]) * full
+
+
 def _voc_xml(stem: str, w: int, h: int, boxes, labels, occluded) -> str:
     objs = []
     for (x1, y1, x2, y2), k, occ in zip(boxes, labels, occluded, strict=True):
@@ -157,11 +165,7 @@ def _write_one(args) -> dict:
     write_palette_png(sem, voc / "SegmentationClass" / f"{stem}.png")
     boxes = [_box(m) for m in masks]
     areas = [int(m.sum()) for m in masks]
-    # "truncated" marks objects partly hidden by others (≥ 10% of their box area covered)
-    occluded = [
-        a < 0.9 * (b[2] - b[0]) * (b[3] - b[1]) * (0.785 if k == 0 else 0.5)
-        for a, b, k in zip(areas, boxes, labels, strict=True)
-    ]
+    occluded = [_occluded(a, b, k) for a, b, k in zip(areas, boxes, labels, strict=True)]
     (voc / "Annotations" / f"{stem}.xml").write_text(_voc_xml(stem, w, h, boxes, labels, occluded))
     anns = []
     for m, b, k, a in zip(masks, boxes, labels, areas, strict=True):

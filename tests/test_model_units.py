@@ -1,0 +1,433 @@
+"""The segmenters and their parts, small and fast: bilinear upsampling kernels, cropping,
+initializations, the Segmenter interface, the backbones' taps and dilation, and each
+architecture pinned by its layer listing (``repr``: every kernel, stride, padding, dilation
+and dropout) and by its output on a seeded input (a tolerance for float summation order)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vision.models import backbones as B
+from vision.models.common import (
+    BilinearUpsample,
+    ModelMeta,
+    Segmenter,
+    TransposedUpsample,
+    bilinear_kernel,
+    default_names,
+    fit,
+    he_init,
+    make_upsample,
+)
+from vision.models.dilated import CONTEXT_DILATIONS, DilatedSegmenter
+from vision.models.fcn import FCN
+from vision.models.tv_segmentation import TV_SEGMENTERS, TorchvisionSegmenter
+
+# ---- vision.models.common -------------------------------------------------------------------
+
+
+def test_meta_and_names():
+    m = ModelMeta("n", "segmentation", ["a"], 64)
+    d = m.as_dict()
+    assert d["mean"] == [0.485, 0.456, 0.406] and d["std"] == [0.229, 0.224, 0.225]
+    assert d == {
+        "name": "n",
+        "task": "segmentation",
+        "class_names": ["a"],
+        "input_size": 64,
+        "mean": d["mean"],
+        "std": d["std"],
+        "metrics": {},
+        "recipe": {},
+        "pruned": {},
+        "background": True,
+        "colors": [],
+    }
+    assert m.mean == (0.485, 0.456, 0.406)  # the object keeps its tuple
+    assert default_names(3) == ["class0", "class1", "class2"] and default_names(0) == []
+
+
+def test_he_init():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(64, 256, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), nn.Conv2d(4, 4, 1, bias=False)
+    )
+    for p in net.parameters():
+        nn.init.constant_(p, 0.3)
+    he_init(net)
+    std = net[0].weight.std().item()
+    assert std == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.05)  # fan_out, ReLU gain
+    assert (net[0].bias == 0).all() and (net[1].weight == 1).all() and (net[1].bias == 0).all()
+    assert (net[2].weight == 1).all() and (net[2].bias == 0).all() and net[3].bias is None
+
+
+def test_bilinear_kernels():
+    w = bilinear_kernel(2, 4)
+    f = torch.tensor([0.25, 0.75, 0.75, 0.25])
+    assert w.shape == (2, 2, 4, 4) and w.dtype == torch.float32
+    assert torch.equal(w[0, 0], torch.outer(f, f)) and torch.equal(w[1, 1], w[0, 0])
+    assert (w[0, 1] == 0).all() and (w[1, 0] == 0).all()
+    odd = bilinear_kernel(1, 3)[0, 0]
+    assert torch.equal(
+        odd, torch.outer(torch.tensor([0.5, 1.0, 0.5]), torch.tensor([0.5, 1.0, 0.5]))
+    )
+
+
+def test_transposed_upsample_is_bilinear_inside():
+    up = TransposedUpsample(2, 4)
+    assert (up.factor, up.conv.kernel_size, up.conv.stride, up.conv.padding) == (
+        4,
+        (8, 8),
+        (4, 4),
+        (2, 2),
+    )
+    assert up.conv.bias is None
+    x = torch.arange(12.0).view(1, 1, 3, 4).repeat(1, 2, 1, 1)
+    y = up(x)
+    ref = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    assert y.shape == (1, 2, 12, 16)
+    assert torch.allclose(y[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2], atol=1e-5)
+    for bad in (1, 3, 0):
+        with pytest.raises(ValueError, match=f"expected an even factor >= 2, got {bad}"):
+            TransposedUpsample(2, bad)
+    TransposedUpsample(1, 2)
+
+
+def test_bilinear_upsample_and_choice():
+    x = torch.rand(1, 2, 3, 5)
+    up = BilinearUpsample(2, 8)
+    assert up.factor == 8 and torch.equal(
+        up(x), F.interpolate(x, scale_factor=8, mode="bilinear", align_corners=False)
+    )
+    assert isinstance(make_upsample("transposed", 2, 2), TransposedUpsample)
+    b = make_upsample("bilinear", 2, 4)
+    assert isinstance(b, BilinearUpsample) and b.factor == 4
+    assert make_upsample("transposed", 3, 4).conv.in_channels == 3
+    with pytest.raises(
+        ValueError, match=r"upsample: expected one of \('transposed', 'bilinear'\), got 'x'"
+    ):
+        make_upsample("x", 2, 2)
+
+
+def test_fit_crops_and_pads_top_left():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    assert torch.equal(fit(x, 2, 3), x[..., :2, :3])
+    padded = fit(x, 4, 6)
+    assert padded.shape == (1, 1, 4, 6) and torch.equal(padded[..., :3, :4], x)
+    assert (padded[..., 3:, :] == 0).all() and (padded[..., :, 4:] == 0).all()
+    assert torch.equal(fit(x, 3, 4), x)
+    assert fit(x, 3, 5).shape == (1, 1, 3, 5) and fit(x, 4, 4).shape == (1, 1, 4, 4)
+
+
+class _Seg(Segmenter):
+    def __init__(self, background=True):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 4, 1)
+        self.head = nn.Sequential(nn.Conv2d(4, 3, 1), nn.ConvTranspose2d(3, 3, 2, 2))
+        self.meta = ModelMeta(
+            "s",
+            "segmentation",
+            ["a", "b"],
+            8,
+            mean=(0.5, 0.25, 0.0),
+            std=(0.5, 0.5, 1.0),
+            background=background,
+        )
+
+    def forward(self, x):
+        return F.interpolate(self.head(self.backbone(self.normalize(x))), size=x.shape[-2:])
+
+
+def test_segmenter_interface():
+    s = _Seg()
+    assert s.prediction_layers() == [s.head[0], s.head[1]]
+    assert _Seg(background=False).prediction_layers() == []  # 2 classes: no 3-channel layer
+    assert s.export_module() is s and s.export_outputs() == ("logits",)
+    assert s.export_decoder(8)(["x", "y"]) == "x"
+    assert s.backbone_modules() == [s.backbone]
+    assert s.normalization() == ((0.5, 0.25, 0.0), (0.5, 0.5, 1.0))
+    x = torch.ones(1, 3, 2, 2)
+    n = s.normalize(x)
+    assert torch.allclose(n[0, :, 0, 0], torch.tensor([1.0, 1.5, 1.0]))
+    with pytest.raises(ValueError, match=r"expected images \(B, 3, H, W\), got shape \(3, 2, 2\)"):
+        s.normalize(x[0])
+    with pytest.raises(ValueError, match=r"got shape \(1, 1, 2, 2\)"):
+        s.normalize(x[:, :1])
+
+
+def test_predict_masks_confidence_and_mode():
+    s = _Seg()
+    s.train()
+    out = s.predict(torch.rand(2, 3, 4, 4))
+    assert s.training and len(out) == 2
+    logits = s.eval()(torch.rand(1, 3, 4, 4))
+    s.train()
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 4, 4)
+    (one,) = s.predict(x)
+    with torch.no_grad():
+        probs = s.eval()(x).softmax(1)
+    assert torch.equal(one["mask"], probs.argmax(1)[0]) and torch.allclose(
+        one["confidence"], probs.max(1).values[0]
+    )
+    assert logits.shape == (1, 3, 4, 4)
+    s.eval()
+    s.predict(x)
+    assert not s.training
+
+
+# ---- vision.models.backbones ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, channels",
+    [
+        ("resnet_slim", {8: 64, 16: 128, 32: 256}),
+        ("resnet18", {8: 128, 16: 256, 32: 512}),
+        ("mobilenet_v3", {8: 40, 16: 112, 32: 960}),
+        ("lite0", {8: 40, 16: 112, 32: 320}),
+    ],
+)
+def test_stage_features_taps(name, channels):
+    torch.manual_seed(0)
+    f = B.stage_features(name)
+    assert f.channels == channels
+    out = f(torch.rand(1, 3, 64, 96))
+    assert {s: tuple(v.shape) for s, v in out.items()} == {
+        s: (1, c, 64 // s, 96 // s) for s, c in channels.items()
+    }
+    norm = ((0.5,) * 3, (0.5,) * 3) if name == "lite0" else B.IMAGENET_NORM
+    assert (f.mean, f.std) == norm
+
+
+def test_stage_features_stop_at_the_last_tap():
+    calls = []
+
+    class L(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            calls.append(self.k)
+            return x
+
+    f = B.StageFeatures([L(0), L(1), L(2), L(3)], {8: 0, 16: 2}, {8: 1, 16: 1})
+    assert set(f(torch.zeros(1))) == {8, 16} and calls == [0, 1, 2] and f.last == 2
+    assert f.taps == {0: 8, 2: 16} and (f.mean, f.std) == B.IMAGENET_NORM
+
+
+def test_vgg_taps_are_the_pooling_outputs():
+    layers = [
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(2),
+    ]
+    assert B._probe(layers, first=True) == ({8: 3, 16: 5, 32: 6}, {8: 4, 16: 6, 32: 6})
+    assert B._probe(layers) == ({8: 4, 16: 5, 32: 6}, {8: 6, 16: 6, 32: 6})
+    bn = nn.BatchNorm2d(3)
+    bn.train()
+    B._probe([bn, nn.AvgPool2d(8)])
+    assert bn.training and bn.num_batches_tracked == 0  # probed in eval mode, mode restored
+
+
+@pytest.mark.parametrize("name", ["resnet_slim", "resnet18", "resnet50"])
+def test_dilated_resnets_stay_at_stride_8(name):
+    f = B.stage_features(name, dilate=(False, True, True))
+    out = f(torch.rand(1, 3, 64, 64))
+    assert list(out) == [8] and out[8].shape[-2:] == (8, 8) and list(f.channels) == [8]
+    assert (
+        f.channels[8]
+        == out[8].shape[1]
+        == {"resnet_slim": 256, "resnet18": 512, "resnet50": 2048}[name]
+    )
+
+
+def test_dilation_per_block():
+    m = B.resnet("resnet18", dilate=(False, True, True))
+    d = [
+        (c.stride, c.dilation, c.padding)
+        for c in m.layer3.modules()
+        if isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3)
+    ]
+    assert d == [((1, 1), (1, 1), (1, 1))] + [((1, 1), (2, 2), (2, 2))] * 3
+    d4 = [
+        c.dilation
+        for c in m.layer4.modules()
+        if isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3)
+    ]
+    assert d4 == [(2, 2)] + [(4, 4)] * 3
+    assert m.layer3[0].downsample[0].stride == (1, 1) and m.layer2[0].downsample[0].stride == (2, 2)
+    only4 = B.resnet("resnet18", dilate=(False, False, True))
+    assert [
+        c.dilation
+        for c in only4.layer4.modules()
+        if isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3)
+    ] == [(1, 1)] + [(2, 2)] * 3
+    r50 = B.resnet("resnet50", dilate=(False, True, True))
+    assert r50.layer4[1].conv2.dilation == (4, 4)
+
+
+def test_slim_resnet():
+    torch.manual_seed(0)
+    m = B.SlimResNet()
+    assert [m.layer1[0].conv1.in_channels, m.layer4[1].conv2.out_channels] == [32, 256]
+    assert m.layer1[0].downsample is None and m.layer2[0].downsample[0].stride == (2, 2)
+    assert len(m.layer3) == 2 and m(torch.zeros(1, 3, 64, 64)).shape == (1, 256, 2, 2)
+    assert all((b.bn2.weight == 0).all() for layer in (m.layer1, m.layer4) for b in layer)
+    w = m.stem[3].weight
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (32 * 9)), rel=0.1)
+    small = B.SlimResNet(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 3))
+    assert len(small.layer4) == 3 and small.layer2[0].downsample is not None
+
+
+def test_backbone_errors():
+    with pytest.raises(ValueError, match=r"backbone: expected one of \('vgg16', 'resnet18'"):
+        B.stage_features("nope")
+    with pytest.raises(
+        ValueError, match="dilation: expected a ResNet or Lite0 backbone, got 'mobilenet_v3'"
+    ):
+        B.stage_features("mobilenet_v3", dilate=(False, True, True))
+
+
+# ---- the architectures ----------------------------------------------------------------------
+
+CASES = {
+    "fcn32s_slim": lambda: FCN(3, 32, "resnet_slim"),
+    "fcn16s_slim": lambda: FCN(3, 16, "resnet_slim"),
+    "fcn8s_slim": lambda: FCN(3, 8, "resnet_slim"),
+    "fcn8s_r18_bilinear": lambda: FCN(2, 8, "resnet18", upsample="bilinear", background=False),
+    "fcn8s_mbv3": lambda: FCN(2, 8, "mobilenet_v3"),
+    "dilated_context_slim": lambda: DilatedSegmenter(3, "resnet_slim", width=16),
+    "dilated_largefov_r18": lambda: DilatedSegmenter(3, "resnet18", "largefov", width=16),
+    "dilated_r50": lambda: DilatedSegmenter(1, "resnet50", width=8),
+    "dilated_lite0": lambda: DilatedSegmenter(1, "lite0", width=8),
+    "lraspp": lambda: TorchvisionSegmenter("lraspp_mobilenet_v3_large", 2),
+    "fcn8s_vgg16": lambda: FCN(2, 8, "vgg16", fc_dim=16),
+}
+# sha256 of repr (first 16 hex), output shape, mean and standard deviation, from seed 0
+PINNED = {
+    "fcn32s_slim": ("a6aa44c3c3d31c22", (1, 4, 64, 48), -0.00546088, 0.0415972),
+    "fcn16s_slim": ("abe67de14f6108fd", (1, 4, 64, 48), -0.00475306, 0.0365973),
+    "fcn8s_slim": ("24120e599d33cd96", (1, 4, 64, 48), -0.00449975, 0.03498),
+    "fcn8s_vgg16": ("2445a2bc561be7ff", (1, 3, 64, 48), -0.0181403, 0.052038),
+    "fcn8s_r18_bilinear": ("27c2bdecd4f0c329", (1, 2, 64, 48), 0.119969, 0.410732),
+    "fcn8s_mbv3": ("7f715d4326557b03", (1, 3, 64, 48), 0.00843652, 0.0133607),
+    "dilated_context_slim": ("e64349096e602887", (1, 4, 64, 48), 0.0041441, 0.0336827),
+    "dilated_largefov_r18": ("1bd8eecdb70e23e2", (1, 4, 64, 48), 2.43938, 3.92592),
+    "dilated_r50": ("bd8e7540aa3a2e15", (1, 2, 64, 48), -21.3308, 26.9828),
+    "dilated_lite0": ("e59c1f07deaefd42", (1, 2, 64, 48), 3.65913e-09, 3.16123e-09),
+    "lraspp": ("607b1873a3a8403d", (1, 3, 64, 48), 0.0223382, 0.107186),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_architecture_is_pinned(name):
+    torch.manual_seed(0)
+    m = CASES[name]().eval()
+    x = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = m(x).double()
+    digest, shape, mean, std = PINNED[name]
+    assert hashlib.sha256(repr(m).encode()).hexdigest()[:16] == digest
+    assert tuple(y.shape) == shape
+    assert y.mean().item() == pytest.approx(mean, rel=1e-4, abs=1e-12)
+    assert y.std().item() == pytest.approx(std, rel=1e-4, abs=1e-12)
+
+
+def test_fcn_meta_skips_and_errors():
+    m = FCN(2, 8, "resnet_slim", class_names=["a", "b"], input_size=96, colors=[[1, 2, 3]] * 3)
+    assert m.meta.as_dict() | {"mean": 0, "std": 0} == {
+        "name": "fcn8s_resnet_slim",
+        "task": "segmentation",
+        "class_names": ["a", "b"],
+        "input_size": 96,
+        "mean": 0,
+        "std": 0,
+        "metrics": {},
+        "recipe": {},
+        "pruned": {},
+        "background": True,
+        "colors": [[1, 2, 3]] * 3,
+    }
+    assert (m.meta.mean, m.meta.std) == B.IMAGENET_NORM and m.variant == 8
+    for layer in (m.score16, m.score8):
+        assert (layer.weight == 0).all() and (layer.bias == 0).all()
+    assert m.score32.out_channels == 3 and isinstance(m.head, nn.Dropout2d) and m.head.p == 0.1
+    assert FCN(2, 8, "resnet_slim").meta.class_names == ["class0", "class1"]
+    assert FCN(2, 32, "resnet_slim").score16 is None and FCN(2, 32, "resnet_slim").up2a is None
+    f16 = FCN(2, 16, "resnet_slim")
+    assert f16.score8 is None and f16.up2b is None and f16.score16 is not None
+    assert FCN(2, 8, "lite0").meta.mean == (0.5, 0.5, 0.5)
+    assert FCN(2, 8, "resnet_slim", background=False).score32.out_channels == 2
+    with pytest.raises(ValueError, match="FCN variant: expected 8, 16 or 32, got 4"):
+        FCN(2, 4)
+
+
+def test_dilated_meta_and_errors():
+    m = DilatedSegmenter(
+        2,
+        "resnet_slim",
+        "largefov",
+        width=8,
+        class_names=["a", "b"],
+        input_size=80,
+        background=False,
+        colors=[[0, 0, 0]] * 2,
+    )
+    assert (m.meta.name, m.meta.class_names, m.meta.input_size) == (
+        "dilated_largefov_resnet_slim",
+        ["a", "b"],
+        80,
+    )
+    assert (
+        m.meta.background is False
+        and m.meta.colors == [[0, 0, 0]] * 2
+        and m.head[-1].out_channels == 2
+    )
+    assert (m.meta.mean, m.meta.std) == B.IMAGENET_NORM
+    assert DilatedSegmenter(2, "resnet_slim", width=8).meta.class_names == ["class0", "class1"]
+    assert CONTEXT_DILATIONS == (1, 1, 2, 4, 8, 16, 1)
+    with pytest.raises(ValueError, match="head: expected 'context' or 'largefov', got 'x'"):
+        DilatedSegmenter(2, "resnet_slim", "x")
+    assert isinstance(
+        DilatedSegmenter(2, "resnet_slim", width=8, upsample="bilinear").up, BilinearUpsample
+    )
+
+
+def test_torchvision_segmenter_meta_and_errors():
+    m = TorchvisionSegmenter(
+        "lraspp_mobilenet_v3_large",
+        2,
+        class_names=["a", "b"],
+        input_size=96,
+        background=False,
+        colors=[[1, 1, 1]] * 2,
+    )
+    assert (m.meta.name, m.meta.task, m.meta.class_names, m.meta.input_size) == (
+        "lraspp_mobilenet_v3_large",
+        "segmentation",
+        ["a", "b"],
+        96,
+    )
+    assert m.meta.background is False and m.meta.colors == [[1, 1, 1]] * 2
+    assert m.net.classifier.low_classifier.out_channels == 2
+    assert TorchvisionSegmenter("lraspp_mobilenet_v3_large", 2).meta.class_names == [
+        "class0",
+        "class1",
+    ]
+    d = TorchvisionSegmenter("deeplabv3_mobilenet_v3_large", 1)
+    assert d.net.aux_classifier is None and d.net.classifier[-1].out_channels == 2
+    assert "fcn_resnet50" in TV_SEGMENTERS
+    with pytest.raises(ValueError, match="expected one of .*got 'x'"):
+        TorchvisionSegmenter("x", 2)
