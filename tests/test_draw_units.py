@@ -58,6 +58,8 @@ def test_boxes_at_or_above_the_threshold_with_name_and_score():
     assert tuple(draw_prediction(img, det, NAMES)[3, 10]) == box_colors([1])[0]
     assert np.array_equal(draw_prediction(img, det, NAMES, 0.95), img)  # nothing kept
     assert (img == 90).all()  # the caller's image is not drawn on
+    as_ints = draw_prediction(img.astype(np.int64), det, NAMES)  # any integer image: as uint8
+    assert as_ints.dtype == np.uint8 and np.array_equal(as_ints, want)
 
 
 def _mask() -> np.ndarray:
