@@ -123,7 +123,10 @@ def test_start_logs_to_the_given_file(stand_in, tmp_path):
 
 
 def test_stop_kills_what_ignores_sigterm(tmp_path):
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     proc.stdout.readline()
     t0 = time.monotonic()
