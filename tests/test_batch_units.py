@@ -36,7 +36,7 @@ def test_a_folder_sorted_hidden_skipped_and_counted(tmp_path):
     assert src.skipped == {"hidden": 3, "duplicates": 0} and src.categories is None
 
 
-def test_files_lists_globs_and_duplicates(tmp_path):
+def test_files_lists_globs_and_duplicates(tmp_path, monkeypatch):
     a = _touch(tmp_path / "imgs" / "a.jpg")
     b = _touch(tmp_path / "imgs" / "sub" / "b.jpg")
     (tmp_path / "list.txt").write_text("imgs/a.jpg\n\n  imgs/sub/b.jpg  \n")
@@ -46,7 +46,7 @@ def test_files_lists_globs_and_duplicates(tmp_path):
     assert src.skipped == {"hidden": 0, "duplicates": 3}  # a: twice again, b: once
     one = collect([str(tmp_path / "imgs" / "*.jpg")])
     assert [i.path for i in one.items] == [a]
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert collect(["imgs/a.jpg"]).items == [Item(a, 1, "a")]
 
 
