@@ -97,15 +97,41 @@ def test_figure_legend_and_page():
 
 def test_image_confusion_matches_greedily_by_iou():
     gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]])
-    det = np.array([[0, 0, 10, 9], [0, 0, 10, 8], [21, 21, 30, 30], [80, 80, 90, 90]])
-    m = image_confusion(gt, np.array([0, 1, 1]), det, np.array([0, 0, 2, 1]), 3)
+    det = np.array([[0, 0, 10, 9], [0, 0, 10, 8], [22, 22, 30, 30], [80, 80, 90, 90]])
+    m = image_confusion(gt, np.array([0, 1, 1]), det, np.array([0, 2, 2, 1]), 3)
     want = np.zeros((4, 4), np.int64)
     want[0, 0] = 1  # the best IoU (0.9) wins gt 0; the 0.8 one is left: a false alarm
-    want[3, 0] = 1
-    want[1, 2] = 1  # gt 1 taken for class 2
+    want[3, 2] = 1
+    want[1, 2] = 1  # gt 1 taken for class 2 (IoU 0.64, after the 0.8 pair was passed over)
     want[1, 3] = 1  # gt 2 missed
     want[3, 1] = 1  # a detection where there is nothing
     assert m.dtype == np.int64 and np.array_equal(m, want)
+
+
+def test_image_confusion_counts_add_up_in_a_cell():
+    gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]])
+    det = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [100, 0, 110, 10], [120, 0, 130, 10]])
+    m = image_confusion(gt, np.array([1, 1, 0, 0]), det, np.array([1, 1, 0, 0]), 2)
+    assert m.tolist() == [[0, 0, 2], [0, 2, 0], [2, 0, 0]]
+
+
+def test_image_confusion_ties_among_many_keep_the_first():
+    # 35 ground-truth boxes, one detection: equal IoU with the 20 in the middle (the higher
+    # value), the first of them takes it; a sort that is not stable picks another
+    gt = np.array([[0, 0, 10, 10]] * 5 + [[0, 0, 10, 9]] * 20 + [[0, 0, 10, 10]] * 10, float)
+    det = np.array([[0, 0, 10, 9]])
+    labels = np.arange(35) % 2
+    m = image_confusion(gt, labels, det, np.array([0]), 2)
+    assert m[1, 0] == 1 and m[0, 0] == 0  # gt 5 (class 1) took it
+    assert m[1, 2] == 16 and m[0, 2] == 18
+
+
+def test_image_confusion_difficult_flags_as_numbers():
+    gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10]])
+    m = image_confusion(
+        gt, np.array([0, 1]), np.zeros((0, 4)), np.zeros(0, int), 2, difficult=[1, 0]
+    )
+    assert m.tolist() == [[0, 0, 0], [0, 0, 1], [0, 0, 0]]
 
 
 def test_image_confusion_threshold_difficult_and_empty():
@@ -142,6 +168,7 @@ def test_detection_confusion_filters_by_confidence():
     ]
     out = detection_confusion(gts, dets, ["cat", "dog"])
     assert out["labels"] == ["cat", "dog", "background"]
+    assert all(type(v) is int for row in out["matrix"] for v in row)  # counts, not 1.0
     # a: equal IoU, so the first detection listed (the 0.25 cat, at conf) takes the cat and
     # the 0.9 dog is a false alarm; b: 0.2 < conf, the dog missed; c: a false alarm
     assert out["matrix"] == [[1, 0, 0], [0, 0, 1], [0, 2, 0]]
@@ -150,6 +177,13 @@ def test_detection_confusion_filters_by_confidence():
         "objects by true (rows) and predicted (columns) class, detections with confidence "
         ">= 0.25 matched class-agnostically at IoU >= 0.5"
     )
+    hard = {
+        "b": {"boxes": np.array([[0, 0, 10, 10]]), "labels": np.array([1.0]), "difficult": [True]}
+    }
+    assert detection_confusion(hard, [], ["cat", "dog"])["matrix"] == [[0] * 3] * 3
+    floats = [{"image_id": "b", "label": 1.0, "box": [0, 0, 10, 10], "score": 0.9}]
+    got = detection_confusion({"b": {**hard["b"], "difficult": [False]}}, floats, ["cat", "dog"])
+    assert got["matrix"][1] == [0, 1, 0]
     low = detection_confusion(gts, dets, ["cat", "dog"], iou=0.3, conf=0.1)
     assert low["matrix"][1] == [0, 1, 0] and low["settings"] == {"iou": 0.3, "conf": 0.1}
     assert "confidence >= 0.1 matched class-agnostically at IoU >= 0.3" in low["protocol"]
