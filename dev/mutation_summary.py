@@ -6,7 +6,10 @@
 (``## name`` then its diff). A survivor is **equivalent** when the mutated program behaves the
 same for every input the code can receive (the rule that says why is named per kind below),
 **text** when only the wording of a message, label or page changes (tests check the meaning of
-messages, not every word), and otherwise **real**: a missing test, listed by name.
+messages, not every word), **CUDA only** when it changes a branch that runs only on a GPU
+(listed with that reason in ``mutation_equivalent.txt``: not equivalent, not checkable without
+a GPU, left out of the percentage and reported apart), and otherwise **real**: a missing test,
+listed by name.
 """
 
 from __future__ import annotations
@@ -125,7 +128,14 @@ def main(results: str, diffs: str | None = None) -> int:
         for line in [*Path(diffs).read_text().splitlines(), "## end"]:
             if line.startswith("## "):
                 if name and name not in by_hand:
-                    kinds[name] = "reviewed" if name in equivalent_by_hand else classify(block)
+                    why = equivalent_by_hand.get(name)
+                    kinds[name] = (
+                        classify(block)
+                        if why is None
+                        else "cuda-only"
+                        if why.startswith("CUDA only")
+                        else "reviewed"
+                    )
                 name, block = line[3:].strip(), []
             else:
                 block.append(line)
@@ -133,8 +143,9 @@ def main(results: str, diffs: str | None = None) -> int:
     for name, kind in kinds.items():
         by_module[module_of(name)][kind] += 1
     print("| module | mutants | not checked | killed | timeout | no tests | survived | "
-          "equivalent | text | real | survived % of checked non-equivalent |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "equivalent | CUDA only | text | real | "
+          "survived % of checked non-equivalent |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     total, tk = Counter(), Counter()
     for module in sorted(counts):
         c, k = counts[module], by_module[module]
@@ -146,9 +157,13 @@ def main(results: str, diffs: str | None = None) -> int:
         print("\nEquivalent kinds: " + "; ".join(
             f"**{kind}** ({sum(1 for v in kinds.values() if v == kind)}): {why}"
             for kind, why, _ in [*EQUIVALENT, ("reviewed", f"read one by one, {REVIEWED.name}",
-                                                None)]
+                                                None)]  # "cuda-only": not equivalent, see below
             if any(v == kind for v in kinds.values())
         ))  # fmt: skip
+        cuda = sorted(n for n, v in kinds.items() if v == "cuda-only")
+        if cuda:
+            print(f"\nCUDA only ({len(cuda)}): branches that run only on a GPU (none on this "
+                  "machine); not counted as checked, listed in " + REVIEWED.name)  # fmt: skip
         real = sorted(n for n, v in kinds.items() if v == "real")
         print(f"\nReal survivors ({len(real)}):")
         for n in real:
@@ -159,12 +174,12 @@ def main(results: str, diffs: str | None = None) -> int:
 def _row(module: str, c: Counter, k: Counter) -> str:
     n = sum(c.values())
     unchecked = c["not checked"]
-    equivalent = sum(v for kind, v in k.items() if kind not in ("text", "real"))
-    checked_non_eq = n - unchecked - equivalent
+    equivalent = sum(v for kind, v in k.items() if kind not in ("text", "real", "cuda-only"))
+    checked_non_eq = n - unchecked - equivalent - k["cuda-only"]
     left = k["real"] + k["text"] + c["no tests"]
     return (
         f"| {module} | {n} | {unchecked} | {c['killed']} | {c['timeout']} | {c['no tests']} | "
-        f"{c['survived']} | {equivalent} | {k['text']} | {k['real']} | "
+        f"{c['survived']} | {equivalent} | {k['cuda-only']} | {k['text']} | {k['real']} | "
         f"{100 * left / max(checked_non_eq, 1):.1f} |"
     )
 

@@ -58,6 +58,13 @@ def test_png_data_uri_from_arrays_and_bytes():
     assert uri.startswith("data:image/png;base64,")
     raw = base64.b64decode(uri.split(",", 1)[1])
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(raw))), img)
+    big = np.tile(np.arange(64, dtype=np.uint8)[:, None, None], (1, 64, 3))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "PNG", optimize=True)  # the smallest encoding
+    assert (
+        html.png_data_uri(big)
+        == "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    )
     assert (
         html.png_data_uri(b"\x89PNG")
         == "data:image/png;base64," + base64.b64encode(b"\x89PNG").decode()
@@ -83,6 +90,8 @@ def test_figure_legend_and_page():
     assert html.legend(["a&b"], [(1.0, 2, 3)]) == (
         '<div class="legend"><span><i style="background:rgb(1,2,3)"></i>a&amp;b</span></div>'
     )
+    two = html.legend(["a", "b"], [(1, 2, 3), (4, 5, 6)])
+    assert two.count("<span>") == 2 and "</span><span>" in two
     with pytest.raises(ValueError):
         html.legend(["a", "b"], [(1, 2, 3)])
     p = html.page("t<1>", ["<p>x</p>", "<p>y</p>"])
@@ -341,10 +350,12 @@ def test_summary_and_synthetic_jpegs():
     im = Image.open(io.BytesIO(imgs[0]))
     assert im.format == "JPEG" and im.size == (24, 24)
     rng = np.random.default_rng(1)
-    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((24, 24), Image.BICUBIC).save(buf, "JPEG", quality=90)
-    assert imgs[0] == buf.getvalue()
+    many = fps.synthetic_jpegs(20, 24, seed=1)
+    for got in many:  # twenty: some pixel of the noise is 0
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(small).resize((24, 24), Image.BICUBIC).save(buf, "JPEG", quality=90)
+        assert got == buf.getvalue()
 
 
 class _Clock:
@@ -369,7 +380,7 @@ class _Timed:
             torch.device("cpu"),
             "detection",
             32,
-            False,
+            True,
         )
         self.meta = ModelMeta("m", "detection", ["a"], 32)
         self.decoded, self.posts = [], 0
@@ -381,13 +392,15 @@ class _Timed:
 
     def preprocess(self, decoded):
         self.clock.now += 0.002
-        return len(decoded), {}
+        return ("x", len(decoded)), {"info": len(decoded)}
 
     def infer(self, x):
+        assert x[0] == "x"
         self.clock.now += 0.003
-        return x
+        return ("raw", x[1])
 
     def postprocess(self, raw, info):
+        assert raw[0] == "raw" and info == {"info": raw[1]}
         self.clock.now += 0.004 + (0.010 if self.posts == 0 else 0.0)
         self.posts += 1
 
@@ -396,7 +409,11 @@ def test_measure_times_each_stage_after_the_warm_up(monkeypatch):
     clock = _Clock()
     monkeypatch.setattr(fps, "time", clock)
     p = _Timed(clock)
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB
     r = fps.measure(p, [b"a", b"b", b"c"], batch_sizes=(1, 2), warmup=1, iters=3)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     a, b, c = b"a", b"b", b"c"  # cycled; each batch size starts over
     assert p.decoded == [a, b, c, a] + [a, b, c, a, b, c, a, b]
     assert {k: r[k] for k in ("model", "task", "input_size", "warmup", "iters")} == {
@@ -406,7 +423,7 @@ def test_measure_times_each_stage_after_the_warm_up(monkeypatch):
         "warmup": 1,
         "iters": 3,
     }
-    assert r["environment"] == fps.environment(p)
+    assert r["environment"] == fps.environment(p) and r["environment"]["dtype"] == "float16"
     one, two = r["runs"]
     assert one["batch"] == 1 and two["batch"] == 2
     for run, b in ((one, 1), (two, 2)):
@@ -420,7 +437,7 @@ def test_measure_times_each_stage_after_the_warm_up(monkeypatch):
         ] == pytest.approx(4)
         assert run["total_ms"]["mean"] == pytest.approx(9 + b)  # the first call was warm-up
         assert run["images_per_s"] == pytest.approx(b * 1000 / (9 + b))
-        assert run["peak_memory_mb"] > 10
+        assert before <= run["peak_memory_mb"] <= after  # the process's peak RSS, in MiB
     r = fps.measure(_Timed(clock), [b"a"], batch_sizes=(1,), warmup=0, iters=2)
     assert r["runs"][0]["stages_ms"]["postprocess"]["mean"] == pytest.approx(9)
     assert r["runs"][0]["stages_ms"]["postprocess"]["p95"] == pytest.approx(13.5)
@@ -459,6 +476,11 @@ def test_environment_and_format():
         device, half = torch.device("cpu"), True
 
     assert fps.environment(Half())["dtype"] == "float16"
+
+    class Meta:
+        device, half = torch.device("meta"), False
+
+    assert fps.environment(Meta())["device_type"] == "meta"  # the predictor's device
     cell = {"mean": 1.25, "p50": 2.0, "p95": 30.06}
     run = {
         "batch": 8,
