@@ -245,6 +245,33 @@ def test_detection_quality():
     )
 
 
+def test_detection_quality_protocol_details():
+    import torch
+
+    s = _sample([[0, 0, 10, 10]], [0])
+    grad = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10]], requires_grad=True),
+        "scores": torch.tensor([0.9], requires_grad=True),
+        "labels": torch.tensor([0]),
+    }
+    assert detection_quality(s, grad, 1) == 1.0  # outputs that still carry gradients
+    # continuous boxes: IoU 0.49 is a miss (pixel-inclusive "+1" boxes would make it 0.54)
+    assert detection_quality(s, _out([[0, 0, 10, 4.9]], [0.9], [0]), 1) == 0.0
+    # the difficult box is neither found nor missed
+    two = _sample([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], difficult=[False, True])
+    assert detection_quality(two, _out([[0, 0, 10, 10]], [0.9], [0]), 1) == 1.0
+    only_hard = _sample([[0, 0, 10, 10]], [0], difficult=np.array([1]))  # flags as numbers
+    assert detection_quality(only_hard, _out([[50, 50, 60, 60]], [0.4], [0]), 1) == 1.0
+    # ties among many equal scores keep their given order: a miss then the hit, among 20
+    # detections at 0.5 between misses at 0.4: the hit comes second, AP 0.5 (a sort that is
+    # not stable puts the hit first here: AP 1)
+    gt = _sample([[0, 0, 10, 10]], [0])
+    boxes = [[40 * k, 100, 40 * k + 10, 110] for k in range(35)]
+    boxes[6] = [0, 0, 10, 10]
+    scores = [0.4] * 5 + [0.5] * 20 + [0.4] * 10
+    assert detection_quality(gt, _out(boxes, scores, [0] * 35), 1) == pytest.approx(0.5)
+
+
 def test_detection_quality_without_ground_truth():
     empty = _sample([], [])
     assert detection_quality(empty, _out([[0, 0, 1, 1]], [0.49], [0]), 1) == 1.0
@@ -291,6 +318,8 @@ def test_quality_hook_and_choice():
     ]
     q.values = [0.4, 0.4, 0.4]
     assert q.choose(1, 1) == [(0, "worst", 0.4), (1, "typical", 0.4)]
+    q.values = [0.5] * 5 + [0.1] * 20 + [0.5] * 10  # ties among many: the first ones
+    assert [i for i, kind, _ in q.choose(3, 0)] == [5, 6, 7]
     q.values = []
     assert q.choose() == []
 
@@ -308,6 +337,15 @@ def test_side_by_side_layout():
     right = draw_prediction(img, pred, ["cat", "dog"], 0.3)
     assert np.array_equal(out[HEADER:, 140 + GAP :], right)
     assert (out[HEADER:, 140 : 140 + GAP] == 255).all()
+    from PIL import ImageDraw
+
+    header = Image.new("RGB", (2 * 140 + GAP, HEADER), "white")
+    draw = ImageDraw.Draw(header)
+    draw.text((2, 2), "ground truth", fill="black")
+    draw.text((140 + GAP + 2, 2), "prediction (score >= 0.3)", fill="black")
+    assert np.array_equal(out[:HEADER], np.asarray(header))
+    ints = _sample([[2, 2, 20, 20], [5, 5, 8, 8]], [0, 1], difficult=np.array([0, 1]), image=img)
+    assert np.array_equal(side_by_side(ints, pred, ["cat", "dog"]), out)
     hidden = side_by_side(s, pred, ["cat", "dog"], score_threshold=0.5)
     assert np.array_equal(hidden[HEADER:, 140 + GAP :], img)
     assert not np.array_equal(hidden[:HEADER], out[:HEADER])  # the header names the threshold
@@ -329,6 +367,8 @@ def test_side_by_side_masks():
         out[HEADER:, :8], draw_prediction(img, {"mask": gt.astype(np.int64)}, ["a", "b"], **kw)
     )
     assert np.array_equal(out[HEADER:, 8 + GAP :], draw_prediction(img, pred, ["a", "b"], **kw))
+    default = side_by_side(s, pred, ["a", "b"], 0.3, ["bg", "a", "b"], colors)  # background
+    assert np.array_equal(default, out)
     flat = side_by_side(s, pred, ["a", "b", "c"], 0.3, ["a", "b", "c"], colors, False)
     kw = {"mask_names": ["a", "b", "c"], "colors": colors, "background": False}
     assert np.array_equal(
