@@ -63,8 +63,12 @@ def test_home_folder_is_expanded(tmp_path, monkeypatch):
 def test_source_errors(tmp_path):
     with pytest.raises(DataError, match=f"--source: expected {EXPECTED}, got nothing"):
         collect([])
-    with pytest.raises(DataError, match=r"no file matches"):
+    with pytest.raises(DataError) as e:
         collect([str(tmp_path / "*.jpg")])
+    assert (
+        str(e.value)
+        == f"{tmp_path / '*.jpg'}: expected {EXPECTED} (a glob matching files), got no file matches"
+    )
     with pytest.raises(DataError, match=r"a glob matching files"):
         collect([str(tmp_path / "x?.jpg")])
     (tmp_path / "d.jpg").mkdir()  # a glob finding only a folder finds no file
@@ -74,8 +78,12 @@ def test_source_errors(tmp_path):
         DataError, match=f"gone.jpg: expected {EXPECTED}, got no such file or folder"
     ):
         collect([str(tmp_path / "gone.jpg")])
-    with pytest.raises(DataError, match="a COCO instances JSON alone"):
+    with pytest.raises(DataError) as e:
         collect([str(tmp_path / "a.json"), str(tmp_path / "b.jpg")])
+    assert str(e.value) == (
+        "--source: expected a COCO instances JSON alone (its ids are the results' ids), "
+        f"got {[str(tmp_path / 'a.json'), str(tmp_path / 'b.jpg')]}"
+    )
     assert collect([str(tmp_path / "d.jpg")]).items == []  # an empty folder: nothing, no error
 
 
@@ -117,12 +125,22 @@ def test_coco_json_image_root_and_errors(tmp_path):
     src = collect([str(ann)], image_root=str(tmp_path / "elsewhere"))
     assert src.items[0].path == str((tmp_path / "elsewhere" / "x.jpg").resolve())
     assert src.categories is None  # not a list: no categories
-    with pytest.raises(DataError, match=r"its images \(x.jpg\) in one of .*--image-root"):
+    with pytest.raises(DataError) as e:
         collect([str(ann)])
+    d = tmp_path.resolve()
+    places = [str(d), str(d.parent), str(d.parent / "images"), str(d.parent / "a")]
+    assert str(e.value) == (
+        f"{ann}: expected its images (x.jpg) in one of {places}, got not found "
+        "(give the folder with --image-root)"
+    )
     empty = _coco(tmp_path / "e" / "instances_e.json", [])
     assert collect([str(empty)]).items == []
-    with pytest.raises(DataError, match="gone.json: expected a COCO instances JSON file"):
+    with pytest.raises(DataError) as e:
         collect([str(tmp_path / "gone.json")])
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'gone.json'}: expected a COCO instances JSON file, got no such file"
+    )
     for bad in (
         "{",
         '{"images": [{"id": 1}]}',
@@ -130,8 +148,12 @@ def test_coco_json_image_root_and_errors(tmp_path):
         '{"images": [{"id": "a", "file_name": "f"}]}',
     ):
         (tmp_path / "bad.json").write_text(bad)
-        with pytest.raises(DataError, match=r"images\[\].id and images\[\].file_name"):
+        with pytest.raises(DataError) as e:
             collect([str(tmp_path / "bad.json")])
+        assert str(e.value).startswith(
+            f"{tmp_path / 'bad.json'}: expected COCO instances JSON with images[].id and "
+            "images[].file_name, got "
+        )
     (tmp_path / "bad.json").write_text('{"images": [1]}')
     with pytest.raises(DataError, match="TypeError"):
         collect([str(tmp_path / "bad.json")])
@@ -176,24 +198,38 @@ def test_index_png_reads_back_class_indices():
     pal = Image.open(io.BytesIO(index_png(m, [(1, 2, 3), (4, 5, 6), (7, 8, 9), (0, 0, 1)])))
     assert pal.mode == "P" and np.array_equal(np.asarray(pal), m)
     assert pal.getpalette()[:12] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 1]
+    big = np.tile(np.arange(40, dtype=np.uint8) % 4, (40, 1))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "PNG", compress_level=1)  # fast, not smallest
+    assert index_png(big, None) == buf.getvalue()
 
 
 def test_done_and_append_and_retry(tmp_path):
+    assert JobFolder(tmp_path).shards == tmp_path / ".shards"  # where Ray's workers write
+    deep = JobFolder(tmp_path / "a" / "b" / "c")
+    assert deep.done()[0] == set() and deep.out.is_dir()
     job = JobFolder(tmp_path / "out")
     assert job.done() == (set(), {"predicted": 0, "failed": 0, "retried": 0})
     job.append("predictions", [{"path": "a"}, {"path": "b"}])
     job.append("errors", [{"path": "c", "reason": "corrupt"}])
     job.append("errors", [])
+    first = job._files["predictions"]
+    job.append("predictions", [])
+    job.append("predictions", [{"path": "b2"}])
+    assert job._files["predictions"] is first  # one handle per file
     job.close()
-    assert job.predictions.read_bytes() == b'{"path":"a"}\n{"path":"b"}\n'
-    assert job.done() == ({"a", "b", "c"}, {"predicted": 2, "failed": 1, "retried": 0})
+    assert job.predictions.read_bytes() == b'{"path":"a"}\n{"path":"b"}\n{"path":"b2"}\n'
+    assert job.done() == ({"a", "b", "b2", "c"}, {"predicted": 3, "failed": 1, "retried": 0})
     assert job.errors.read_bytes() != b""
-    assert job.done(retry_errors=True) == ({"a", "b"}, {"predicted": 2, "failed": 0, "retried": 1})
+    assert job.done(retry_errors=True) == (
+        {"a", "b", "b2"},
+        {"predicted": 3, "failed": 0, "retried": 1},
+    )
     assert job.errors.read_bytes() == b""
     job.append("predictions", [{"path": "d"}])
     job.append("predictions", [{"path": "e"}])
     job.close()
-    assert [r["path"] for r in recover_lines(job.predictions)] == ["a", "b", "d", "e"]
+    assert [r["path"] for r in recover_lines(job.predictions)] == ["a", "b", "b2", "d", "e"]
     assert job._files == {}
 
 
@@ -201,15 +237,17 @@ def test_merge_shards_sorted_once_each(tmp_path):
     job = JobFolder(tmp_path)
     assert job.merge_shards() == {"predictions": 0, "errors": 0, "duplicates": 0}
     job.append("predictions", [{"path": "a"}])
+    job.append("errors", [{"path": "f", "reason": "corrupt"}])
     job.close()
     job.shards.mkdir()
+    (job.shards / "2.predictions.jsonl").write_bytes(b'{"path":"f"}\n')  # failed before: kept
     (job.shards / "1.predictions.jsonl").write_bytes(b'{"path":"c"}\n{"path":"a"}\n')
     (job.shards / "0.predictions.jsonl").write_bytes(b'{"path":"b"}\n{"path":"c"}\n{"pa')
     (job.shards / "0.errors.jsonl").write_bytes(b'{"path":"e","reason":"x"}\n{"path":"b"}\n')
     counts = job.merge_shards()
-    assert counts == {"predictions": 2, "errors": 1, "duplicates": 3}
+    assert counts == {"predictions": 2, "errors": 1, "duplicates": 4}
     assert [r["path"] for r in recover_lines(job.predictions)] == ["a", "b", "c"]
-    assert [r["path"] for r in recover_lines(job.errors)] == ["e"]
+    assert [r["path"] for r in recover_lines(job.errors)] == ["f", "e"]
     assert not job.shards.exists() and job._files == {}
 
 
