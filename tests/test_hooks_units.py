@@ -219,6 +219,20 @@ def test_validation_every_n_epochs_and_after_the_last(tmp_path):
     assert not t3.is_best  # equal is not better
 
 
+@pytest.mark.parametrize(
+    "every, epochs, validated", [(3, 4, [2, 3]), (3, 9, [2, 5, 8]), (1, 2, [0, 1]), (5, 3, [2])]
+)
+def test_validation_schedule(tmp_path, every, epochs, validated):
+    t = _trainer(tmp_path, cfg=Cfg(val_every=every, epochs=epochs))
+    t.evaluator = Evaluator([0.5] * 10)
+    hook, done = H.ValidationHook(), []
+    for epoch in range(epochs):
+        hook.after_epoch(t, epoch)
+        if t.score_text:
+            done.append(epoch)
+    assert done == validated  # every N epochs, and after the last
+
+
 def test_validation_none_is_the_worst(tmp_path):
     t = _trainer(tmp_path, cfg=Cfg(val_every=1))
     t.evaluator = Evaluator([None])
@@ -427,3 +441,12 @@ def test_backbone_parameters():
     m = M()
     got = backbone_parameters(m)
     assert [id(p) for p in got] == [id(p) for p in [*m.a.parameters(), *m.b.parameters()]]
+
+
+def test_evaluate_shows_a_progress_bar_that_it_clears(capsys):
+    seen = []
+    evaluate(Predictor(), Reader(3), Evaluator(), batch=1, observe=lambda s, o: seen.append(o))
+    err = capsys.readouterr().err
+    assert err.startswith("\rvalidate:") and "0/3" in err  # on the first rank: shown...
+    assert err.endswith("\r") and "3/3" not in err  # ...and cleared (leave=False)
+    assert seen == [[{"i": 0}], [{"i": 1}], [{"i": 2}]]  # observe sees the outputs
