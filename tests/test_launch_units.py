@@ -21,9 +21,18 @@ from vision.engine import distributed as D
 # a stand-in for `bentoml serve`: /readyz answers 200 once it has slept `delay` seconds, and the
 # process starts a child of its own (as BentoML's arbiter starts workers)
 STAND_IN = r"""
-import http.server, os, subprocess, sys, time
-port, delay = int(sys.argv[1]), float(os.environ.get("STAND_IN_DELAY", "0"))
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+import http.server, os, signal, subprocess, sys, time
+host, port, delay = sys.argv[1], int(sys.argv[2]), float(os.environ.get("STAND_IN_DELAY", "0"))
+# a worker with a worker of its own; with STAND_IN_REAP=1 the first one leaves on SIGTERM
+grand = ("import subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+child = subprocess.Popen([sys.executable, "-c", grand])
+if os.environ.get("STAND_IN_REAP") == "1":
+    def bye(*a):
+        child.kill()
+        child.wait()
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, bye)
 start = time.time()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -33,7 +42,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(os.environ.get("STAND_IN_ANSWER", "").encode())
     def log_message(self, *a):
         pass
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+http.server.HTTPServer((host, port), H).serve_forever()
 """
 
 
@@ -42,7 +51,7 @@ def stand_in(monkeypatch, tmp_path):
     script = tmp_path / "serve.py"
     script.write_text(STAND_IN)
     monkeypatch.setattr(
-        launch, "serve_argv", lambda host, port: [sys.executable, str(script), str(port)]
+        launch, "serve_argv", lambda host, port: [sys.executable, str(script), str(host), str(port)]
     )
     return script
 
@@ -80,14 +89,34 @@ def test_start_waits_for_ready_and_stop_takes_the_tree(stand_in):
         assert time.monotonic() - t0 >= 1.0  # it waited for 200, not for the port
         assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
         assert launch.httpx.get(f"{url}/readyz").status_code == 200
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) == 1 and proc.poll() is None
+        for _ in range(50):  # the worker's own worker starts a moment later
+            children = psutil.Process(proc.pid).children(recursive=True)
+            if len(children) == 2:
+                break
+            time.sleep(0.1)
+        assert len(children) == 2 and proc.poll() is None
         assert psutil.Process(proc.pid).cwd() == str(launch.ROOT)
     finally:
         code = launch.stop_server(proc)
     assert code is not None and proc.poll() is not None
     time.sleep(0.2)
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_start_notices_ready_within_a_poll(stand_in):
+    t0 = time.monotonic()
+    proc, _ = launch.start_server({"STAND_IN_DELAY": "0.2"})
+    launch.stop_server(proc)
+    assert time.monotonic() - t0 < 1.3  # polled every 0.5 s
+
+
+def test_stop_when_a_worker_is_gone_already(stand_in):
+    proc, _ = launch.start_server({"STAND_IN_REAP": "1"})
+    time.sleep(0.5)
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert launch.stop_server(proc) == 0  # its worker ended with it: nothing left to kill
+    time.sleep(0.2)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in tree[1:])
 
 
 def test_start_on_a_given_port_with_the_environment(stand_in, monkeypatch):
