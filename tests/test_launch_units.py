@@ -204,3 +204,44 @@ def test_shard_sampler_order():
         and list(r) == torch.randperm(7, generator=torch.Generator().manual_seed(300011)).tolist()
     )
     assert list(D.ShardSampler(7, True, seed=4)) != first and len(D.ShardSampler(0, True)) == 0
+
+
+TWO_RANKS = r"""
+import json, sys
+import torch.distributed as dist
+from vision.engine import distributed as D
+rank, world, device = D.init_distributed()
+out = {"rank": rank, "world": world, "device": str(device), "main": D.is_main(),
+       "size": D.world_size(), "mean": D.mean_across_ranks([0.1, 0.2][rank]),
+       "shard": list(D.ShardSampler(5, shuffle=False)), "len": len(D.ShardSampler(5, False))}
+D.barrier()
+print(json.dumps(out), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_two_ranks_in_two_processes(tmp_path):
+    import json
+    import os
+
+    script = tmp_path / "ranks.py"
+    script.write_text(TWO_RANKS)
+    port = launch.free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {
+            **os.environ,
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE)
+        )
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert [o["rank"] for o in outs] == [0, 1] and all(o["world"] == o["size"] == 2 for o in outs)
+    assert [o["main"] for o in outs] == [True, False] and {o["device"] for o in outs} == {"cpu"}
+    assert all(o["mean"] == (0.1 + 0.2) / 2 for o in outs)  # summed in float64
+    assert [o["shard"] for o in outs] == [[0, 2, 4], [1, 3]] and [o["len"] for o in outs] == [3, 2]
