@@ -519,6 +519,8 @@ def test_segmentation_training_and_model_figures(seen):
     assert figures.training_figure([], "mIoU", "M") == []
     assert figures.model_figures("segmentation", seg, "M", rows, "mIoU") == want + [train]
     assert figures.model_figures("segmentation", seg, "M") == want
+    unnamed = figures.model_figures("segmentation", seg, "M", rows)  # no metric named
+    assert unnamed == want + figures.training_figure(rows, "", "M")
     det = {"coco": {"per_class": {"a": 0.5}}}
     assert figures.model_figures("detection", det, "M") == figures.detection_figures(det, "M")
 

@@ -16,6 +16,13 @@ from vision.errors import DataError
 BASE = {"task": "detection", "data": "d.yaml", "model": "fcos_r18", "out": "o"}
 
 
+def test_options_carry_their_help():
+    m = R.FIELDS["epochs"].metadata
+    assert m["help"] == "training epochs" and m["low"] == 1 and m["choices"] is None
+    assert R.FIELDS["amp"].metadata["flag"] == "--no-amp" and R.FIELDS["lr"].metadata["open_low"]
+    assert R.FIELDS["model_kwargs"].default_factory() == {}
+
+
 def test_expected_words():
     assert R.expected("epochs") == "an integer ≥ 1"
     assert R.expected("lr") == "a number > 0"
@@ -82,6 +89,8 @@ def test_unknown_keys_name_the_closest():
     with pytest.raises(DataError) as e:
         R.check_keys({"zzzzzzzz": 1}, "f.yaml")
     assert str(e.value).endswith("got an unknown key (see `vision train detect -h`)")
+    with pytest.raises(DataError, match="did you mean 'lr'"):
+        R.check_keys({"lrate": 1}, "w")  # similar enough at difflib's 0.5, not at its default 0.6
     with pytest.raises(DataError, match="did you mean 'kd_mode'"):
         R.check_keys({"kd_mod": 1}, "w")  # the single closest, though several are close
     with pytest.raises(DataError, match="did you mean 'b'"):
@@ -96,6 +105,8 @@ def test_validate_reports_every_missing_value():
     assert str(e.value) == "recipe: expected values for data, model, out, got none"
     with pytest.raises(DataError, match="^mine: expected values for out"):
         R.validate({"task": "detection", "data": "d", "model": "m"}, "mine")
+    with pytest.raises(DataError, match="^mine: key 'lrr'"):
+        R.validate({**BASE, "lrr": 1}, "mine")
     cfg = R.validate({**BASE, "lr": "2e-3"})
     assert cfg.lr == 0.002 and cfg.epochs == 10 and isinstance(cfg, R.TrainConfig)
 

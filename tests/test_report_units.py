@@ -483,15 +483,13 @@ def test_measure_times_each_stage_after_the_warm_up(monkeypatch):
     assert r["runs"][0]["stages_ms"]["postprocess"]["p95"] == pytest.approx(13.5)
 
 
-def test_measure_defaults():
-    import inspect
-
-    sig = inspect.signature(fps.measure).parameters
-    assert (sig["batch_sizes"].default, sig["warmup"].default, sig["iters"].default) == (
-        (1, 8),
-        5,
-        30,
-    )
+def test_measure_defaults(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(fps, "time", clock)
+    p = _Timed(clock)
+    r = fps.measure(p, [b"a"])
+    assert [run["batch"] for run in r["runs"]] == [1, 8] and (r["warmup"], r["iters"]) == (5, 30)
+    assert len(p.decoded) == 35 * 1 + 35 * 8  # 5 warm-up and 30 timed batches of each size
 
 
 def test_environment_and_format():
