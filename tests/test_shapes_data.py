@@ -178,3 +178,28 @@ def test_generate_links_images_and_runs_in_worker_processes(tmp_path):
     for name in ("VOC/Annotations/000002.xml", "COCO/annotations/instances_train.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert os.stat(tmp_path / "a" / "COCO" / "images" / "000001.jpg").st_nlink == 2
+
+
+def test_three_hundred_small_images_are_the_same_as_before():
+    """Rare paths of the generator (placement retries, tiny shapes, colour retries, blur) show
+    over many images: their geometry pinned exactly, their pixels by mean and spread."""
+    spec = ShapesSpec(min_size=40, max_size=56, max_objects=6, min_object=6, seed=11)
+    h, total, squares, count, objects = hashlib.sha256(), 0.0, 0.0, 0, 0
+    for i in range(300):
+        img, masks, labels = render(i, spec)
+        assert masks.dtype == bool and labels.dtype == np.int64
+        h.update(np.packbits(masks).tobytes() + labels.tobytes())
+        x = img.astype(np.float64)
+        total, squares, count = total + x.sum(), squares + (x * x).sum(), count + x.size
+        objects += len(labels)
+    mean = total / count
+    assert h.hexdigest() == "14ebc1a01d23be6e4e8e54614299d76190751a546d42178df72c8b92bfe5e6c5"
+    assert objects == 1072
+    assert abs(mean - 126.9736) < 2e-3 and abs((squares / count - mean**2) ** 0.5 - 52.6494) < 2e-3
+
+
+def test_workers_default_to_the_cpus(tmp_path):
+    spec = ShapesSpec(train=2, val=1, min_size=32, max_size=40)
+    assert generate(tmp_path / "a", spec) == generate(tmp_path / "b", spec, workers=1)
+    name = "COCO/annotations/instances_train.json"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
