@@ -425,7 +425,7 @@ def test_finetune_config_resets_resume_and_distillation():
     assert (
         finetune_config({k: v for k, v in recipe.items() if k != "warmup_iters"}).warmup_iters == 0
     )
-    with pytest.raises(Exception, match="fine-tuning recipe"):
+    with pytest.raises(Exception, match="^fine-tuning recipe: key 'epochs'"):
         finetune_config(recipe, epochs=0)
 
 

@@ -110,6 +110,16 @@ def test_start_notices_ready_within_a_poll(stand_in):
     assert time.monotonic() - t0 < 1.3  # polled every 0.5 s
 
 
+def test_stop_takes_only_its_own_tree(stand_in):
+    one, _ = launch.start_server({})
+    other, url = launch.start_server({})
+    try:
+        launch.stop_server(one)
+        assert other.poll() is None and launch.httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        launch.stop_server(other)
+
+
 def test_stop_when_a_worker_is_gone_already(stand_in):
     proc, _ = launch.start_server({"STAND_IN_REAP": "1"})
     time.sleep(0.5)
