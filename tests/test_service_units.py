@@ -433,6 +433,12 @@ def test_models_from_the_store(files):
         tag2 = store("segmentation", files["segmentation"], record, None, log=lambda *a: None)
         seg = stored_model("vision-segmenter")
         assert seg.tag == tag2 and seg.variant == "eager" and seg.file is None
+        import bentoml
+
+        with bentoml.models.create("vision-older", metadata={"arch": "x"}) as bm:
+            (Path(bm.path) / "model.pt").write_bytes(b"")
+        older = stored_model("vision-older")  # stored before variants existed: eager
+        assert older.variant == "eager" and older.file is None and older.metadata == {"arch": "x"}
         mp.setenv("VISION_DETECTOR_CKPT", "")
         mp.setenv("VISION_SEGMENTER_CKPT", "")
         mp.setenv("VISION_DETECTOR_MODEL", tag)
