@@ -203,3 +203,9 @@ def test_workers_default_to_the_cpus(tmp_path):
     assert generate(tmp_path / "a", spec) == generate(tmp_path / "b", spec, workers=1)
     name = "COCO/annotations/instances_train.json"
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_an_image_too_small_for_any_shape_has_none():
+    img, masks, labels = render(0, ShapesSpec(min_size=4, max_size=4, min_object=1))
+    assert img.shape == (4, 4, 3) and masks.shape == (0, 4, 4) and masks.dtype == bool
+    assert labels.shape == (0,) and labels.dtype == np.int64
