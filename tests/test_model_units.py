@@ -79,6 +79,14 @@ def test_bilinear_kernels():
     )
 
 
+@pytest.mark.parametrize("k", [5, 6, 10])
+def test_bilinear_kernels_computed_in_float64(k):
+    f = (k + 1) // 2
+    c = f - 1 if k % 2 else f - 0.5
+    one = 1 - (torch.arange(k, dtype=torch.float64) - c).abs() / f
+    assert torch.equal(bilinear_kernel(1, k)[0, 0], torch.outer(one, one).float())
+
+
 def test_transposed_upsample_is_bilinear_inside():
     up = TransposedUpsample(2, 4)
     assert (up.factor, up.conv.kernel_size, up.conv.stride, up.conv.padding) == (
@@ -123,6 +131,8 @@ def test_fit_crops_and_pads_top_left():
     assert (padded[..., 3:, :] == 0).all() and (padded[..., :, 4:] == 0).all()
     assert torch.equal(fit(x, 3, 4), x)
     assert fit(x, 3, 5).shape == (1, 1, 3, 5) and fit(x, 4, 4).shape == (1, 1, 4, 4)
+    three = torch.arange(12.0).view(1, 3, 4)  # any leading dimensions: the last two are H, W
+    assert fit(three, 4, 6).shape == (1, 4, 6) and torch.equal(fit(three, 4, 6)[:, :3, :4], three)
 
 
 class _Seg(Segmenter):
@@ -151,10 +161,22 @@ def test_segmenter_interface():
     assert s.export_module() is s and s.export_outputs() == ("logits",)
     assert s.export_decoder(8)(["x", "y"]) == "x"
     assert s.backbone_modules() == [s.backbone]
+    s.head.backbone = nn.Identity()  # a second, nested one: the first is the feature extractor
+    assert s.backbone_modules() == [s.backbone]
+    del s.backbone
+    assert s.backbone_modules() == [s.head.backbone]
+    s.backbone = nn.Conv2d(3, 4, 1)
     assert s.normalization() == ((0.5, 0.25, 0.0), (0.5, 0.5, 1.0))
     x = torch.ones(1, 3, 2, 2)
     n = s.normalize(x)
     assert torch.allclose(n[0, :, 0, 0], torch.tensor([1.0, 1.5, 1.0]))
+    x64 = torch.full((1, 3, 1, 1), 0.3, dtype=torch.float64)
+    imagenet = _Seg()
+    imagenet.meta.mean, imagenet.meta.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean = torch.tensor(imagenet.meta.mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(imagenet.meta.std, dtype=torch.float64).view(1, 3, 1, 1)
+    got = imagenet.normalize(x64)  # in the input's precision, not float32's
+    assert got.dtype == torch.float64 and torch.equal(got, (x64 - mean) / std)
     with pytest.raises(ValueError, match=r"expected images \(B, 3, H, W\), got shape \(3, 2, 2\)"):
         s.normalize(x[0])
     with pytest.raises(ValueError, match=r"got shape \(1, 1, 2, 2\)"):
