@@ -280,3 +280,118 @@ def test_refusals_count_and_the_busy_answer_is_a_json_body():
     g, busy = run(scenario())
     assert g.refused == 2 and [r.status_code for r in busy] == [503, 503]
     assert busy[0].headers["retry-after"] == "7" and busy[0].json()["pending"] == 1
+
+
+def _scope(path="/info", client=("1.2.3.4", 5000), headers=(), method="POST"):
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": list(headers),
+        "query_string": b"",
+        "client": client,
+    }
+
+
+async def _raw(guard, scope, messages):
+    """One request through the guard with raw ASGI messages; returns (status, body)."""
+    sent, it = [], iter(messages)
+
+    async def receive():
+        return next(it, {"type": "http.disconnect"})
+
+    async def send(m):
+        sent.append(m)
+
+    await guard(scope, receive, send)
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_messages_without_body_or_more_body_keys():
+    app = Recorder()
+    guard = RequestGuard(app, max_bytes=10**6)
+    ctype = [(b"content-type", b"multipart/form-data; boundary=b")]
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nx\r\n--b--\r\n'
+    )
+    msgs = [{"type": "http.request", "more_body": True}, {"type": "http.request", "body": form}]
+    status, _ = run(_raw(guard, _scope("/detect", headers=ctype), msgs))
+    assert status == 200 and app.bodies == [form]  # no "body": nothing; no "more_body": the end
+
+
+def test_the_counted_413_names_the_limit():
+    async def chunks():
+        for _ in range(5):
+            yield b"z" * 100
+
+    r = run(
+        _post(
+            RequestGuard(Recorder(), max_bytes=250),
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+    )
+    assert r.status_code == 413 and r.json()["limit"] == 250
+    assert r.json()["error"] == "request body is 300 bytes or more: the limit is 250 bytes"
+
+
+def test_model_routes_without_uploads_pass_whole():
+    from service.routes import Policy
+
+    app = Recorder()
+    guard = RequestGuard(app, max_bytes=1, routes={"/x": Policy(model=True, upload=False)})
+    status, body = run(_raw(guard, _scope("/x"), [{"type": "http.request", "body": b"abc"}]))
+    assert status == 200 and app.bodies == [b"abc"] and body == b"3" and guard.pending == 0
+    assert app.scopes[0]["path"] == "/x"
+
+
+def test_refusals_are_counted_by_key_name(tmp_path):
+    from service.access import AUTH_REFUSED, RATE_LIMITED, KeyRing, Rate, RateLimiter, create_key
+
+    path = tmp_path / "keys.txt"
+    alice = create_key(path, "alice")
+    app = Recorder()
+    seen = []
+
+    async def named(scope, receive, send):
+        seen.append(scope["state"]["vision_key"])
+        await app(scope, receive, send)
+
+    limiter = RateLimiter(Rate.parse("1/h,burst=1"), clock=lambda: 0.0)
+    guard = RequestGuard(
+        named, max_bytes=10**6, keys=KeyRing(path, check_every_s=0), limiter=limiter
+    )
+
+    def count(metric, key):
+        return metric.labels(key=key)._value.get()
+
+    m0, u0 = count(AUTH_REFUSED, "missing"), count(AUTH_REFUSED, "unknown")
+    assert run(_raw(guard, _scope(), []))[0] == 401
+    assert count(AUTH_REFUSED, "missing") == m0 + 1 and count(AUTH_REFUSED, "unknown") == u0
+    bad = [(b"x-api-key", b"vk_wrong")]
+    assert run(_raw(guard, _scope(headers=bad), []))[0] == 401
+    assert count(AUTH_REFUSED, "unknown") == u0 + 1 and count(AUTH_REFUSED, "missing") == m0 + 1
+    key = [(b"authorization", f"Bearer {alice}".encode())]
+    assert run(_raw(guard, _scope(headers=key), []))[0] == 200 and seen == ["alice"]
+    a0 = count(RATE_LIMITED, "alice")
+    other_address = _scope(
+        headers=key, client=("9.9.9.9", 1)
+    )  # the key's bucket, not the address's
+    assert run(_raw(guard, other_address, []))[0] == 429
+    assert count(RATE_LIMITED, "alice") == a0 + 1
+
+
+def test_without_keys_the_rate_is_per_client_address():
+    from service.access import RATE_LIMITED, Rate, RateLimiter
+
+    limiter = RateLimiter(Rate.parse("1/h,burst=1"), clock=lambda: 0.0)
+    guard = RequestGuard(Recorder(), max_bytes=10**6, limiter=limiter)
+    before = RATE_LIMITED.labels(key="address")._value.get()
+    assert run(_raw(guard, _scope(client=("1.1.1.1", 1)), []))[0] == 200
+    assert run(_raw(guard, _scope(client=("2.2.2.2", 1)), []))[0] == 200  # another address
+    assert run(_raw(guard, _scope(client=("1.1.1.1", 2)), []))[0] == 429  # same address, new port
+    assert RATE_LIMITED.labels(key="address")._value.get() == before + 1
+    assert run(_raw(guard, _scope(client=None), []))[0] == 200  # no address: one "unknown" bucket
+    assert run(_raw(guard, _scope(client=None), []))[0] == 429
+    assert limiter.take("unknown") > 0 and limiter.take("1.1.1.1") > 0
