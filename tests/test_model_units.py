@@ -453,3 +453,54 @@ def test_torchvision_segmenter_meta_and_errors():
     assert "fcn_resnet50" in TV_SEGMENTERS
     with pytest.raises(ValueError, match="expected one of .*got 'x'"):
         TorchvisionSegmenter("x", 2)
+
+
+def test_defaults_of_the_builders():
+    f = FCN(2)
+    assert (f.meta.name, f.variant, f.meta.input_size, f.meta.task) == (
+        "fcn8s_resnet18",
+        8,
+        256,
+        "segmentation",
+    )
+    d = DilatedSegmenter(2)
+    assert (d.meta.name, d.meta.input_size, d.head[0].out_channels) == (
+        "dilated_context_resnet18",
+        256,
+        128,
+    )
+    assert d.meta.task == "segmentation" and d.meta.background and d.meta.colors == []
+    t = TorchvisionSegmenter("lraspp_mobilenet_v3_large", 2)
+    assert t.meta.input_size == 256 and t.meta.mean == (0.485, 0.456, 0.406)
+
+
+def test_pretrained_backbones_are_loaded_from_the_package():
+    from vision.models.efficientnet import weights_file
+
+    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    stem = state["_conv_stem.weight"]
+    f = FCN(2, backbone="lite0", weights_backbone="imagenet", background=False)
+    d = DilatedSegmenter(2, backbone="lite0", weights_backbone="imagenet", width=8)
+    for m in (f, d):
+        assert torch.equal(m.backbone.layers[0][0].weight, stem)
+        assert (m.meta.mean, m.meta.std) == ((0.5,) * 3, (0.5,) * 3)
+    assert f.meta.background is False and d.meta.task == "segmentation"
+
+
+def test_fcn_skips_are_added_after_cropping():
+    torch.manual_seed(0)
+    m = FCN(2, 8, "resnet_slim").eval()
+    for layer in (m.score16, m.score8):
+        nn.init.normal_(layer.weight, std=0.1)
+        nn.init.constant_(layer.bias, 0.5)
+    x = torch.rand(1, 3, 70, 50)
+    with torch.no_grad():
+        got = m(x)
+        f = m.backbone(m.normalize(x))
+        s = m.score32(m.head(f[32]))
+        k16 = m.score16(f[16])
+        s = fit(m.up2a(s), *k16.shape[-2:]) + k16
+        k8 = m.score8(f[8])
+        s = fit(m.up2b(s), *k8.shape[-2:]) + k8
+        want = fit(m.up_final(s), 70, 50)
+    assert got.shape == (1, 3, 70, 50) and torch.allclose(got, want, atol=1e-6)
