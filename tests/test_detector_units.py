@@ -331,3 +331,30 @@ def test_lite0_weights_checked(tmp_path):
     first = E.lite0_stages("imagenet")[0][0]
     assert torch.equal(first.weight, state["_conv_stem.weight"])
     assert math.isfinite(float(net._fc.bias.sum()))
+
+
+def test_builders_metadata_and_export_parts():
+    b = D.detector_builders()
+    assert b["ssdlite320_mobilenet_v3_large"].args == ("ssdlite320_mobilenet_v3_large",)
+    assert all(b[n].args == (n,) for n in D.TV_DETECTORS)
+    three = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 3, 1), nn.ReLU(), nn.Conv2d(3, 7, 1))
+    assert D._last_conv(three).out_channels == 7
+    m = D.fcos_small(2, backbone="resnet_slim").eval()
+    assert m.meta.task == "detection" and m.meta.std == (0.229, 0.224, 0.225)
+    t = D.torchvision_detector("ssdlite320_mobilenet_v3_large", 2)
+    assert t.meta.task == "detection" and t.meta.name == "ssdlite320_mobilenet_v3_large"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        outs = m.export_module().eval()(x)
+        ref = DetectorNetwork(m).eval()(x)
+        assert all(torch.equal(a, b) for a, b in zip(outs, ref, strict=True))
+        dets = m.export_decoder(64)(list(outs))
+    assert isinstance(dets, list) and set(dets[0]) >= {"boxes", "scores", "labels"}
+
+
+def test_the_lite0_detector_loads_the_package_weights():
+    from vision.models.efficientnet import weights_file
+
+    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    m = D.fcos_small(2, backbone="lite0", weights_backbone="imagenet", fpn_width=32)
+    assert torch.equal(m.net.backbone.body.layers[0][0].weight, state["_conv_stem.weight"])
