@@ -240,6 +240,7 @@ def test_settings_from_the_environment(files):
             VISION_STUCK_S="11",
             VISION_FAULTS=None,
             VISION_SEGMENTER_CKPT="",
+            VISION_SEGMENTER_MODEL="vision-no-such-model",  # whatever store this process uses
             VISION_THREADS="2",
         )
     b = s.batchers["detection"]
@@ -264,7 +265,14 @@ def test_settings_from_the_environment(files):
     assert (b.max_batch, b.max_wait, b.max_queue, b.deadline_s) == (8, 0.0, 64, 30.0)
     assert d.stuck_s == 60.0 and d.faults is False and d.threads == 1
     with pytest.MonkeyPatch.context() as mp, pytest.raises(RuntimeError, match="no model to serve"):
-        _service(files, mp, VISION_DETECTOR_CKPT="", VISION_SEGMENTER_CKPT="")
+        _service(
+            files,
+            mp,
+            VISION_DETECTOR_CKPT="",
+            VISION_SEGMENTER_CKPT="",
+            VISION_DETECTOR_MODEL="vision-no-such-model",
+            VISION_SEGMENTER_MODEL="vision-no-such-model",
+        )
 
 
 def test_info(svc):
@@ -421,9 +429,20 @@ def test_models_from_the_store(files):
         record = {"model": "fcos_slim", "primary_metric": "coco/AP", "primary": 0.5}
         onnx = files["home"].parent / "m.onnx"
         onnx.write_bytes(b"onnx bytes")
-        table = {"rule": "r", "rows": [{"variant": "onnx", "status": "ok", "metric": 0.5,
-                                        "p50_ms": 2.0, "speedup": 2.0, "file": str(onnx),
-                                        "chosen": True}]}  # fmt: skip
+        table = {
+            "rule": "r",
+            "rows": [
+                {
+                    "variant": "onnx",
+                    "status": "ok",
+                    "metric": 0.5,
+                    "p50_ms": 2.0,
+                    "speedup": 2.0,
+                    "file": str(onnx),
+                    "chosen": True,
+                }
+            ],
+        }
         tag = store("detection", files["detection"], record, table, log=lambda *a: None)
         got = stored_model("vision-detector")
         assert got is not None and got.tag == tag and got.variant == "onnx"
