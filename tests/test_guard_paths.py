@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from service.drain import Drain
 from service.guard import ACCEPTED, RequestGuard
 from service.memory import IdleTrim
 
-from .test_guard_limits import _jpeg, run
+from .test_guard_limits import _jpeg, client, run
 
 
 class Recorder:
@@ -37,10 +36,6 @@ class Recorder:
         self.bodies.append(body)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(len(body)).encode()})
-
-
-def client(guard):
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t")
 
 
 async def _post(guard, path="/detect", **kw):
