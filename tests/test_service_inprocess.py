@@ -73,7 +73,7 @@ def test_endpoints_and_errors_in_process(svc, shapes_dir, tmp_path, tiny_checkpo
 def test_service_options_take_effect(svc, shapes_dir):
     """agnostic_nms and max_detections change the answer, on outputs where they must: the
     detector's backend is set to answer one object as two classes, plus a separate box."""
-    pred = svc.models["detection"]
+    pred = svc.core.models["detection"]
     fixed = {
         "boxes": torch.tensor([[10.0, 10, 50, 50], [11, 10, 50, 51], [60, 60, 90, 90]]),
         "scores": torch.tensor([0.9, 0.6, 0.5]),
@@ -95,9 +95,9 @@ def test_service_options_take_effect(svc, shapes_dir):
 
 def test_a_task_without_a_model_answers_503(svc, shapes_dir):
     img = shapes_dir / "VOC/JPEGImages/000050.jpg"
-    pred = svc.models.pop("segmentation")
+    pred = svc.core.models.pop("segmentation")
     try:
         status, body = _call(svc, "segment", img)
     finally:
-        svc.models["segmentation"] = pred
+        svc.core.models["segmentation"] = pred
     assert status == 503 and "no segmentation model" in body["error"]

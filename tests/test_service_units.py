@@ -20,6 +20,24 @@ from vision.models import build_model
 IMG_W, IMG_H = 80, 60
 
 
+class _Drain:
+    """Stands in for service.drain.Drain: the flag the core reads, and its installation."""
+
+    def __init__(self) -> None:
+        self.draining, self.installed = False, 0
+
+    def install(self) -> None:
+        self.installed += 1
+
+
+class _Idle:
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+
 def _checkpoint(path: Path, name: str) -> Path:
     torch.manual_seed(0)
     model = build_model(name, 2, class_names=["cat", "dog"], input_size=64)
@@ -50,7 +68,7 @@ def files(tmp_path_factory):
     }
 
 
-def _service(files, mp, **env):
+def _service(files, mp, parts=None, **env):
     mp.setenv("BENTOML_HOME", str(files["home"]))
     mp.setenv("VISION_DETECTOR_CKPT", str(files["detection"]))
     mp.setenv("VISION_SEGMENTER_CKPT", str(files["segmentation"]))
@@ -59,9 +77,9 @@ def _service(files, mp, **env):
             mp.delenv(k, raising=False)
         else:
             mp.setenv(k, v)
-    from service.service import VisionService
+    from service.core import VisionCore
 
-    return VisionService()
+    return VisionCore(*(parts or (_Drain(), _Idle())))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +94,7 @@ def _call(svc, method, path, **kw):
 
 
 def _count(endpoint: str, status: int) -> float:
-    from service.service import REQUESTS
+    from service.core import REQUESTS
 
     return REQUESTS.labels(endpoint=endpoint, status=str(status))._value.get()
 
@@ -246,6 +264,7 @@ def test_settings_from_the_environment(files):
     b = s.batchers["detection"]
     assert (b.max_batch, b.max_wait, b.max_queue, b.deadline_s) == (3, 0.005, 7, 9.0)
     assert s.stuck_s == 11.0 and s.faults is False and s._fault is None and s.threads == 2
+    assert (s.drain.installed, s.idle.started) == (1, 1)  # once the models are warm
     assert set(s.models) == {"detection"} and s.ready and s.device == "cpu" and s.half is False
     assert s.model_info["detection"] == {"version": "det.pt", "variant": "eager"}
     torch.set_num_threads(1)
@@ -264,15 +283,18 @@ def test_settings_from_the_environment(files):
     b = d.batchers["segmentation"]
     assert (b.max_batch, b.max_wait, b.max_queue, b.deadline_s) == (8, 0.0, 64, 30.0)
     assert d.stuck_s == 60.0 and d.faults is False and d.threads == 1
+    parts = (_Drain(), _Idle())
     with pytest.MonkeyPatch.context() as mp, pytest.raises(RuntimeError, match="no model to serve"):
         _service(
             files,
             mp,
+            parts,
             VISION_DETECTOR_CKPT="",
             VISION_SEGMENTER_CKPT="",
             VISION_DETECTOR_MODEL="vision-no-such-model",
             VISION_SEGMENTER_MODEL="vision-no-such-model",
         )
+    assert (parts[0].installed, parts[1].started) == (0, 0)  # nothing to drain or trim
 
 
 def test_info(svc):
@@ -331,35 +353,33 @@ def test_info(svc):
 
 
 def test_health(svc):
-    assert svc.__is_alive__() and svc.__is_ready__()
+    assert svc.is_alive() and svc.is_ready()
     svc.ready = False
-    assert not svc.__is_ready__() and svc.__is_alive__()
+    assert not svc.is_ready() and svc.is_alive()
     svc.ready = True
     b = svc.batchers["detection"]
     b.busy_since, stuck = 0.0, svc.stuck_s
     try:
-        assert not svc.__is_alive__() and not svc.__is_ready__()
+        assert not svc.is_alive() and not svc.is_ready()
         svc.stuck_s = 1e12
-        assert svc.__is_alive__()
+        assert svc.is_alive()
     finally:
         b.busy_since, svc.stuck_s = None, stuck
-    from service.service import DRAIN
-
-    DRAIN.draining = True
+    svc.drain.draining = True
     try:
-        assert svc.__is_alive__() and not svc.__is_ready__()
+        assert svc.is_alive() and not svc.is_ready()
     finally:
-        DRAIN.draining = False
+        svc.drain.draining = False
     svc.infer_pool._broken = True
     try:
-        assert not svc.__is_alive__()
+        assert not svc.is_alive()
     finally:
         svc.infer_pool._broken = False
-    assert svc.__is_ready__()
+    assert svc.is_ready()
 
 
 def test_batch_observer_counts(svc):
-    from service.service import BATCH, INFER_MS
+    from service.core import BATCH, INFER_MS, _observer
 
     def total(h):
         return sum(
@@ -370,71 +390,9 @@ def test_batch_observer_counts(svc):
         )
 
     b0, i0 = total(BATCH), total(INFER_MS)
-    svc._observer("t")(3, 12.5)
+    _observer("t")(3, 12.5)
     assert total(BATCH) == b0 + 1 and total(INFER_MS) == i0 + 1
     sums = {
         s.name: s.value for m in BATCH.collect() for s in m.samples if s.labels.get("task") == "t"
     }
     assert sums["vision_batch_size_sum"] >= 3
-
-
-def test_models_from_the_store(files):
-    from service.promote import store
-    from service.store import looks_like_tag, stored_model
-
-    assert looks_like_tag("vision-detector") and looks_like_tag("vision-segmenter")
-    assert looks_like_tag("name:v1") and not looks_like_tag("name") and not looks_like_tag("a/b:c")
-    assert not looks_like_tag("a:b:c")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_HOME", str(files["home"]))
-        assert stored_model("vision-nothing-here") is None
-        record = {"model": "fcos_slim", "primary_metric": "coco/AP", "primary": 0.5}
-        onnx = files["home"].parent / "m.onnx"
-        onnx.write_bytes(b"onnx bytes")
-        table = {
-            "rule": "r",
-            "rows": [
-                {
-                    "variant": "onnx",
-                    "status": "ok",
-                    "metric": 0.5,
-                    "p50_ms": 2.0,
-                    "speedup": 2.0,
-                    "file": str(onnx),
-                    "chosen": True,
-                }
-            ],
-        }
-        tag = store("detection", files["detection"], record, table, log=lambda *a: None)
-        got = stored_model("vision-detector")
-        assert got is not None and got.tag == tag and got.variant == "onnx"
-        assert Path(got.checkpoint).name == "model.pt" and Path(got.checkpoint).is_file()
-        assert Path(got.file).read_bytes() == b"onnx bytes" and got.metadata["arch"] == "fcos_slim"
-        assert stored_model(tag) == got and stored_model(f"{tag.split(':')[0]}:latest") == got
-        tag2 = store("segmentation", files["segmentation"], record, None, log=lambda *a: None)
-        seg = stored_model("vision-segmenter")
-        assert seg.tag == tag2 and seg.variant == "eager" and seg.file is None
-        import bentoml
-
-        with bentoml.models.create("vision-older", metadata={"arch": "x"}) as bm:
-            (Path(bm.path) / "model.pt").write_bytes(b"")
-        older = stored_model("vision-older")  # stored before variants existed: eager
-        assert older.variant == "eager" and older.file is None and older.metadata == {"arch": "x"}
-        mp.setenv("VISION_DETECTOR_CKPT", "")
-        mp.setenv("VISION_SEGMENTER_CKPT", "")
-        mp.setenv("VISION_DETECTOR_MODEL", tag)
-        from service.service import _load
-
-        pred, info = _load("segmentation", "cpu", False)
-        assert (
-            pred.meta.name == "fcn8s_slim"
-            and info["version"] == tag2
-            and info["variant"] == "eager"
-        )
-        assert info["arch"] == "fcn8s_slim"
-        mp.setenv("VISION_SEGMENTER_MODEL", "vision-nothing-here")
-        assert _load("segmentation", "cpu", False) == (None, {})
-        mp.setenv("VISION_SEGMENTER_CKPT", str(files["segmentation"]))
-        mp.setenv("VISION_SEGMENTER_VARIANT", "eager")
-        pred, info = _load("segmentation", "cpu", False)
-        assert info == {"version": "seg.pt", "variant": "eager"} and not pred.runtime_backend

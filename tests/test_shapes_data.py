@@ -15,7 +15,16 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from vision.data.shapes import CLASSES, ShapesSpec, _box, _occluded, _polygon, generate, render
+from vision.data.shapes import (
+    CLASSES,
+    ShapesSpec,
+    _box,
+    _contrasting,
+    _occluded,
+    _polygon,
+    generate,
+    render,
+)
 
 SPEC = ShapesSpec(train=3, val=2, min_size=48, max_size=64, max_objects=4, seed=5)
 # sha256 over the annotation files, the label PNGs' pixels and the spec of SPEC: the geometry.
@@ -150,6 +159,39 @@ def test_occluded_below_nine_tenths_of_the_shape_s_share_of_its_box():
     assert not _occluded(9, (0, 0, 4, 5), 1) and _occluded(8, (0, 0, 4, 5), 2)  # 0.9·20·0.5 = 9
     assert _occluded(14, (1, 1, 5, 6), 0) and not _occluded(15, (1, 1, 5, 6), 0)  # circle: 14.13
     assert not _occluded(10, (0, 0, 4, 5), 3)
+
+
+class _Draws:
+    """Stands in for a NumPy generator: ``integers`` gives the listed colours in turn."""
+
+    def __init__(self, *colours):
+        self.colours, self.calls = list(colours), 0
+
+    def integers(self, low, high, size):
+        assert (low, high, size) == (0, 256, 3)
+        self.calls += 1
+        return np.array(self.colours.pop(0) if self.colours else (100, 100, 100))
+
+
+def test_a_shape_s_colour_contrasts_with_what_it_covers():
+    mean = np.array([100.0, 100.0, 100.0])
+    rng = _Draws((150, 150, 160), (161, 100, 200), (0, 0, 0))  # 160 is not enough; 161 is
+    assert _contrasting(rng, mean).tolist() == [161, 100, 200] and rng.calls == 2
+    rng = _Draws()  # never far enough: ten draws, then the last one
+    assert _contrasting(rng, mean).tolist() == [100, 100, 100] and rng.calls == 10
+    assert _contrasting(rng, mean).dtype == np.float32
+
+
+def test_a_partly_hidden_circle_is_marked_truncated(tmp_path):
+    # seed 10's first image: a circle whose visible part fills 58 % of its box, under 90 % of
+    # a circle's share (π/4) but over 90 % of the other shapes' (1/2)
+    spec = ShapesSpec(train=1, val=1, min_size=32, max_size=40, max_objects=6, seed=10)
+    generate(tmp_path, spec, workers=1)
+    objs, _ = _objects(tmp_path / "VOC" / "Annotations" / "000000.xml")
+    circles = [(box, trunc) for name, box, trunc in objs if name == "circle"]
+    (x1, y1, x2, y2), trunc = circles[0]
+    area = int(render(0, spec)[1][[n for n, _, _ in objs].index("circle")].sum())
+    assert 0.45 < area / ((x2 - x1 + 1) * (y2 - y1 + 1)) < 0.7 and trunc == 1
 
 
 def test_images_copied_where_a_hard_link_cannot_go(tmp_path):

@@ -76,6 +76,16 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return bg
 
 
+def _contrasting(rng: np.random.Generator, mean: np.ndarray, tries: int = 10) -> np.ndarray:
+    """A random colour at least 160 levels (summed over RGB) from ``mean``, what the shape
+    covers; after ``tries`` draws, the last one."""
+    for _ in range(tries):
+        color = rng.integers(0, 256, 3).astype(np.float32)
+        if np.abs(color - mean).sum() > 160:
+            break
+    return color
+
+
 def render(index: int, spec: ShapesSpec):
     """Render image ``index``: RGB uint8 array, visible instance masks ``(N, H, W)``, labels."""
     rng = np.random.default_rng([spec.seed, index])
@@ -100,11 +110,7 @@ def render(index: int, spec: ShapesSpec):
                 visible = new_vis + [m]
                 full.append(m)
                 labels.append(k)
-                mean = img[m].mean(0)
-                for _c in range(10):
-                    color = rng.integers(0, 256, 3).astype(np.float32)
-                    if np.abs(color - mean).sum() > 160:
-                        break
+                color = _contrasting(rng, img[m].mean(0))
                 shade = rng.normal(0, 4, (int(m.sum()), 3))
                 img[m] = color + shade
                 break

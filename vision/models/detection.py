@@ -100,8 +100,9 @@ class Detector(nn.Module):
         feats = list(self.net.backbone(x).values())
         head = self.net.head
         box = head.regression_head(feats) if boxes else []
+        # FCOS's regression head gives (boxes, centerness); RetinaNet's one tensor
         box = list(box) if isinstance(box, (tuple, list)) else [box]
-        return [*feats, head.classification_head(feats), *(box if boxes else [])]
+        return [*feats, head.classification_head(feats), *box]
 
     def forward(self, images, targets: list[dict] | None = None):
         imgs = list(images)
