@@ -98,6 +98,20 @@ def _scalars(metrics: dict | None) -> dict:
     return out
 
 
+def _timings(clock: tuple[float, float, float, float], queue_ms, infer_ms, post_ms) -> dict:
+    """An answer's ``timing_ms`` from the ``perf_counter`` readings at its start, after the
+    upload was read, after it was prepared and at its end, and the batcher's own times."""
+    start, read, prepared, end = clock
+    return {
+        "decode": (read - start) * 1000,
+        "preprocess": (prepared - read) * 1000,
+        "queue": queue_ms,
+        "inference": infer_ms,
+        "postprocess": post_ms,
+        "total": (end - start) * 1000,
+    }
+
+
 def _set_threads() -> int:
     threads = os.environ.get("VISION_THREADS")
     if threads:
@@ -122,7 +136,6 @@ class VisionCore:
 
     def __init__(self, drain: Drain, idle: IdleTrim) -> None:
         self.drain, self.idle = drain, idle
-        self.ready = False
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.half = self.device == "cuda" and half_precision()
         self.limits = Limits.from_env()
@@ -137,7 +150,7 @@ class VisionCore:
         self.stuck_s = float(os.environ.get("VISION_STUCK_S", "60"))
         # fault drills (tests, the soak benchmark): a request header x-vision-fault makes the
         # next forward pass raise ("raise") or stall ("stall=SECONDS"); off unless asked for
-        self.faults = os.environ.get("VISION_FAULTS", "0") == "1"
+        self.faults = os.environ.get("VISION_FAULTS") == "1"
         self._fault: str | None = None
         # every torch op of this process (loading, warm-up, forward, post-processing) runs on
         # this one thread, shared by both tasks, so the process has a single OpenMP team
@@ -180,7 +193,7 @@ class VisionCore:
     def is_alive(self) -> bool:
         """False while the inference thread is gone or a forward pass is stuck (longer than
         ``VISION_STUCK_S``); true again once it finishes."""
-        pool_ok = not self.infer_pool._shutdown and not getattr(self.infer_pool, "_broken", False)
+        pool_ok = not self.infer_pool._shutdown and not self.infer_pool._broken
         return pool_ok and not any(b.stuck(self.stuck_s) for b in self.batchers.values())
 
     def is_ready(self) -> bool:
@@ -235,14 +248,7 @@ class VisionCore:
             "width": w,
             "height": h,
             "batch_size": batch,
-            "timing_ms": {
-                "decode": (t1 - t0) * 1000,
-                "preprocess": (t2 - t1) * 1000,
-                "queue": queue_ms,
-                "inference": infer_ms,
-                "postprocess": post_ms,
-                "total": (t4 - t0) * 1000,
-            },
+            "timing_ms": _timings((t0, t1, t2, t4), queue_ms, infer_ms, post_ms),
             **answer,
         }
         return _reply(ctx, endpoint, 200, body)

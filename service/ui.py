@@ -16,7 +16,7 @@ def ui_app(web: Path = WEB) -> Starlette:
     """The page (``/``), the list of samples (``/samples.json``) and each sample's file."""
 
     async def index(_):
-        return FileResponse(web / "index.html", media_type="text/html")
+        return FileResponse(web / "index.html")  # text/html, from the name
 
     async def samples(_):
         return JSONResponse(sorted(p.name for p in (web / "samples").glob("*.jpg")))

@@ -110,3 +110,10 @@ def test_models_from_the_store(files):  # noqa: F811 - the fixture imported abov
         mp.setenv("VISION_SEGMENTER_VARIANT", "eager")
         pred, info = _load("segmentation", "cpu", False)
         assert info == {"version": "seg.pt", "variant": "eager"} and not pred.runtime_backend
+        # the stored variant's own file, on the device and precision asked for
+        import service.core as core
+
+        calls = []
+        mp.setattr(core, "variant_predictor", lambda *a, **k: calls.append((a, k)) or "pred")
+        assert _load("detection", "cpu", False) == ("pred", {"version": tag, **got.metadata})
+        assert calls == [((got.checkpoint, "onnx", got.file), {"device": "cpu", "half": False})]
