@@ -161,3 +161,20 @@ def serving(home: Path, env: dict[str, str]):
             stop_server(proc)
             left = [w.pid for w in workers if w.is_running() and w.status() != "zombie"]
             assert not left, f"server processes left running: {left}"
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """Report plots return their figure's description (``tests/figure_data.describe``, as JSON
+    bytes) instead of PNG bytes, drawn under ``tests/figure_data.STYLE``."""
+    import json
+
+    import matplotlib
+
+    from eval import plots
+
+    from .figure_data import STYLE, describe
+
+    monkeypatch.setattr(plots, "_png", lambda fig: json.dumps(describe(fig)).encode())
+    with matplotlib.rc_context(STYLE):
+        yield lambda png: json.loads(png)

@@ -105,6 +105,39 @@ def test_dilation_per_block():
     ] == [(1, 1)] + [(2, 2)] * 3
     r50 = B.resnet("resnet50", dilate=(False, True, True))
     assert r50.layer4[1].conv2.dilation == (4, 4)
+    # the same network as torchvision's own dilation of ResNet-50 (Bottleneck)
+    import torchvision
+
+    ref = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+    assert repr(r50) == repr(ref)
+    ref.load_state_dict(r50.state_dict())
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(r50.eval()(x), ref.eval()(x))
+
+
+def test_torchvision_weights_are_passed_by_name(monkeypatch):
+    import torchvision
+
+    asked = []
+    for name in ("resnet18", "resnet50", "vgg16_bn", "mobilenet_v3_large"):
+        build = getattr(torchvision.models, name)
+
+        def record(build=build, name=name, **kw):
+            asked.append((name, kw.pop("weights")))  # no download: built untrained
+            return build(weights=None, **kw)
+
+        monkeypatch.setattr(torchvision.models, name, record)
+    B.resnet("resnet50", "W1", dilate=(False, True, True))
+    B.stage_features("resnet18", weights="W2")
+    B.stage_features("vgg16", weights="W3")
+    B.stage_features("mobilenet_v3", weights="W4")
+    assert asked == [
+        ("resnet50", "W1"),
+        ("resnet18", "W2"),
+        ("vgg16_bn", "W3"),
+        ("mobilenet_v3_large", "W4"),
+    ]
 
 
 def test_slim_resnet():

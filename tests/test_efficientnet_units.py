@@ -64,7 +64,8 @@ def test_mbconv():
     torch.manual_seed(0)
     b = E.MBConv(4, 4, 6, 3, 1)
     assert b.residual and b._expand_conv.out_channels == 24 and b._depthwise_conv.groups == 24
-    assert (b._bn0.eps, b._bn0.momentum) == (1e-3, 0.01) and b._depthwise_conv.kernel_size == (3, 3)
+    assert all((bn.eps, bn.momentum) == (1e-3, 0.01) for bn in (b._bn0, b._bn1, b._bn2))
+    assert b._depthwise_conv.kernel_size == (3, 3)
     assert (
         b._depthwise_conv.bias is None
         and b._project_conv.bias is None

@@ -4,23 +4,10 @@ plots read back as data through test_plot_units' fixture)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-
-import pytest
 
 from eval import figures, plots
 from eval.html import figure
-
-from .test_plot_units import describe
-
-
-@pytest.fixture
-def seen(monkeypatch):
-    """Plots return their figure's description (as JSON bytes) instead of PNG bytes."""
-    monkeypatch.setattr(plots, "_png", lambda fig: json.dumps(describe(fig)).encode())
-    return lambda png: json.loads(png)
-
 
 # ---- eval.figures: which plot, with which data, under which words ---------------------------
 

@@ -5,9 +5,8 @@ section asks for with which data. The PNG step itself is checked once, on a real
 from __future__ import annotations
 
 import io
-import json
-import math
 
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -15,126 +14,14 @@ from PIL import Image
 
 from eval import plots
 
-
-def _num(v):
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, (float, np.floating)):
-        return None if math.isnan(v) else round(float(v), 6)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_num(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
-    return v
-
-
-def _text(t) -> dict:
-    out = {
-        "text": t.get_text(),
-        "pos": _num(t.get_position()),
-        "size": t.get_fontsize(),
-        "color": str(t.get_color()),
-        "ha": t.get_ha(),
-        "va": t.get_va(),
-        "rotation": t.get_rotation(),
-    }
-    if hasattr(t, "xyann"):
-        out |= {"xy": _num(t.xy), "xytext": _num(t.xyann), "coords": str(t.anncoords)}
-    return out
-
-
-def describe(fig: Figure) -> dict:
-    """What a figure shows, as plain data."""
-    axes = []
-    for ax in fig.axes:
-        legend = ax.get_legend()
-        grid = [ax.xaxis.get_gridlines(), ax.yaxis.get_gridlines()]
-        axes.append(
-            {
-                "title": ax.get_title(),
-                "xlabel": ax.get_xlabel(),
-                "ylabel": ax.get_ylabel(),
-                "xlim": _num(ax.get_xlim()),
-                "ylim": _num(ax.get_ylim()),
-                "y_inverted": bool(ax.yaxis_inverted()),
-                "lines": [
-                    {
-                        "x": _num(np.asarray(ln.get_xdata(), float)),
-                        "y": _num(np.asarray(ln.get_ydata(), float)),
-                        "color": str(ln.get_color()),
-                        "lw": ln.get_linewidth(),
-                        "ls": ln.get_linestyle(),
-                        "alpha": ln.get_alpha(),
-                        "marker": str(ln.get_marker()),
-                        "label": ln.get_label(),
-                    }
-                    for ln in ax.get_lines()
-                ],
-                "texts": [_text(t) for t in ax.texts],
-                "points": [
-                    {
-                        "xy": _num(c.get_offsets()),
-                        "sizes": _num(c.get_sizes()) if hasattr(c, "get_sizes") else None,
-                        "color": _num(c.get_facecolor()),
-                        "z": c.get_zorder(),
-                        "label": c.get_label(),
-                        "marker": len(c.get_paths()[0].vertices) if c.get_paths() else 0,
-                    }
-                    for c in ax.collections
-                ],
-                "bars": [
-                    {
-                        "x": _num(p.get_x()),
-                        "y": _num(p.get_y()),
-                        "w": _num(p.get_width()),
-                        "h": _num(p.get_height()),
-                        "color": _num(p.get_facecolor()),
-                    }
-                    for p in ax.patches
-                ],
-                "images": [
-                    {
-                        "data": _num(np.asarray(im.get_array())),
-                        "cmap": im.get_cmap().name,
-                        "clim": _num(im.get_clim()),
-                    }
-                    for im in ax.get_images()
-                ],
-                "xticks": [_num(ax.get_xticks()), [_text(t) for t in ax.get_xticklabels()]],
-                "yticks": [_num(ax.get_yticks()), [_text(t) for t in ax.get_yticklabels()]],
-                "grid": [[bool(g.get_visible()), g.get_alpha()] for gs in grid for g in gs[:1]],
-                "legend": None
-                if legend is None
-                else {
-                    "texts": [t.get_text() for t in legend.get_texts()],
-                    "size": [t.get_fontsize() for t in legend.get_texts()],
-                    "loc": legend._loc,
-                    "ncols": legend._ncols,
-                    "anchor": _num(
-                        legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted()).bounds
-                    ),
-                },
-            }
-        )
-    sup = fig._suptitle
-    return {
-        "size": _num(fig.get_size_inches()),
-        "suptitle": None if sup is None else [sup.get_text(), sup.get_fontsize()],
-        "axes": axes,
-    }
-
-
-@pytest.fixture
-def seen(monkeypatch):
-    """Plots return their figure's description (as JSON bytes) instead of PNG bytes."""
-    monkeypatch.setattr(plots, "_png", lambda fig: json.dumps(describe(fig)).encode())
-    return lambda png: json.loads(png)
+from .figure_data import STYLE
 
 
 def test_png_is_tight_at_the_report_dpi():
-    fig = Figure(figsize=(2, 1))
-    fig.add_subplot().plot([0, 1], [0, 1])
-    im = Image.open(io.BytesIO(plots._png(fig)))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(2, 1), dpi=72)
+        fig.add_subplot().plot([0, 1], [0, 1])
+        im = Image.open(io.BytesIO(plots._png(fig)))
     assert im.format == "PNG" and plots.DPI == 100
     assert [round(v) for v in im.info["dpi"]] == [100, 100]
     assert im.size != (200, 100) and abs(im.size[0] - 200) < 40  # trimmed to the drawing
@@ -176,12 +63,19 @@ def test_pr_curves(seen):
     assert plain["lines"][0]["label"] == "a" and plain["legend"]["texts"] == ["a"]
     none = seen(plots.pr_curves({"a": ([0.0], [None])}, "T", mean=([0.0], [-1])))["axes"][0]
     assert none["lines"] == [] and none["legend"]["texts"] == []
+    # recall as x (not the point's index), and a precision of 0 drawn
+    at = seen(plots.pr_curves({"a": ([0.2, 0.5, 1.0], [1, 0, -1])}, "T", mean=([0.3], [0.0])))
+    a, mean = at["axes"][0]["lines"]
+    assert (a["x"], a["y"], mean["x"], mean["y"]) == ([0.2, 0.5], [1, 0], [0.3], [0])
 
 
 def test_legend_beside_many_entries(seen):
     many = {f"c{k}": ([0, 1], [1, 1]) for k in range(31)}
     leg = seen(plots.pr_curves(many, "T"))["axes"][0]["legend"]
     assert leg["loc"] == 2 and leg["ncols"] == 2 and leg["size"][0] == 7
+    for n, cols in ((29, 1), (30, 2)):  # a second column from 30 entries
+        some = {f"c{k}": ([0, 1], [1, 1]) for k in range(n)}
+        assert seen(plots.pr_curves(some, "T"))["axes"][0]["legend"]["ncols"] == cols
     ten = {f"c{k}": ([0, 1], [1, 1]) for k in range(10)}
     assert seen(plots.pr_curves(ten, "T"))["axes"][0]["legend"]["loc"] == 3
     eleven = seen(plots.pr_curves(ten, "T", mean=([0, 1], [1, 1])))["axes"][0]["legend"]
@@ -193,6 +87,7 @@ def test_f1_confidence(seen):
         plots.f1_confidence([0.1, 0.5, 0.9], [0.2, 0.8, None], {"a": [0.1, None, 0.3]}, 0.5, "F")
     )
     ax = d["axes"][0]
+    assert d["size"] == [5.6, 4.2]
     a, overall, mark = ax["lines"]
     assert (a["x"], a["y"], a["color"], a["lw"], a["alpha"], a["label"]) == (
         [0.1, 0.5, 0.9],
@@ -202,7 +97,8 @@ def test_f1_confidence(seen):
         0.7,
         "a",
     )
-    assert (overall["y"], overall["color"], overall["lw"], overall["label"]) == (
+    assert (overall["x"], overall["y"], overall["color"], overall["lw"], overall["label"]) == (
+        [0.1, 0.5, 0.9],
         [0.2, 0.8, None],
         "black",
         2.6,
@@ -236,6 +132,13 @@ def test_confusion(seen):
     d = seen(plots.confusion([[3, 1], [0, 0]], ["a", "b"], "C"))
     ax, bar = d["axes"]
     assert d["size"] == [pytest.approx(3.4), pytest.approx(3.4 * 0.85)]
+    # the colour bar beside the matrix: 4.6 % of the width, 4 % apart
+    assert (ax["position"], bar["position"]) == (
+        [0.17885, 0.11, 0.6545, 0.77],
+        [0.86435, 0.11, 0.03565, 0.77],
+    )
+    even = seen(plots.confusion([[1, 1], [1, 1]], ["a", "b"], "C"))["axes"][0]["images"][0]
+    assert even["clim"] == [0, 1]  # shares on a fixed scale, whatever the data's range
     assert ax["images"][0] == {"data": [[0.75, 0.25], [0, 0]], "cmap": "Blues", "clim": [0, 1]}
     assert [t["text"] for t in ax["texts"]] == ["0.75", "0.25"]  # empty cells unwritten
     t0, t1 = ax["texts"]
@@ -286,6 +189,17 @@ def test_training_curves(seen):
     )
     assert loss["lines"][0]["marker"] == "o" and loss["lines"][0]["ls"] == "-"
     assert (loss["xlabel"], loss["ylabel"], loss["title"]) == ("epoch", "training loss", "loss")
+    assert (lr["lines"][0]["x"], lr["lines"][0]["marker"], lr["lines"][0]["ls"]) == (
+        [1, 2],
+        "o",
+        "-",
+    )
+    # three panels side by side
+    assert [p["position"] for p in d["axes"]] == [
+        [0.125, 0.11, 0.227941, 0.77],
+        [0.398529, 0.11, 0.227941, 0.77],
+        [0.672059, 0.11, 0.227941, 0.77],
+    ]
     assert (lr["lines"][0]["y"], lr["lines"][0]["color"], lr["title"]) == (
         [0.1, 0.05],
         "#ff7f0e",
@@ -336,6 +250,9 @@ def test_scatter(seen):
     plain = seen(plots.scatter(pts[:1], "x", "y", "S"))["axes"][0]
     assert plain["lines"] == [] and plain["points"][0]["sizes"] == [45]
     assert seen(plots.scatter([], "x", "y", "S"))["axes"][0]["xlim"] == [0, 1]
+    eleven = [(f"m{k}", 1.0 + k, 0.5) for k in range(11)]  # the 11th: tab20's first light shade
+    last = seen(plots.scatter(eleven, "x", "y", "S"))["axes"][0]["points"][10]["color"][0]
+    assert last[:3] == pytest.approx([0xAE / 255, 0xC7 / 255, 0xE8 / 255], abs=1e-6)
 
 
 def test_bars(seen):

@@ -101,8 +101,9 @@ class SlimResNet(nn.Module):
 
 
 def _dilate_resnet(model: nn.Module, dilate: tuple[bool, bool, bool]) -> None:
-    """Turn the stride-2 first block of layer2/3/4 into stride 1 with dilation, like
-    ``replace_stride_with_dilation`` but also for BasicBlock (ResNet-18)."""
+    """Turn the stride-2 first block of layer2/3/4 into stride 1 with dilation: what
+    torchvision's ``replace_stride_with_dilation`` builds for Bottleneck (ResNet-50), also for
+    BasicBlock (ResNet-18), which torchvision refuses to dilate."""
     dilation = 1
     for flag, layer in zip(dilate, (model.layer2, model.layer3, model.layer4), strict=True):
         if not flag:
@@ -125,10 +126,6 @@ def resnet(
     has no pretrained weights), the stages flagged in ``dilate`` kept at stride 8."""
     if name == "resnet_slim":
         m = SlimResNet()
-    elif name == "resnet50" and any(dilate):  # torchvision dilates Bottleneck itself
-        return torchvision.models.resnet50(
-            weights=weights, replace_stride_with_dilation=list(dilate)
-        )
     else:
         m = getattr(torchvision.models, name)(weights=weights)
     if any(dilate):
