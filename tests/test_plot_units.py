@@ -121,6 +121,11 @@ def test_f1_confidence(seen):
         "F",
     )
     assert ax["legend"]["texts"] == ["a", "all classes"] and ax["grid"][0] == [True, 0.3]
+    nine = {f"c{k}": [0.5, 0.5] for k in range(9)}  # with all classes: 10 entries, inside
+    assert (
+        seen(plots.f1_confidence([0, 1], [0.5, 0.5], nine, None, "F"))["axes"][0]["legend"]["loc"]
+        == 3
+    )
     for chosen in (None, float("nan")):
         ax = seen(plots.f1_confidence([0, 1], [0.1, 0.2], {}, chosen, "F"))["axes"][0]
         assert len(ax["lines"]) == 1 and ax["texts"] == []

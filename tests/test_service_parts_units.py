@@ -44,7 +44,8 @@ def test_web_page_routes():
     assert names == sorted(p.name for p in (WEB / "samples").glob("*.jpg")) and names
     one = c.get(f"/samples/{names[0]}")
     assert one.status_code == 200 and one.headers["content-type"] == "image/jpeg"
-    for bad in ("nope.jpg", "index.html", "..%2Fservice.py"):
+    # a name with a slash, even one that leads back to a sample, is no sample's name
+    for bad in ("nope.jpg", "index.html", "..%2Fservice.py", f"..%2Fsamples%2F{names[0]}"):
         r = c.get(f"/samples/{bad}")
         assert r.status_code == 404, bad
     assert c.get("/samples/nope.jpg").json() == {"error": "no sample named 'nope.jpg'"}

@@ -284,7 +284,11 @@ def test_settings_from_the_environment(files):
     assert (b.max_batch, b.max_wait, b.max_queue, b.deadline_s) == (8, 0.0, 64, 30.0)
     assert d.stuck_s == 60.0 and d.faults is False and d.threads == 1
     parts = (_Drain(), _Idle())
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(RuntimeError, match="no model to serve"):
+    nothing = (
+        "no model to serve: expected vision-detector/vision-segmenter in the BentoML store (run "
+        "`vision promote`) or a checkpoint in VISION_DETECTOR_CKPT / VISION_SEGMENTER_CKPT"
+    )
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(RuntimeError) as raised:
         _service(
             files,
             mp,
@@ -294,6 +298,7 @@ def test_settings_from_the_environment(files):
             VISION_DETECTOR_MODEL="vision-no-such-model",
             VISION_SEGMENTER_MODEL="vision-no-such-model",
         )
+    assert str(raised.value) == nothing
     assert (parts[0].installed, parts[1].started) == (0, 0)  # nothing to drain or trim
 
 
