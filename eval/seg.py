@@ -139,7 +139,7 @@ def evaluate_folders(
         gt = read_mask(gt_files[stem], num_classes, ignore_index)
         pred = read_mask(pred_files[stem], num_classes, ignore_index)
         try:
-            cm.update(gt, pred, where=f"{pred_files[stem]} vs {gt_files[stem]}")
+            cm.update(gt, pred)  # a mismatch is named by the prediction's file below
         except MaskMismatch as e:
             raise DataError(
                 str(pred_files[stem]), f"a mask matching its ground truth: {e.expected}", e.got

@@ -192,3 +192,44 @@ def test_mask_folders_own_void_index_and_rgb_ground_truth(tmp_path):
         f"{odd / 'a.png'}: expected a mask matching its ground truth: "
         "prediction and ground truth of the same size, got (2, 2) and (2, 3)"
     )
+
+
+def test_mask_folders_one_sided_mismatches_and_the_ellipsis_after_five(tmp_path):
+    from eval.seg import evaluate_folders
+    from vision.errors import DataError
+
+    def got(name, gts, preds):
+        for stem in gts:
+            _png(tmp_path / name / "gt" / f"{stem}.png", np.zeros((2, 2)))
+        for stem in preds:
+            _png(tmp_path / name / "pred" / f"{stem}.png", np.zeros((2, 2)))
+        with pytest.raises(DataError) as e:
+            evaluate_folders(tmp_path / name / "gt", tmp_path / name / "pred", 2)
+        return str(e.value).split(", got ", 1)[1]
+
+    five_g, six_g = [f"g{i}" for i in range(5)], [f"g{i}" for i in range(6)]
+    five_p, six_p = [f"p{i}" for i in range(5)], [f"p{i}" for i in range(6)]
+    assert got("a", five_g, six_p) == f"missing {five_g}, unmatched {six_p[:5]}..."
+    assert got("b", six_g, five_p) == f"missing {six_g[:5]}..., unmatched {five_p}"
+    assert got("c", ["x", "y"], ["x"]) == "missing ['y'], unmatched []"
+    assert got("d", ["x"], ["x", "z"]) == "missing [], unmatched ['z']"
+
+
+def test_rgb_predictions_and_void_among_256_classes(tmp_path):
+    """Predictions in the VOC colours are read with the caller's class count and void index;
+    with 256 classes, 255 is a class and only the void index (255 by default) is left out."""
+    from eval.seg import ConfusionMatrix, SegEvaluator, evaluate_folders
+
+    _png(tmp_path / "gt" / "a.png", np.array([[0, 1, 2]]))
+    _png(tmp_path / "pred" / "a.png", np.array([[0, 1, 255]]), rgb=True)  # void colour: 2
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=2)
+    assert r["pixel_acc"] == 1.0 and r["images"] == 1
+    cm = ConfusionMatrix(256)  # void is 255 by default
+    cm.update(np.array([[255, 1]]), np.array([[3, 1]]))
+    assert cm.hist.sum() == 1
+    ev = SegEvaluator(256, names=[str(k) for k in range(256)])
+    ev.process([{"mask": np.array([[255, 1]])}], [{"mask": np.array([[3, 1]])}])
+    assert np.asarray(ev.evaluate()["seg"]["confusion"]).sum() == 1
+    named = SegEvaluator(2, names=["bg", "fg"])
+    named.process([{"mask": np.array([[0, 1]])}], [{"mask": np.array([[0, 1]])}])
+    assert list(named.evaluate()["seg"]["per_class_iou"]) == ["bg", "fg"]

@@ -142,10 +142,52 @@ def test_other_scopes_pass_untouched():
     seen = []
 
     async def lifespan(scope, receive, send):
-        seen.append(scope["type"])
+        seen.append((scope["type"], receive, send))
 
-    asyncio.run(RequestTimeout(lifespan, timeout=0.01)({"type": "lifespan"}, None, None))
-    assert seen == ["lifespan"]
+    receive, send = object(), object()
+    asyncio.run(RequestTimeout(lifespan, timeout=0.01)({"type": "lifespan"}, receive, send))
+    assert seen == [("lifespan", receive, send)]
+
+
+def test_the_handler_gets_the_request_and_a_websocket_times_out_too():
+    seen, sent = [], []
+
+    async def handler(scope, receive, send):
+        seen.append((scope, receive))
+        await asyncio.sleep(3600)
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = dict(SCOPE, type="websocket")
+    asyncio.run(asyncio.wait_for(RequestTimeout(handler, timeout=0.01)(scope, receive, send), 5))
+    assert seen == [(scope, receive)] and sent[0]["status"] == 504
+
+
+def test_a_handler_that_fails_at_once_is_not_held_for_the_timeout():
+    async def failing(scope, receive, send):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):  # at once, not after 30 s
+        asyncio.run(asyncio.wait_for(call(RequestTimeout(failing, timeout=30)), 5))
+
+
+def test_without_bentoml_s_middleware_it_says_so(monkeypatch, caplog):
+    import importlib
+    import sys
+
+    # as if this BentoML had no such module (whether or not it was imported already)
+    http = importlib.import_module("bentoml._internal.server.http")
+    monkeypatch.delattr(http, "traffic", raising=False)
+    monkeypatch.setitem(sys.modules, "bentoml._internal.server.http.traffic", None)
+    with caplog.at_level("WARNING", logger="vision.service"):
+        assert install() is False
+    assert caplog.messages == [
+        "BentoML's TimeoutMiddleware not found: request timeouts left as they are"
+    ]
 
 
 def test_the_service_puts_it_in_place_of_bentomls_timeout_middleware():
@@ -154,4 +196,5 @@ def test_the_service_puts_it_in_place_of_bentomls_timeout_middleware():
     import service.service  # noqa: F401 - installs it on import
 
     assert traffic.TimeoutMiddleware is RequestTimeout
-    assert install() is True
+    traffic.TimeoutMiddleware = object
+    assert install() is True and traffic.TimeoutMiddleware is RequestTimeout
