@@ -220,10 +220,10 @@ def test_rgb_predictions_and_void_among_256_classes(tmp_path):
     with 256 classes, 255 is a class and only the void index (255 by default) is left out."""
     from eval.seg import ConfusionMatrix, SegEvaluator, evaluate_folders
 
-    _png(tmp_path / "gt" / "a.png", np.array([[0, 1, 2]]))
+    _png(tmp_path / "gt" / "a.png", np.array([[0, 1, 1]]))
     _png(tmp_path / "pred" / "a.png", np.array([[0, 1, 255]]), rgb=True)  # void colour: 2
     r = evaluate_folders(tmp_path / "gt", tmp_path / "pred", 3, ignore_index=2)
-    assert r["pixel_acc"] == 1.0 and r["images"] == 1
+    assert r["pixel_acc"] == 2 / 3 and r["images"] == 1  # predicted class 2 where 1 is true
     cm = ConfusionMatrix(256)  # void is 255 by default
     cm.update(np.array([[255, 1]]), np.array([[3, 1]]))
     assert cm.hist.sum() == 1
