@@ -61,8 +61,9 @@ def summarize(
     top = len(max_dets) - 1
     out = {
         "AP": _mean(precision[:, :, :, 0, top]),
-        "AP50": _mean(precision[t50][:, :, :, 0, top]) if t50.size else float("nan"),
-        "AP75": _mean(precision[t75][:, :, :, 0, top]) if t75.size else float("nan"),
+        # NaN when the thresholds lack 0.5 (or 0.75): the mean of nothing
+        "AP50": _mean(precision[t50][:, :, :, 0, top]),
+        "AP75": _mean(precision[t75][:, :, :, 0, top]),
         "APs": _mean(precision[:, :, :, 1, top]),
         "APm": _mean(precision[:, :, :, 2, top]),
         "APl": _mean(precision[:, :, :, 3, top]),

@@ -129,10 +129,22 @@ def test_bad_detections_are_named_exactly():
          "predictions[0] category_id: expected a category id of the ground truth [1, 2, 3], "
          "got '1'"),
     ]  # fmt: skip
-    for dt, iou_type, message in cases:
+    for engine in ("numpy", "faster", "pycocotools"):  # each engine reads them itself
+        for dt, iou_type, message in cases:
+            with pytest.raises(DataError) as e:
+                coco_evaluate(gt, dt, iou_type, engine)
+            assert str(e.value) == message, engine
+
+
+def test_a_results_file_that_is_no_list_is_named(tmp_path):
+    from vision.errors import DataError
+
+    path = tmp_path / "dt.json"
+    path.write_text('{"image_id": 1}')
+    for engine in ("numpy", "faster", "pycocotools"):
         with pytest.raises(DataError) as e:
-            coco_evaluate(gt, dt, iou_type)
-        assert str(e.value) == message
+            coco_evaluate(_gt_small_and_large(), path, "bbox", engine)
+        assert str(e.value) == f"{path}: expected a JSON list of detections, got dict", engine
 
 
 def _box_masks(boxes, size=100) -> np.ndarray:
