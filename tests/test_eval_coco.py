@@ -177,6 +177,10 @@ def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
     empty = coco_evaluate(gt, [], "bbox")
     assert empty["AP"] == 0.0 and empty["per_class"]["cat"] == 0.0
     assert empty["protocol"] == "COCO AP@[.50:.05:.95], 101-point (no detections)"
+    for engine in ("faster", "pycocotools"):  # the same answer, not the engine's error
+        got = coco_evaluate(gt, [], "bbox", engine, max_dets=[1, 5, 20])
+        assert [k for k in got if k.startswith("AR")] == ["AR1", "AR5", "AR20", "ARs", "ARm", "ARl"]
+        assert got["AP"] == 0.0 and got["per_class"]["cat"] == 0.0, engine
 
 
 def test_coco_evaluator_options_own_ids_and_duplicate_detections():
