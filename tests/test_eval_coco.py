@@ -121,6 +121,8 @@ def test_bad_detections_are_named_exactly():
         ([good, 7], "bbox", "predictions[1]: expected a detection object, got int"),
         ([{k: v for k, v in good.items() if k != "score"}], "bbox",
          "predictions[0]: expected field 'score', got fields ['bbox', 'category_id', 'image_id']"),
+        ([{k: v for k, v in good.items() if k != "bbox"}], "bbox",
+         "predictions[0]: expected field 'bbox', got fields ['category_id', 'image_id', 'score']"),
         ([good], "segm", "predictions[0]: expected field 'segmentation', got fields "
                          "['bbox', 'category_id', 'image_id', 'score']"),
         ([good, {**good, "image_id": 9}], "bbox",
