@@ -211,6 +211,7 @@ def test_training_curves(seen):
         "learning rate",
     )
     assert lr["ylabel"] == "learning rate (end of epoch)" and lr["xlabel"] == "epoch"
+    assert (val["lines"][0]["marker"], val["lines"][0]["ls"]) == ("o", "-")
     assert (val["lines"][0]["x"], val["lines"][0]["y"], val["lines"][0]["color"]) == (
         [2],
         [0.4],
