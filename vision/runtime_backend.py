@@ -21,6 +21,7 @@ class SessionBackend:
 
     def __init__(self, path: Path | str, model: nn.Module, threads: int | None = None):
         self.session = self.SESSION(path, threads or torch.get_num_threads())
+        self.path = self.session.path  # the file it runs (what a caller checks it loaded)
         self.decoder = model.export_decoder(model.meta.input_size)
 
     def __call__(self, x: torch.Tensor):
