@@ -16,16 +16,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mutation_summary import read_results
+
 UNCHECKED = "not checked"
-
-
-def read_results(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if sep and "__mutmut_" in name:
-            out[name] = status
-    return out
 
 
 def read_diffs(path: Path) -> dict[str, list[str]]:

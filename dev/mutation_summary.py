@@ -86,6 +86,16 @@ def classify(diff_lines: list[str]) -> str:
     return "real"
 
 
+def read_results(path: Path) -> dict[str, str]:
+    """Each mutant's status in ``mutmut results --all true`` output."""
+    out = {}
+    for line in path.read_text().splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            out[name] = status
+    return out
+
+
 def module_of(name: str) -> str:
     module = name.split(".x", 1)[0].split(".x_", 1)[0]
     return ".".join(p for p in module.split(".") if not p.startswith("x"))
@@ -116,10 +126,8 @@ def killed_by_hand() -> set[str]:
 def main(results: str, diffs: str | None = None) -> int:
     counts: dict[str, Counter] = defaultdict(Counter)
     by_hand = killed_by_hand()
-    for line in Path(results).read_text().splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if sep and "__mutmut_" in name:
-            counts[module_of(name)]["killed" if name in by_hand else status] += 1
+    for name, status in read_results(Path(results)).items():
+        counts[module_of(name)]["killed" if name in by_hand else status] += 1
     kinds: dict[str, str] = {}
     equivalent_by_hand = reviewed()
     if diffs:
