@@ -25,7 +25,7 @@ import numpy as np
 
 from eval import coco_engine
 from eval.base import Evaluator, gather
-from eval.coco_columns import dt_columns, explain_bad_dt, gt_columns, read_json
+from eval.coco_columns import checked_columns, dt_columns, gt_columns, read_json
 from vision.data.coco import load_coco_json
 from vision.errors import DataError
 
@@ -84,25 +84,13 @@ def _load_gt(gt: dict | str | Path, iou_type: str) -> tuple[dict, bool]:
 
 
 def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
+    """The detections for the faster/pycocotools engines, checked as the numpy engine checks
+    them (a bad one is named, never passed on to crash an engine)."""
     where, owned = "predictions", False
     if isinstance(dt, (str, Path)):
         where, owned = str(dt), True
         dt = read_json(Path(dt))
-    if not isinstance(dt, list):
-        raise DataError(where, "a JSON list of detections", type(dt).__name__)
-    field = "bbox" if iou_type == "bbox" else "segmentation"
-    try:  # fast path: one pass per field, set arithmetic for the id checks
-        img = {d["image_id"] for d in dt}
-        cat = {d["category_id"] for d in dt}
-        ok = all(field in d and "score" in d for d in dt)
-    except (KeyError, TypeError):
-        ok = False
-    if (
-        not ok
-        or img - {im["id"] for im in gt["images"]}
-        or cat - {c["id"] for c in gt["categories"]}
-    ):
-        explain_bad_dt(dt, gt, iou_type, where, need_box=iou_type == "bbox")
+    checked_columns(dt, gt, iou_type, where)
     return dt if owned else [dict(d) for d in dt]  # the engines add fields in place
 
 

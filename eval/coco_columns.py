@@ -102,18 +102,29 @@ def dt_columns(dt: list | str | Path, gt: dict, iou_type: str) -> Columns:
 
 
 def _list_columns(dt: list, gt: dict, iou_type: str, where: str, known: _KnownIds) -> Columns:
+    c = checked_columns(dt, gt, iou_type, where, known)
+    return _concat([c], iou_type, _image_sizes(gt) if iou_type == "segm" else {})
+
+
+def checked_columns(
+    dt: object, gt: dict, iou_type: str, where: str, known: _KnownIds | None = None
+) -> Columns:
+    """A list of detections as columns (masks as given), every detection checked as every
+    engine needs it: ids of the ground truth, a finite score, the IoU type's field and a box
+    of four finite numbers where ``loadRes`` reads one (box results, or mask results whose
+    first detection has a box); the first bad one raises :class:`DataError` naming it."""
     if not isinstance(dt, list):
         raise DataError(where, "a JSON list of detections", type(dt).__name__)
     need_box = iou_type == "bbox" or (bool(dt) and _has_box(dt[0]))
     try:
         c = _part_columns(dt, iou_type, need_box)
-        ok = known(c)
+        ok = (known or _KnownIds(gt))(c)
     except _Bad:
         ok = False
     if not ok:
         explain_bad_dt(dt, gt, iou_type, where, need_box=need_box)
         raise DataError(where, "COCO detection results", "a detection that cannot be read")
-    return _concat([c], iou_type, _image_sizes(gt) if iou_type == "segm" else {})
+    return c
 
 
 class _KnownIds:

@@ -100,8 +100,10 @@ def test_more_detections_than_max_dets_in_one_group_and_equal_scores():
         }
         for k in range(120)
     ]
-    assert_same_arrays(gt, dets)
+    got = assert_same_arrays(gt, dets)
     assert_same_arrays(gt, dets, max_dets=(1, 5, 60))
+    plain = evaluate_columns(gt, coco_columns.dt_columns(dets, gt, "bbox"))  # the defaults
+    assert np.array_equal(plain.precision, got.precision) and plain.max_dets == [1, 10, 100]
 
 
 def _rect_mask_problem(seed: int):

@@ -116,6 +116,7 @@ def test_bad_detections_are_named_exactly():
 
     gt = _gt_small_and_large()
     good = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}
+    no_box, poly = {k: v for k, v in good.items() if k != "bbox"}, [[0, 0, 5, 0, 5, 5]]
     cases = [
         ({"not": "a list"}, "bbox", "predictions: expected a JSON list of detections, got dict"),
         ([good, 7], "bbox", "predictions[1]: expected a detection object, got int"),
@@ -130,6 +131,19 @@ def test_bad_detections_are_named_exactly():
         ([{**good, "category_id": "1"}], "bbox",
          "predictions[0] category_id: expected a category id of the ground truth [1, 2, 3], "
          "got '1'"),
+        ([good, {**good, "bbox": [1, 2, 3]}], "bbox",
+         "predictions[1] bbox: expected [x, y, width, height], finite numbers, got [1, 2, 3]"),
+        ([{**good, "bbox": [0, 0, float("nan"), 5]}], "bbox",
+         "predictions[0] bbox: expected [x, y, width, height], finite numbers, got [0, 0, nan, 5]"),
+        ([{**good, "score": True}], "bbox",
+         "predictions[0] score: expected a finite number, got True"),
+        # mask results read a box wherever the first one has a box, as loadRes does
+        ([{**good, "segmentation": poly}, {**no_box, "segmentation": poly}], "segm",
+         "predictions[1]: expected field 'bbox' (the first detection has one), got fields "
+         "['category_id', 'image_id', 'score', 'segmentation']"),
+        ([{**no_box, "segmentation": poly}, {**good, "bbox": "x", "segmentation": poly},
+          {**no_box, "segmentation": poly, "image_id": 9}], "segm",
+         "predictions[2] image_id: expected an image id of the ground truth, got 9"),
     ]  # fmt: skip
     for engine in ("numpy", "faster", "pycocotools"):  # each engine reads them itself
         for dt, iou_type, message in cases:
@@ -235,8 +249,9 @@ def test_coco_files_inputs_left_untouched_quiet_and_restricted(tmp_path, capsys)
         assert capsys.readouterr().out == "" and gt == gt0 and dt == dt0, engine
     # image 1: 3 of 4 cats (the large one missed), all at maxDets 100, 2 at maxDets 2
     assert full["per_class"]["cat"] == pytest.approx(76 / 101, abs=1e-12)
-    only2 = coco_evaluate(gt, dt, img_ids=[2])  # image 2 holds only the crowd dog
-    assert math.isnan(only2["per_class"]["cat"])
+    for engine in ("numpy", "faster", "pycocotools"):  # image 2 holds only the crowd dog
+        only2 = coco_evaluate(gt, dt, "bbox", engine, img_ids=[2])
+        assert math.isnan(only2["per_class"]["cat"]) and math.isnan(only2["AP"]), engine
     path = tmp_path / "dt.json"
     path.write_text(json.dumps(dt))
     assert coco_evaluate(gt, str(path))["AP"] == pytest.approx(coco_evaluate(gt, dt)["AP"])

@@ -91,6 +91,35 @@ def test_coco_pr_curves_per_class_at_iou_50_and_50_95():
         assert curves["iou50_95"]["loose"] == pytest.approx([0.3] * 101)
 
 
+def test_coco_pr_curves_read_all_areas_at_the_largest_max_dets_value_by_value():
+    """``pr_curves`` on arrays whose every cell differs: each class's curve is its column at
+    area "all" and the last maxDets; the .50:.95 curve averages the defined thresholds only;
+    a cell undefined at every threshold is None; no 0.5 threshold, no IoU-50 curves."""
+    from eval.coco import pr_curves
+
+    rng = np.random.default_rng(3)
+    p = rng.random((3, 4, 2, 4, 3))  # (T, R, K, A, M)
+    p[0, 1, 0, 0, 2] = -1  # undefined at IoU .5 only
+    p[:, 2, 1, 0, 2] = -1  # undefined at every threshold
+    thrs, rec = np.array([0.5, 0.75, 0.9]), np.linspace(0, 1, 4)
+    got = pr_curves(p, thrs, rec, ["a", "b"])
+    assert got["recall"] == rec.tolist() and list(got["iou50"]) == ["a", "b"]
+    for k, name in enumerate("ab"):
+        col = p[:, :, k, 0, 2]
+        want50 = [None if v < 0 else v for v in col[0]]
+        want = [None if (c < 0).all() else c[c >= 0].mean() for c in col.T]
+        assert got["iou50"][name] == pytest.approx(want50, abs=1e-15)
+        assert got["iou50_95"][name] == pytest.approx(want, abs=1e-15)
+        assert all(type(v) is float for v in got["iou50_95"][name] if v is not None)
+    assert got["iou50"]["a"][1] is None and got["iou50_95"]["a"][1] is not None
+    assert got["iou50_95"]["b"][2] is None
+    no50 = pr_curves(p, np.array([0.55, 0.75, 0.9]), rec, ["a", "b"])
+    assert no50["iou50"] == {} and no50["iou50_95"] == got["iou50_95"]
+    at75 = pr_curves(p, np.array([0.75, 0.5, 0.9]), rec, ["a", "b"])  # 0.5 found where it is
+    want = [None if v < 0 else v for v in p[1, :, 1, 0, 2]]
+    assert at75["iou50"]["b"] == pytest.approx(want, abs=1e-15) and want[2] is None
+
+
 def _sample(boxes, labels, mask=None):
     boxes = np.asarray(boxes, float).reshape(-1, 4)
     return SimpleNamespace(boxes=boxes, labels=np.asarray(labels), mask=mask,
