@@ -80,6 +80,7 @@ class IdleTrim:
         self._looked = 0  # request count at the last look
         self._trimmed = 0  # request count at the last trim
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @classmethod
     def from_env(cls) -> IdleTrim:
@@ -110,8 +111,16 @@ class IdleTrim:
         self._thread.start()
         return True
 
+    def stop(self, timeout: float = 5.0) -> bool:
+        """End the thread ``start`` began (at its next wake-up at the latest: at once, since
+        it waits on the stop signal) and wait up to ``timeout`` s for it. Returns whether no
+        trim thread is left running."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
     def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.idle_s):
+        while not self._stop.wait(self.idle_s):
             if self.check():
                 logger.debug("idle: freed memory given back to the OS (trim %d)", self.trims)

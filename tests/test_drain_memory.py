@@ -157,12 +157,21 @@ def test_idle_trim_gives_memory_back_once_per_idle_spell():
     assert not IdleTrim(0.0).start()
     quick = IdleTrim(0.05, trim=lambda: calls.append(2) or True)
     quick.seen()
-    assert quick.start() and not quick.start()  # one thread
-    deadline = time.monotonic() + 5
-    while quick.trims < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert calls[-1] == 2 and quick.trims == 1
-    assert [t for t in threading.enumerate() if t.name == "vision-trim"][0].daemon
+    try:
+        assert quick.start() and not quick.start()  # one thread
+        deadline = time.monotonic() + 5
+        while quick.trims < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert calls[-1] == 2 and quick.trims == 1
+        (thread,) = [t for t in threading.enumerate() if t.name == "vision-trim"]
+        assert thread.daemon and thread is quick._thread
+    finally:
+        assert quick.stop(timeout=5)  # the thread ends at once: it waits on the stop signal
+    assert not quick._thread.is_alive() and IdleTrim(5.0).stop()  # never started: nothing left
+    slow = IdleTrim(60.0)  # stopped well before its first look
+    assert slow.start()
+    t0 = time.monotonic()
+    assert slow.stop(timeout=10) and time.monotonic() - t0 < 5 and slow.trims == 0
 
 
 @pytest.mark.parametrize("pinned", [False, True])
@@ -250,11 +259,14 @@ def test_idle_trim_counts_reads_its_setting_and_logs(monkeypatch, caplog):
     never = IdleTrim(5.0, trim=lambda: True)
     assert not never.check() and not never.check() and never.trims == 0  # no request yet
     with caplog.at_level(logging.DEBUG, logger="vision.service"):
-        idle.start()
-        deadline = time.monotonic() + 5
-        while idle.trims < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.1)
+        try:
+            idle.start()
+            deadline = time.monotonic() + 5
+            while idle.trims < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+        finally:
+            assert idle.stop(timeout=5)
     assert "idle: freed memory given back to the OS (trim 1)" in caplog.messages
 
 
