@@ -172,6 +172,8 @@ def _box_masks(boxes, size=100) -> np.ndarray:
 
 def test_instance_masks_are_scored_as_coco_segm_when_asked():
     """Masks that fill their boxes: the mask AP equals the box AP, key by key."""
+    from vision.errors import DataError
+
     r = _reader()
     r.instance_masks = lambda i: _box_masks(r.samples[i].boxes)
     ev = build_evaluator("detection", r, NAMES, keys=("coco", "coco_segm"))
@@ -184,6 +186,11 @@ def test_instance_masks_are_scored_as_coco_segm_when_asked():
     boxes_only = build_evaluator("detection", r, NAMES, keys=("coco",))
     boxes_only.process(INPUTS, outs)  # masks given but not asked for: ignored
     assert set(boxes_only.evaluate()) == {"coco"}
+    no_masks = build_evaluator("detection", r, NAMES, keys=("coco", "coco_segm"))
+    no_masks.process(INPUTS, OUTPUTS)  # masks asked for, none given: named, not a KeyError
+    with pytest.raises(DataError) as e:
+        no_masks.evaluate()
+    assert str(e.value).startswith("predictions[0]: expected field 'segmentation', got fields")
 
 
 def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
@@ -193,8 +200,10 @@ def test_empty_results_protocol_and_annotations_without_a_crowd_flag():
     empty = coco_evaluate(gt, [], "bbox")
     assert empty["AP"] == 0.0 and empty["per_class"]["cat"] == 0.0
     assert empty["protocol"] == "COCO AP@[.50:.05:.95], 101-point (no detections)"
+    assert empty["pr_curves"] == {"recall": [], "iou50": {}, "iou50_95": {}}  # no curve drawn
     for engine in ("faster", "pycocotools"):  # the same answer, not the engine's error
         got = coco_evaluate(gt, [], "bbox", engine, max_dets=[1, 5, 20])
+        assert got["pr_curves"] == empty["pr_curves"], engine
         assert [k for k in got if k.startswith("AR")] == ["AR1", "AR5", "AR20", "ARs", "ARm", "ARl"]
         assert got["AP"] == 0.0 and got["per_class"]["cat"] == 0.0, engine
 
@@ -277,6 +286,17 @@ def test_coco_files_inputs_left_untouched_quiet_and_restricted(tmp_path, capsys)
                     [1, 10, 100])  # fmt: skip
     assert math.isnan(odd["AP50"]) and math.isnan(odd["AP75"]) and odd["AP"] == 1.0
     r = _reader()
-    r.instance_masks = lambda i: _box_masks(r.samples[i].boxes)
+
+    def left_halves(i: int) -> np.ndarray:  # masks smaller than their boxes: area from the mask
+        boxes = r.samples[i].boxes
+        m = _box_masks(boxes)
+        for k, (x1, _, x2, _) in enumerate(np.asarray(boxes, int).reshape(-1, 4)):
+            m[k, :, (x1 + x2) // 2 :] = 0
+        return m
+
+    r.instance_masks = left_halves
     segm = coco_gt_from_dataset(r, NAMES, masks=True)
-    assert [a["area"] for a in segm["annotations"]] == [1600.0, 1600.0, 400.0]
+    boxes = coco_gt_from_dataset(r, NAMES)
+    assert [a["area"] for a in boxes["annotations"]] == [1600.0, 1600.0, 400.0]
+    areas = [float(m.sum()) for i in range(len(r.samples)) for m in left_halves(i)]
+    assert [a["area"] for a in segm["annotations"]] == areas == [800.0, 800.0, 200.0]

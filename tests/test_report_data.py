@@ -101,6 +101,8 @@ def test_coco_pr_curves_read_all_areas_at_the_largest_max_dets_value_by_value():
     p = rng.random((3, 4, 2, 4, 3))  # (T, R, K, A, M)
     p[0, 1, 0, 0, 2] = -1  # undefined at IoU .5 only
     p[:, 2, 1, 0, 2] = -1  # undefined at every threshold
+    p[1:, 3, 0, 0, 2] = -1  # defined at one threshold: its value is the mean
+    p[0, 0, 1, 0, 2] = 0.0  # a precision of 0 is a value, not undefined
     thrs, rec = np.array([0.5, 0.75, 0.9]), np.linspace(0, 1, 4)
     got = pr_curves(p, thrs, rec, ["a", "b"])
     assert got["recall"] == rec.tolist() and list(got["iou50"]) == ["a", "b"]
@@ -112,7 +114,8 @@ def test_coco_pr_curves_read_all_areas_at_the_largest_max_dets_value_by_value():
         assert got["iou50_95"][name] == pytest.approx(want, abs=1e-15)
         assert all(type(v) is float for v in got["iou50_95"][name] if v is not None)
     assert got["iou50"]["a"][1] is None and got["iou50_95"]["a"][1] is not None
-    assert got["iou50_95"]["b"][2] is None
+    assert got["iou50_95"]["b"][2] is None and got["iou50"]["b"][0] == 0.0
+    assert got["iou50_95"]["a"][3] == p[0, 3, 0, 0, 2]
     no50 = pr_curves(p, np.array([0.55, 0.75, 0.9]), rec, ["a", "b"])
     assert no50["iou50"] == {} and no50["iou50_95"] == got["iou50_95"]
     at75 = pr_curves(p, np.array([0.75, 0.5, 0.9]), rec, ["a", "b"])  # 0.5 found where it is
