@@ -90,8 +90,13 @@ def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
     if isinstance(dt, (str, Path)):
         where, owned = str(dt), True
         dt = read_json(Path(dt))
-    checked_columns(dt, gt, iou_type, where)
-    return dt if owned else [dict(d) for d in dt]  # the engines add fields in place
+    boxes = checked_columns(dt, gt, iou_type, where).boxes
+    if owned:
+        return dt
+    if boxes is None:
+        return [dict(d) for d in dt]  # the engines add fields in place: copies
+    # boxes as lists of floats: pycocotools compares the first with [] (a NumPy box fails)
+    return [{**d, "bbox": b} for d, b in zip(dt, boxes.tolist(), strict=True)]
 
 
 def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_dets):

@@ -10,6 +10,7 @@ parsed whole.
 
 from __future__ import annotations
 
+import math
 import re
 from itertools import chain
 from pathlib import Path
@@ -90,25 +91,17 @@ def dt_columns(dt: list | str | Path, gt: dict, iou_type: str) -> Columns:
     """Detections (a list of COCO result objects or a results file) as columns, each field
     checked; a bad detection raises :class:`DataError` naming it."""
     where = "predictions"
-    known = _KnownIds(gt)
     if isinstance(dt, (str, Path)):
         path, where = Path(dt), str(dt)
         if iou_type == "bbox" and path.is_file():
-            cols = _box_file_columns(path, gt, known)
+            cols = _box_file_columns(path, gt)
             if cols is not None:
                 return cols
         dt = read_json(path)
-    return _list_columns(dt, gt, iou_type, where, known)
+    return _concat([checked_columns(dt, gt, iou_type, where)], iou_type, gt)
 
 
-def _list_columns(dt: list, gt: dict, iou_type: str, where: str, known: _KnownIds) -> Columns:
-    c = checked_columns(dt, gt, iou_type, where, known)
-    return _concat([c], iou_type, _image_sizes(gt) if iou_type == "segm" else {})
-
-
-def checked_columns(
-    dt: object, gt: dict, iou_type: str, where: str, known: _KnownIds | None = None
-) -> Columns:
+def checked_columns(dt: object, gt: dict, iou_type: str, where: str) -> Columns:
     """A list of detections as columns (masks as given), every detection checked as every
     engine needs it: ids of the ground truth, a finite score, the IoU type's field and a box
     of four finite numbers where ``loadRes`` reads one (box results, or mask results whose
@@ -118,7 +111,7 @@ def checked_columns(
     need_box = iou_type == "bbox" or (bool(dt) and _has_box(dt[0]))
     try:
         c = _part_columns(dt, iou_type, need_box)
-        ok = (known or _KnownIds(gt))(c)
+        ok = _KnownIds(gt)(c)
     except _Bad:
         ok = False
     if not ok:
@@ -141,11 +134,12 @@ class _KnownIds:
         )
 
 
-def _box_file_columns(path: Path, gt: dict, known: _KnownIds) -> Columns | None:
+def _box_file_columns(path: Path, gt: dict) -> Columns | None:
     """A box results file decoded slice by slice into typed structs (no dict per detection,
     never more than two slices of the file in memory); None when it must be read whole (not
     a list, or a slice boundary fell inside a string)."""
     parts: list[Columns] = []
+    known = _KnownIds(gt)
     seen = 0  # detections decoded so far: a bad one is named by its index in the file
     with open(path, "rb") as f:
         buf = f.read(SLICE).lstrip()
@@ -171,7 +165,7 @@ def _box_file_columns(path: Path, gt: dict, known: _KnownIds) -> Columns | None:
                 return None
             parts.append(c)
             seen += len(c.scores)
-    return _concat(parts, "bbox", {})
+    return _concat(parts, "bbox", gt)
 
 
 def _last_boundary(buf: bytes) -> tuple[int, int] | None:
@@ -265,7 +259,7 @@ def _has_box(d: dict) -> bool:
     return isinstance(d, dict) and bool(d.get("bbox"))
 
 
-def _concat(parts: list[Columns], iou_type: str, sizes: dict) -> Columns:
+def _concat(parts: list[Columns], iou_type: str, gt: dict) -> Columns:
     """One column set; detection areas as the COCO API's ``loadRes`` sets them: the box's
     ``w * h`` when the first result carries a box, the mask's area otherwise."""
 
@@ -281,7 +275,7 @@ def _concat(parts: list[Columns], iou_type: str, sizes: dict) -> Columns:
     if iou_type == "segm":
         from pycocotools import mask as mask_utils
 
-        rles = [r for p in parts for r in p.rles]
+        rles, sizes = [r for p in parts for r in p.rles], _image_sizes(gt)
         cols.rles = [
             to_rle(r, *sizes[i]) for r, i in zip(rles, cols.image_id.tolist(), strict=True)
         ]
@@ -326,18 +320,27 @@ def explain_bad_dt(
                             f"fields {sorted(d)}")  # fmt: skip
         box = d["bbox"] if need_box else None
         if need_box and not (
-            isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
+            isinstance(box, (list, tuple, np.ndarray))
+            and len(box) == 4
+            and all(_is_number(v) for v in box)
         ):
             raise DataError(f"{where}[{i}] bbox", "[x, y, width, height], finite numbers",
                             repr(box))  # fmt: skip
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A Python or NumPy integer, not a bool (what ``_part_columns`` reads as an id)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    """A finite Python or NumPy number, not a bool; an integer too large for a float is not."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 _BOX_DECODER = _box_decoder()
