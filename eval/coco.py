@@ -76,11 +76,9 @@ def summarize(
     return out
 
 
-def _load_gt(gt: dict | str | Path, iou_type: str) -> tuple[dict, bool]:
-    """The GT dict and whether it is ours to modify (the engines add keys to annotations)."""
-    if isinstance(gt, (str, Path)):
-        return load_coco_json(gt, evaluate=iou_type), True
-    return gt, False
+def _load_gt(gt: dict | str | Path, iou_type: str) -> dict:
+    """The GT dict, read and checked when given as a path."""
+    return load_coco_json(gt, evaluate=iou_type) if isinstance(gt, (str, Path)) else gt
 
 
 def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
@@ -161,15 +159,16 @@ def coco_evaluate(
         raise DataError("iou_type", "'bbox' or 'segm'", repr(iou_type))
     if engine not in ENGINES:
         raise ValueError(f"COCO engine: expected one of {ENGINES}, got {engine!r}")
-    gt, owned = _load_gt(gt, iou_type)
+    gt = _load_gt(gt, iou_type)
     if engine == "numpy":
         cols = dt_columns(dt, gt, iou_type)
         if not len(cols.scores):
             return _empty_result(gt, max_dets)
         r = evaluate_columns(gt, cols, iou_type, img_ids, max_dets)
     else:
-        if not owned:  # shallow copies are enough: the engines only add keys to annotations
-            gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+        # shallow copies (the engines only add keys to annotations); pycocotools reads every
+        # annotation's iscrowd: an absent one is 0, as the numpy engine reads it
+        gt = {**gt, "annotations": [{"iscrowd": 0, **a} for a in gt["annotations"]]}
         dt = _load_dt(dt, gt, iou_type)
         if not dt:  # every engine chokes on an empty result set; the answer is well defined
             return _empty_result(gt, max_dets)

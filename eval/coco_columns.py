@@ -139,7 +139,7 @@ def _box_file_columns(path: Path, gt: dict) -> Columns | None:
     never more than two slices of the file in memory); None when it must be read whole (not
     a list, or a slice boundary fell inside a string)."""
     parts: list[Columns] = []
-    known = _KnownIds(gt)
+    known, decoder = _KnownIds(gt), _box_decoder()
     seen = 0  # detections decoded so far: a bad one is named by its index in the file
     with open(path, "rb") as f:
         buf = f.read(SLICE).lstrip()
@@ -160,7 +160,7 @@ def _box_file_columns(path: Path, gt: dict) -> Columns | None:
                 if cut is None:  # one object longer than a slice: read on
                     continue
                 chunk, buf = buf[: cut[0]], buf[cut[1] :]
-            c = _decode_boxes(b"[" + chunk + b"]", gt, known, path, seen)
+            c = _decode_boxes(b"[" + chunk + b"]", decoder, gt, known, path, seen)
             if c is None:
                 return None
             parts.append(c)
@@ -180,12 +180,12 @@ def _last_boundary(buf: bytes) -> tuple[int, int] | None:
 
 
 def _decode_boxes(
-    chunk: bytes, gt: dict, known: _KnownIds, path: Path, seen: int
+    chunk: bytes, decoder: msgspec.json.Decoder, gt: dict, known: _KnownIds, path: Path, seen: int
 ) -> Columns | None:
     """One slice (a JSON list) as columns; a bad detection raises, naming its index in the
     file; None when the slice is not valid JSON (the caller reads the file whole)."""
     try:
-        dets = _BOX_DECODER.decode(chunk)
+        dets = decoder.decode(chunk)
     except msgspec.ValidationError as e:  # a field of the wrong type: named by the checks
         try:
             parsed = orjson.loads(chunk)
@@ -210,6 +210,7 @@ def _decode_boxes(
 
 
 def _box_decoder() -> msgspec.json.Decoder:
+    """A decoder of box results into typed structs (made per file: a few microseconds)."""
     det = msgspec.defstruct(
         "Det",
         [
@@ -341,6 +342,3 @@ def _is_number(v) -> bool:
         return math.isfinite(v)
     except OverflowError:
         return False
-
-
-_BOX_DECODER = _box_decoder()

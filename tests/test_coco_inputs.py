@@ -106,3 +106,54 @@ def test_a_results_file_that_is_not_json_says_where_and_why(tmp_path):
         assert str(e.value) == (
             f"{path}:2:2: expected valid JSON, got unexpected character, expected a string key"
         ), engine
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ids_beyond_float_precision_stay_apart(engine):
+    """Image and category ids above 2**53 (hashed ids) that a float would merge: each
+    detection is scored on its own image and class."""
+    big = 2**53
+    gt = _gt(1)
+    gt["images"] = [{"id": big + 1, "width": 200, "height": 100},
+                    {"id": big + 2, "width": 200, "height": 100}]  # fmt: skip
+    gt["categories"] = [{"id": big + 1, "name": "a"}, {"id": big + 2, "name": "b"}]
+    gt["annotations"][0].update(image_id=big + 1, category_id=big + 1)
+    wrong_image = {**GOOD, "image_id": big + 2, "category_id": big + 1}
+    wrong_class = {**GOOD, "image_id": big + 1, "category_id": big + 2}
+    right = {**GOOD, "image_id": big + 1, "category_id": big + 1}
+    assert coco_evaluate(gt, [wrong_image, wrong_class], "bbox", engine)["AP"] == 0.0
+    assert coco_evaluate(gt, [right], "bbox", engine)["AP"] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_annotations_without_a_crowd_flag_are_not_crowds(engine, tmp_path):
+    import json
+
+    gt = _gt(2)
+    found = coco_evaluate(gt, [GOOD], "bbox", engine)
+    for a in gt["annotations"]:
+        del a["iscrowd"]
+    unflagged = coco_evaluate(gt, [GOOD], "bbox", engine)
+    assert unflagged["AR100"] == found["AR100"] == 0.5  # one of two found: none ignored
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    assert coco_evaluate(tmp_path / "gt.json", [GOOD], "bbox", engine)["AR100"] == 0.5
+
+
+def test_a_results_file_names_a_bad_detection_by_its_place_in_the_file(tmp_path, monkeypatch):
+    """Read in slices: a detection of an unknown image in a later slice, and a score of the
+    wrong type (the typed decoder refuses it), are named by their index in the file."""
+    import json
+
+    from eval import coco_columns
+
+    monkeypatch.setattr(coco_columns, "SLICE", 200)
+    dets = [{**GOOD, "score": 0.5 + k / 100} for k in range(30)]
+    path = tmp_path / "dt.json"
+    path.write_text(json.dumps(dets[:25] + [{**GOOD, "image_id": 9}] + dets[25:]))
+    with pytest.raises(DataError) as e:
+        coco_evaluate(_gt(), path)
+    assert str(e.value) == f"{path}[25] image_id: expected an image id of the ground truth, got 9"
+    path.write_text(json.dumps(dets[:21] + [{**GOOD, "score": "high"}] + dets[21:]))
+    with pytest.raises(DataError) as e:
+        coco_evaluate(_gt(), path)
+    assert str(e.value) == f"{path}[21] score: expected a finite number, got 'high'"
