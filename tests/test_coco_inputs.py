@@ -157,3 +157,34 @@ def test_a_results_file_names_a_bad_detection_by_its_place_in_the_file(tmp_path,
     with pytest.raises(DataError) as e:
         coco_evaluate(_gt(), path)
     assert str(e.value) == f"{path}[21] score: expected a finite number, got 'high'"
+
+
+def test_mask_results_without_boxes_score_alike_on_every_engine():
+    """Mask results with no ``bbox`` (areas from the masks): the same stats on each engine;
+    the caller's detections are left as they were."""
+    import copy
+
+    from pycocotools import mask as mask_utils
+
+    gt = _gt(2)
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+    def rle(x: int, w: int) -> dict:
+        m = np.zeros((100, 200), np.uint8, order="F")
+        m[10:30, x : x + w] = 1
+        r = mask_utils.encode(m)
+        return {"size": r["size"], "counts": r["counts"].decode()}
+
+    one = {"image_id": 1, "category_id": 1}
+    dets = [{**one, "segmentation": rle(10, 20), "score": 0.9},
+            {**one, "segmentation": rle(40, 12), "score": 0.8}]  # fmt: skip
+    before = copy.deepcopy(dets)
+    got = {e: coco_evaluate(gt, dets, "segm", e) for e in ENGINES}
+    assert dets == before
+    assert got["numpy"]["AP50"] == pytest.approx(1.0, abs=1e-12)  # IoU 12/20 and 1: both found
+    assert got["numpy"]["AP"] < 1.0  # the narrow one only up to IoU 0.6
+    for e in ("faster", "pycocotools"):
+        for k in ("AP", "AP50", "AP75", "AR1", "AR100"):
+            assert got[e][k] == pytest.approx(got["numpy"][k], abs=1e-12), (e, k)
