@@ -14,6 +14,7 @@ import math
 import re
 from itertools import chain
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -209,13 +210,16 @@ def _decode_boxes(
     return c
 
 
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # ids as the columns hold them
+
+
 def _box_decoder() -> msgspec.json.Decoder:
     """A decoder of box results into typed structs (made per file: a few microseconds)."""
     det = msgspec.defstruct(
         "Det",
         [
-            ("image_id", int),
-            ("category_id", int),
+            ("image_id", _Int64),
+            ("category_id", _Int64),
             ("score", float),
             ("bbox", tuple[float, float, float, float]),
         ],  # fmt: skip

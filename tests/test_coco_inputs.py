@@ -188,3 +188,16 @@ def test_mask_results_without_boxes_score_alike_on_every_engine():
     for e in ("faster", "pycocotools"):
         for k in ("AP", "AP50", "AP75", "AR1", "AR100"):
             assert got[e][k] == pytest.approx(got["numpy"][k], abs=1e-12), (e, k)
+
+
+def test_an_id_beyond_64_bits_in_a_results_file_is_named(tmp_path):
+    import json
+
+    path = tmp_path / "dt.json"
+    for big in (2**63, 2**64 - 1):  # beyond int64, within what the JSON parser reads as ints
+        path.write_text(json.dumps([GOOD, {**GOOD, "image_id": big}]))
+        for engine in ENGINES:
+            with pytest.raises(DataError) as e:
+                coco_evaluate(_gt(), path, "bbox", engine)
+            want = f"{path}[1] image_id: expected an image id of the ground truth, got {big}"
+            assert str(e.value) == want, engine
