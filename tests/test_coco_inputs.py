@@ -109,9 +109,11 @@ def test_a_results_file_that_is_not_json_says_where_and_why(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_ids_beyond_float_precision_stay_apart(engine):
+def test_ids_beyond_float_precision_stay_apart(engine, tmp_path):
     """Image and category ids above 2**53 (hashed ids) that a float would merge: each
-    detection is scored on its own image and class."""
+    detection is scored on its own image and class, given as a list or read from a file."""
+    import json
+
     big = 2**53
     gt = _gt(1)
     gt["images"] = [{"id": big + 1, "width": 200, "height": 100},
@@ -123,6 +125,9 @@ def test_ids_beyond_float_precision_stay_apart(engine):
     right = {**GOOD, "image_id": big + 1, "category_id": big + 1}
     assert coco_evaluate(gt, [wrong_image, wrong_class], "bbox", engine)["AP"] == 0.0
     assert coco_evaluate(gt, [right], "bbox", engine)["AP"] == pytest.approx(1.0, abs=1e-12)
+    path = tmp_path / "dt.json"
+    path.write_text(json.dumps([wrong_image, wrong_class]))
+    assert coco_evaluate(gt, path, "bbox", engine)["AP"] == 0.0
 
 
 @pytest.mark.parametrize("engine", ENGINES)
