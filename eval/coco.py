@@ -97,8 +97,19 @@ def _load_dt(dt: list | str | Path, gt: dict, iou_type: str) -> list:
     return [{**d, "bbox": b} for d, b in zip(dt, boxes.tolist(), strict=True)]
 
 
+def _exact_as_double(gt: dict) -> None:
+    """faster-coco-eval holds ids as doubles: two ids beyond 2**53 can merge, so they are
+    refused for that engine (the numpy and pycocotools engines keep them exact)."""
+    for key in ("images", "categories"):
+        big = [x["id"] for x in gt[key] if abs(x["id"]) > 2**53]
+        if big:
+            want = "ids within ±2**53 for engine 'faster' (it holds ids as doubles)"
+            raise DataError(f"ground truth {key}", f"{want}; fix: engine 'numpy'", f"id {big[0]}")
+
+
 def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_dets):
     if engine == "faster":
+        _exact_as_double(gt)
         from faster_coco_eval import COCO, COCOeval_faster
 
         cgt = COCO(gt)
