@@ -109,7 +109,6 @@ def _exact_as_double(gt: dict) -> None:
 
 def _run_engine(gt: dict, dt: list, iou_type: str, engine: str, img_ids, max_dets):
     if engine == "faster":
-        _exact_as_double(gt)
         from faster_coco_eval import COCO, COCOeval_faster
 
         cgt = COCO(gt)
@@ -180,6 +179,8 @@ def coco_evaluate(
         # shallow copies (the engines only add keys to annotations); pycocotools reads every
         # annotation's iscrowd: an absent one is 0, as the numpy engine reads it
         gt = {**gt, "annotations": [{"iscrowd": 0, **a} for a in gt["annotations"]]}
+        if engine == "faster":
+            _exact_as_double(gt)
         dt = _load_dt(dt, gt, iou_type)
         if not dt:  # every engine chokes on an empty result set; the answer is well defined
             return _empty_result(gt, max_dets)
