@@ -162,6 +162,30 @@ def test_a_results_file_names_a_bad_detection_by_its_place_in_the_file(tmp_path,
     with pytest.raises(DataError) as e:
         coco_evaluate(_gt(), path)
     assert str(e.value) == f"{path}[21] score: expected a finite number, got 'high'"
+    path.write_text(json.dumps(dets[:22] + [{**GOOD, "bbox": [1, 2, 3]}] + dets[22:]))
+    with pytest.raises(DataError) as e:
+        coco_evaluate(_gt(), path)
+    want = "bbox: expected [x, y, width, height], finite numbers, got [1, 2, 3]"
+    assert str(e.value) == f"{path}[22] {want}"
+
+
+def test_a_compact_results_file_is_read_in_slices_alone(tmp_path, monkeypatch):
+    """No space between objects ("},{"): each slice still starts at an object, so the file is
+    never read whole."""
+    import json
+
+    from eval import coco_columns
+
+    def refuse(*a, **k):
+        raise AssertionError("the file was read whole")
+
+    monkeypatch.setattr(coco_columns, "SLICE", 200)
+    dets = [{**GOOD, "score": 0.5 + k / 100} for k in range(30)]
+    path = tmp_path / "dt.json"
+    path.write_text(json.dumps(dets, separators=(",", ":")))
+    want = coco_evaluate(_gt(), dets)["AP"]
+    monkeypatch.setattr(coco_columns, "read_json", refuse)
+    assert coco_evaluate(_gt(), path)["AP"] == want
 
 
 def test_mask_results_without_boxes_score_alike_on_every_engine():
