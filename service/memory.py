@@ -112,9 +112,8 @@ class IdleTrim:
         return True
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """End the thread ``start`` began (at its next wake-up at the latest: at once, since
-        it waits on the stop signal) and wait up to ``timeout`` s for it. Returns whether no
-        trim thread is left running."""
+        """End the trim thread (at once: it waits on the stop signal) and wait up to
+        ``timeout`` s for it to finish. Returns whether no trim thread is left running."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
