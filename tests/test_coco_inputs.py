@@ -4,11 +4,14 @@ messages of a results file that is not JSON."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 
 import numpy as np
 import pytest
 
+from eval import coco_columns
 from eval.coco import coco_evaluate
 from eval.coco_columns import gt_columns
 from vision.errors import DataError
@@ -112,8 +115,6 @@ def test_a_results_file_that_is_not_json_says_where_and_why(tmp_path):
 def test_ids_beyond_float_precision_stay_apart(engine, tmp_path):
     """Image and category ids 2**53 and 2**53 + 1 (hashed ids), which a float merges: each
     detection is scored on its own image and class, given as a list or read from a file."""
-    import json
-
     big = 2**53
     gt = _gt(1)
     gt["images"] = [{"id": big, "width": 200, "height": 100},
@@ -132,8 +133,6 @@ def test_ids_beyond_float_precision_stay_apart(engine, tmp_path):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_annotations_without_a_crowd_flag_are_not_crowds(engine, tmp_path):
-    import json
-
     gt = _gt(2)
     found = coco_evaluate(gt, [GOOD], "bbox", engine)
     for a in gt["annotations"]:
@@ -147,10 +146,6 @@ def test_annotations_without_a_crowd_flag_are_not_crowds(engine, tmp_path):
 def test_a_results_file_names_a_bad_detection_by_its_place_in_the_file(tmp_path, monkeypatch):
     """Read in slices: a detection of an unknown image in a later slice, and a score of the
     wrong type (the typed decoder refuses it), are named by their index in the file."""
-    import json
-
-    from eval import coco_columns
-
     monkeypatch.setattr(coco_columns, "SLICE", 200)
     dets = [{**GOOD, "score": 0.5 + k / 100} for k in range(30)]
     path = tmp_path / "dt.json"
@@ -172,9 +167,6 @@ def test_a_results_file_names_a_bad_detection_by_its_place_in_the_file(tmp_path,
 def test_a_compact_results_file_is_read_in_slices_alone(tmp_path, monkeypatch):
     """No space between objects ("},{"): each slice still starts at an object, so the file is
     never read whole."""
-    import json
-
-    from eval import coco_columns
 
     def refuse(*a, **k):
         raise AssertionError("the file was read whole")
@@ -191,8 +183,6 @@ def test_a_compact_results_file_is_read_in_slices_alone(tmp_path, monkeypatch):
 def test_mask_results_without_boxes_score_alike_on_every_engine():
     """Mask results with no ``bbox`` (areas from the masks): the same stats on each engine;
     the caller's detections are left as they were."""
-    import copy
-
     from pycocotools import mask as mask_utils
 
     gt = _gt(2)
@@ -220,8 +210,6 @@ def test_mask_results_without_boxes_score_alike_on_every_engine():
 
 
 def test_an_id_beyond_64_bits_in_a_results_file_is_named(tmp_path):
-    import json
-
     path = tmp_path / "dt.json"
     for big in (2**63, 2**64 - 1):  # beyond int64, within what the JSON parser reads as ints
         path.write_text(json.dumps([GOOD, {**GOOD, "image_id": big}]))
